@@ -1,0 +1,21 @@
+import { Command } from 'commander';
+import type { CommandContext, DatabaseFlags } from '../context.ts';
+import { overridesFrom, withDatabaseOptions } from '../context.ts';
+import { resolveDatabaseUrl } from '../../db/connect.ts';
+import { runMigrations } from '../../db/migrate.ts';
+
+export function registerMigrate(ctx: CommandContext): Command {
+  return withDatabaseOptions(new Command('migrate'))
+    .description('create or upgrade the rowfleet schema (idempotent; safe to run from several processes at once)')
+    .option('--json', 'print {"applied": n, "total": n}')
+    .addHelpText('after', '\nExamples:\n  rowfleet migrate\n  DATABASE_URL=postgres://localhost/app rowfleet migrate --json\n')
+    .action(async (flags: DatabaseFlags & { json?: boolean }) => {
+      const config = ctx.config(overridesFrom(flags));
+      const log = ctx.logger(config, 'migrate');
+      const url = await resolveDatabaseUrl(config, log);
+      const result = await runMigrations(url);
+      ctx.print(result, flags.json === true, (r) =>
+        r.applied === 0 ? `schema is up to date (${r.total} migrations)` : `applied ${r.applied} migration(s); schema is up to date (${r.total} migrations)`,
+      );
+    });
+}

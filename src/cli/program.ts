@@ -1,0 +1,31 @@
+/**
+ * The `rowfleet` program factory. Commands are registered from one file each; the program never
+ * calls process.exit (exitOverride), so tests run it in-process with injected output, and only
+ * src/cli/main.ts turns the outcome into an exit code.
+ */
+import { Command } from 'commander';
+import { createContext, type CliIO } from './context.ts';
+import { registerDb } from './commands/db.ts';
+import { registerMigrate } from './commands/migrate.ts';
+
+export function createProgram(io: CliIO): Command {
+  const ctx = createContext(io);
+  const program = new Command('rowfleet')
+    .description('A Postgres-only worker fleet: versioned upserts by record ID, SKIP LOCKED workers, nothing lost.')
+    .version(VERSION, '-V, --version')
+    .showSuggestionAfterError()
+    .configureOutput({
+      writeOut: (text) => io.stdout.write(text),
+      writeErr: (text) => io.stderr.write(text),
+    })
+    .exitOverride();
+
+  for (const register of [registerMigrate, registerDb]) {
+    const command = register(ctx);
+    command.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });
+    program.addCommand(command);
+  }
+  return program;
+}
+
+export const VERSION = '0.1.0';

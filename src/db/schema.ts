@@ -1,0 +1,106 @@
+/**
+ * The `rowfleet` schema. drizzle-kit generates the migrations in `drizzle/` from this file
+ * (`npm run db:generate`); the upsert function lives in a hand-written migration beside them.
+ *
+ * records: one row per record ID, the single source of truth for its data, version and state.
+ * event_log: append-only, one row per message (applied or not) plus rare lifecycle events.
+ */
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  boolean,
+  check,
+  index,
+  integer,
+  jsonb,
+  pgSchema,
+  text,
+  timestamp,
+  uniqueIndex,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+export const rowfleet = pgSchema('rowfleet');
+
+export const RECORD_STATUSES = ['COMPLETED', 'PROCESSING', 'PROCESSED', 'FAILED'] as const;
+export type RecordStatus = (typeof RECORD_STATUSES)[number];
+
+/** Outcomes of a message. `duplicate` is only ever a response: a repeated messageId writes nothing. */
+export const MESSAGE_REASONS = ['applied', 'stale', 'duplicate', 'conflict'] as const;
+/** Lifecycle events a worker or operator appends. */
+export const LIFECYCLE_REASONS = ['failed', 'requeued', 'rescued'] as const;
+export type EventReason = (typeof MESSAGE_REASONS)[number] | (typeof LIFECYCLE_REASONS)[number];
+
+const bigintText = (name: string) => bigint(name, { mode: 'string' });
+const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+/** Server-assigned versions for messages that carry none: ingestion order, no clocks. */
+export const versionSeq = rowfleet.sequence('version_seq', { startWith: 1, increment: 1 });
+
+export const records = rowfleet.table(
+  'records',
+  {
+    id: text('id').primaryKey(),
+    version: bigintText('version').notNull(),
+    data: jsonb('data').notNull(),
+    status: text('status').$type<RecordStatus>().notNull().default('COMPLETED'),
+    /** Claims of the current version so far; reset when a new version is applied. */
+    attempts: integer('attempts').notNull().default(0),
+    /** Not claimable before this instant (retry backoff). */
+    runAfter: timestamptz('run_after').notNull().defaultNow(),
+    leaseOwner: text('lease_owner'),
+    leaseToken: uuid('lease_token'),
+    leaseExpiresAt: timestamptz('lease_expires_at'),
+    /** Leases of the current version that expired without a completion (poison detection). */
+    leaseExpirations: integer('lease_expirations').notNull().default(0),
+    lastError: text('last_error'),
+    result: jsonb('result'),
+    processedVersion: bigintText('processed_version'),
+    processedAt: timestamptz('processed_at'),
+    createdAt: timestamptz('created_at').notNull().defaultNow(),
+    updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+  },
+  (t) => [
+    check('records_status_check', sql`${t.status} in ('COMPLETED', 'PROCESSING', 'PROCESSED', 'FAILED')`),
+    check('records_version_positive', sql`${t.version} > 0`),
+    check('records_id_length', sql`length(${t.id}) between 1 and 256`),
+    // The claim reads due COMPLETED rows oldest-due first; the partial index keeps that
+    // O(batch) however many PROCESSED rows accumulate.
+    index('records_due_idx').on(t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED'`),
+    // Rescue finds expired leases without scanning the table.
+    index('records_lease_idx').on(t.leaseExpiresAt).where(sql`${t.status} = 'PROCESSING'`),
+    index('records_failed_idx').on(t.updatedAt).where(sql`${t.status} = 'FAILED'`),
+  ],
+);
+
+export const eventLog = rowfleet.table(
+  'event_log',
+  {
+    /** Global ingest order. */
+    seq: bigint('seq', { mode: 'string' }).primaryKey().generatedAlwaysAsIdentity(),
+    recordId: text('record_id').notNull(),
+    messageId: text('message_id'),
+    version: bigintText('version'),
+    /** True when the server assigned the version (the message carried none). */
+    versionAssigned: boolean('version_assigned').notNull().default(false),
+    data: jsonb('data'),
+    applied: boolean('applied').notNull(),
+    reason: text('reason').$type<EventReason>().notNull(),
+    /** The record's version when the message was refused (stale, conflict). */
+    currentVersion: bigintText('current_version'),
+    /** Lifecycle details: the error of a failure, the filter of a requeue. */
+    detail: jsonb('detail'),
+    receivedAt: timestamptz('received_at').notNull().defaultNow(),
+  },
+  (t) => [
+    uniqueIndex('event_log_message_id_key').on(t.messageId),
+    index('event_log_record_idx').on(t.recordId, t.seq),
+    check(
+      'event_log_reason_check',
+      sql`${t.reason} in ('applied', 'stale', 'duplicate', 'conflict', 'failed', 'requeued', 'rescued')`,
+    ),
+  ],
+);
+
+export type RecordRow = typeof records.$inferSelect;
+export type EventRow = typeof eventLog.$inferSelect;
