@@ -7,6 +7,9 @@ import { Command } from 'commander';
 import { createContext, type CliIO } from './context.ts';
 import { registerDb } from './commands/db.ts';
 import { registerMigrate } from './commands/migrate.ts';
+import { registerApi } from './commands/api.ts';
+import { registerUpsert } from './commands/upsert.ts';
+import { registerDemo } from './commands/demo.ts';
 
 export function createProgram(io: CliIO): Command {
   const ctx = createContext(io);
@@ -14,13 +17,15 @@ export function createProgram(io: CliIO): Command {
     .description('A Postgres-only worker fleet: versioned upserts by record ID, SKIP LOCKED workers, nothing lost.')
     .version(VERSION, '-V, --version')
     .showSuggestionAfterError()
+    // Root options only before the command name: `upsert --version 3` is the message's version.
+    .enablePositionalOptions()
     .configureOutput({
       writeOut: (text) => io.stdout.write(text),
       writeErr: (text) => io.stderr.write(text),
     })
     .exitOverride();
 
-  for (const register of [registerMigrate, registerDb]) {
+  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo]) {
     const command = register(ctx);
     command.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });
     program.addCommand(command);

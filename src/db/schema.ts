@@ -10,6 +10,7 @@ import {
   bigint,
   boolean,
   check,
+  customType,
   index,
   integer,
   jsonb,
@@ -31,7 +32,11 @@ export const MESSAGE_REASONS = ['applied', 'stale', 'duplicate', 'conflict'] as 
 export const LIFECYCLE_REASONS = ['failed', 'requeued', 'rescued'] as const;
 export type EventReason = (typeof MESSAGE_REASONS)[number] | (typeof LIFECYCLE_REASONS)[number];
 
-const bigintText = (name: string) => bigint(name, { mode: 'string' });
+/**
+ * Versions are Postgres bigints. JavaScript numbers lose precision above 2^53, so they travel as
+ * decimal text and are shown as numbers only when exact (see presentVersion).
+ */
+const bigintText = customType<{ data: string; driverData: string }>({ dataType: () => 'bigint' });
 const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
 /** Server-assigned versions for messages that carry none: ingestion order, no clocks. */
@@ -77,7 +82,7 @@ export const eventLog = rowfleet.table(
   'event_log',
   {
     /** Global ingest order. */
-    seq: bigint('seq', { mode: 'string' }).primaryKey().generatedAlwaysAsIdentity(),
+    seq: bigint('seq', { mode: 'bigint' }).primaryKey().generatedAlwaysAsIdentity(),
     recordId: text('record_id').notNull(),
     messageId: text('message_id'),
     version: bigintText('version'),

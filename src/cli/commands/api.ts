@@ -1,0 +1,45 @@
+import { Command, Option } from 'commander';
+import { parseInteger } from '../../config.ts';
+import { runMigrations, pendingMigrations } from '../../db/migrate.ts';
+import { buildServer } from '../../http/server.ts';
+import { UserError } from '../../errors.ts';
+import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
+
+export function registerApi(ctx: CommandContext): Command {
+  return withDatabaseOptions(new Command('api'))
+    .description('serve the HTTP API (POST /upsert, GET /records/:id, /healthz, /readyz)')
+    .addOption(new Option('--port <port>', 'port to listen on (default: $PORT or 3000; 0 picks a free one)').argParser((v) => parseInteger(v, '--port', 0, 65535)))
+    .option('--host <host>', 'address to listen on (default: $ROWFLEET_HOST or 127.0.0.1)')
+    .addHelpText('after', '\nExamples:\n  rowfleet api --port 8080\n  ROWFLEET_API_TOKENS=secret1,secret2 rowfleet api --host 0.0.0.0\n')
+    .action(async (flags: DatabaseFlags & { port?: number; host?: string }) => {
+      const config = ctx.config({
+        ...overridesFrom(flags),
+        ...(flags.port !== undefined && { port: flags.port }),
+        ...(flags.host !== undefined && { host: flags.host }),
+      });
+      const log = ctx.logger(config, 'api');
+      await ctx.withPool(config, log, async (pool, url) => {
+        const pending = await pendingMigrations(pool);
+        if (pending > 0) {
+          // The embedded Postgres is a development database: bring it up to date. A real one is
+          // migrated by the release step (Procfile `release: rowfleet migrate`), never implicitly.
+          if (config.databaseUrl !== undefined) {
+            throw new UserError(`the database schema is ${pending} migration(s) behind; run \`rowfleet migrate\` first`);
+          }
+          await runMigrations(url);
+        }
+        const app = buildServer({ config, pool, log });
+        const address = await app.listen({ port: config.port, host: config.host });
+        log.info({ address, tokens: config.apiTokens.length > 0 }, `rowfleet api listening on ${address}`);
+        await waitForShutdown(ctx.io.shutdownSignal);
+        log.info('shutting down: no new connections, finishing requests in flight');
+        await app.close();
+      });
+    });
+}
+
+function waitForShutdown(signal: AbortSignal | undefined): Promise<void> {
+  if (signal === undefined) return new Promise(() => {});
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+}

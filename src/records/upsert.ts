@@ -1,0 +1,102 @@
+/**
+ * The versioned upsert (invariants I1 newest wins, I2 every message audited once).
+ *
+ * All the work happens in one call of `rowfleet.upsert_messages` (drizzle/0001_upsert_messages.sql):
+ * take versions, lock rows in id order, classify each message against the stored version, write
+ * the newest per record, append one event_log row per message. A single message and a batch of
+ * a thousand cost one round trip each.
+ */
+import { sql } from 'drizzle-orm';
+import { query, sqlState, type Queryable } from '../db/sql.ts';
+import { presentVersion, type Message } from './message.ts';
+
+export type UpsertResult =
+  | { id: string; applied: true; version: string; reason: 'applied'; duplicate?: true }
+  | { id: string; applied: false; version: string; currentVersion: string; reason: 'stale' | 'conflict'; duplicate?: true }
+  | { id: string; applied: false; reason: 'message_id_reused'; messageId: string; error: string };
+
+interface ResultRow {
+  ord: number;
+  record_id: string;
+  applied: boolean;
+  version: string;
+  current_version: string | null;
+  reason: 'applied' | 'stale' | 'conflict';
+  duplicate: boolean;
+  reused: boolean;
+}
+
+/**
+ * Failures that mean "run the same call again": the function's own retry signal when a record was
+ * created concurrently (40001), a deadlock between batches sharing messageIds on different records
+ * (40P01), and two identical messageIds racing on different records (23505 on the messageId index).
+ * Each attempt is one atomic statement, so a failed one wrote nothing.
+ */
+const RETRY_LIMIT = 20;
+
+function isRetryable(err: unknown): boolean {
+  const code = sqlState(err);
+  if (code === '40001' || code === '40P01') return true;
+  return code === '23505' && (err as { constraint?: string }).constraint === 'event_log_message_id_key';
+}
+
+/** Applies messages in order (several for one id apply in array order); one result per message. */
+export async function upsertMessages(db: Queryable, messages: readonly Message[]): Promise<UpsertResult[]> {
+  if (messages.length === 0) return [];
+  const ids = messages.map((m) => m.id);
+  const data = JSON.stringify(messages.map((m) => m.data));
+  const versions = messages.map((m) => m.version ?? null);
+  const messageIds = messages.map((m) => m.messageId ?? null);
+  const statement = sql`SELECT * FROM rowfleet.upsert_messages(${sql.param(ids)}::text[], ${data}::jsonb, ${sql.param(versions)}::bigint[], ${sql.param(messageIds)}::text[])`;
+
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const rows = await query<ResultRow>(db, statement, 'rowfleet_upsert_messages');
+      return rows.map((row) => toResult(row, messages[row.ord - 1]!));
+    } catch (err) {
+      if (!isRetryable(err) || attempt >= RETRY_LIMIT) throw err;
+      // Jittered pause so that the writers who collided do not collide again in lockstep.
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, 2 ** attempt)));
+    }
+  }
+}
+
+function toResult(row: ResultRow, message: Message): UpsertResult {
+  if (row.reused) {
+    return {
+      id: row.record_id,
+      applied: false,
+      reason: 'message_id_reused',
+      messageId: message.messageId!,
+      error: `messageId ${JSON.stringify(message.messageId)} was already used for a different message (other id, version or data)`,
+    };
+  }
+  const duplicate = row.duplicate ? { duplicate: true as const } : {};
+  if (row.applied) return { id: row.record_id, applied: true, version: row.version, reason: 'applied', ...duplicate };
+  return {
+    id: row.record_id,
+    applied: false,
+    version: row.version,
+    currentVersion: row.current_version!,
+    reason: row.reason as 'stale' | 'conflict',
+    ...duplicate,
+  };
+}
+
+/** An upsert result as the HTTP API and the library return it: versions as numbers when exact. */
+export type UpsertResponse =
+  | { id: string; applied: true; version: number | string; reason: 'applied'; duplicate?: true }
+  | { id: string; applied: false; version: number | string; currentVersion: number | string; reason: 'stale' | 'conflict'; duplicate?: true }
+  | { id: string; applied: false; reason: 'message_id_reused'; messageId: string; error: string };
+
+export function presentResult(result: UpsertResult): UpsertResponse {
+  if (result.reason === 'message_id_reused') return result;
+  if (result.applied) return { ...result, version: presentVersion(result.version) };
+  return { ...result, version: presentVersion(result.version), currentVersion: presentVersion(result.currentVersion) };
+}
+
+/** The HTTP status of a single message's result. */
+export function statusOf(result: UpsertResult): 200 | 409 | 422 {
+  if (result.reason === 'message_id_reused') return 422;
+  return result.reason === 'conflict' ? 409 : 200;
+}

@@ -1,0 +1,101 @@
+/**
+ * Commands run in-process through the program factory, plus the real binary for exit codes.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { rowfleet } from './helpers/cli.ts';
+import { UsageError, UserError } from '../src/errors.ts';
+
+let db: TestDatabase;
+let env: Record<string, string>;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  env = { DATABASE_URL: db.url, ROWFLEET_LOG_LEVEL: 'warn' };
+});
+afterAll(async () => {
+  await db?.drop();
+});
+
+describe('rowfleet upsert', () => {
+  it('prints the response as JSON', async () => {
+    const run = await rowfleet(env, 'upsert', 'cli-1', '{"n": 1}', '--version', '4', '--message-id', 'cli-evt');
+    expect(run.error).toBeUndefined();
+    expect(JSON.parse(run.stdout)).toEqual({ id: 'cli-1', applied: true, version: 4, reason: 'applied' });
+    const again = await rowfleet(env, 'upsert', 'cli-1', '{"n": 1}', '--version', '4', '--message-id', 'cli-evt');
+    expect(JSON.parse(again.stdout)).toMatchObject({ duplicate: true });
+    const stale = await rowfleet(env, 'upsert', 'cli-1', '{"n": 0}', '--version', '3');
+    expect(JSON.parse(stale.stdout)).toMatchObject({ applied: false, reason: 'stale', currentVersion: 4 });
+  });
+
+  it('fails with exit code 1 on a conflict, still printing the response', async () => {
+    const run = await rowfleet(env, 'upsert', 'cli-1', '{"n": 99}', '--version', '4');
+    expect(JSON.parse(run.stdout)).toMatchObject({ reason: 'conflict' });
+    expect(run.error).toBeInstanceOf(UserError);
+    expect((run.error as UserError).exitCode).toBe(1);
+  });
+
+  it('refuses bad input with a usage error naming it, writing nothing', async () => {
+    for (const args of [
+      ['cli-2', '{not json'],
+      ['cli-2', '[1]'],
+      ['cli-2', '{}', '--version', 'x'],
+      ['', '{}'],
+    ]) {
+      const run = await rowfleet(env, 'upsert', ...args);
+      expect(run.error, args.join(' ')).toBeInstanceOf(UsageError);
+    }
+    const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.records WHERE id IN ('cli-2', '')`);
+    expect(rows[0].n).toBe(0);
+  });
+});
+
+describe('rowfleet migrate', () => {
+  it('reports an up-to-date schema as JSON', async () => {
+    const run = await rowfleet(env, 'migrate', '--json');
+    expect(run.error).toBeUndefined();
+    expect(JSON.parse(run.stdout)).toMatchObject({ applied: 0 });
+  });
+});
+
+describe('rowfleet demo', () => {
+  it('shows applied, stale, duplicate, conflict and a 400', async () => {
+    const run = await rowfleet(env, 'demo');
+    expect(run.error).toBeUndefined();
+    for (const word of ['"reason":"applied"', '"reason":"stale"', '"duplicate":true', '→ 409', '→ 400', 'version 3']) {
+      expect(run.stdout).toContain(word);
+    }
+  });
+});
+
+describe('the rowfleet binary', () => {
+  const main = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+  const run = (args: string[], extraEnv: Record<string, string>) =>
+    spawnSync(process.execPath, ['--import', 'tsx', main, ...args], { env: { ...process.env, ...extraEnv }, encoding: 'utf8', timeout: 60_000 });
+
+  it('exits 2 with one clear line for invalid configuration', () => {
+    const result = run(['migrate'], { DATABASE_URL: db.url, ROWFLEET_POOL_SIZE: 'lots' });
+    expect(result.status).toBe(2);
+    expect(result.stderr.trim().split('\n')).toEqual(['rowfleet: ROWFLEET_POOL_SIZE must be a whole number, got "lots"']);
+  });
+
+  it('exits 2 for an unknown command or option', () => {
+    expect(run(['frobnicate'], {}).status).toBe(2);
+    expect(run(['migrate', '--bogus'], { DATABASE_URL: db.url }).status).toBe(2);
+  });
+
+  it('exits 0 for --help and --version', () => {
+    const help = run(['--help'], {});
+    expect(help.status).toBe(0);
+    expect(help.stdout).toContain('upsert');
+    expect(run(['--version'], {}).status).toBe(0);
+  });
+
+  it('exits 1 with one line when Postgres cannot be reached', () => {
+    const result = run(['migrate'], { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none' });
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/^rowfleet: cannot reach Postgres .*; check DATABASE_URL/);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+  });
+});

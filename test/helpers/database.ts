@@ -1,0 +1,64 @@
+/**
+ * One database per test file, cloned from the migrated template (global-setup.ts):
+ * files run in parallel without seeing each other's rows, and cloning costs milliseconds where
+ * migrating would cost seconds.
+ *
+ *   let db: TestDatabase;
+ *   beforeAll(async () => { db = await createTestDatabase(); });
+ *   afterAll(async () => { await db?.drop(); });
+ */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { inject } from 'vitest';
+
+export interface TestDatabase {
+  url: string;
+  pool: pg.Pool;
+  /** Closes the pool and drops the database. */
+  drop(): Promise<void>;
+}
+
+/** A migrated database of its own. */
+export async function createTestDatabase(options: { poolSize?: number } = {}): Promise<TestDatabase> {
+  return createDatabase(inject('templateDatabase'), options);
+}
+
+/** An empty database (no rowfleet schema), for testing migrations themselves. */
+export async function createEmptyDatabase(options: { poolSize?: number } = {}): Promise<TestDatabase> {
+  return createDatabase(undefined, options);
+}
+
+/** `url` pointing at another database on the same server. */
+export function databaseUrl(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
+
+async function createDatabase(template: string | undefined, { poolSize = 4 }: { poolSize?: number }): Promise<TestDatabase> {
+  const adminUrl = inject('databaseUrl');
+  const name = `rowfleet_test_${process.pid}_${randomBytes(4).toString('hex')}`;
+  await withAdmin(adminUrl, (admin) => admin.query(`CREATE DATABASE ${name}${template === undefined ? '' : ` TEMPLATE ${template}`}`));
+
+  const url = databaseUrl(adminUrl, name);
+  const pool = new pg.Pool({ connectionString: url, max: poolSize });
+  return {
+    url,
+    pool,
+    async drop() {
+      await pool.end();
+      // FORCE: a test that failed midway may have left a client connected.
+      await withAdmin(adminUrl, (admin) => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+    },
+  };
+}
+
+async function withAdmin<T>(adminUrl: string, fn: (admin: pg.Client) => Promise<T>): Promise<T> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    return await fn(admin);
+  } finally {
+    await admin.end();
+  }
+}

@@ -1,0 +1,243 @@
+/**
+ * The HTTP contract of DESIGN.md §5: every status code, and every bad input answered with a 4xx
+ * that names the problem and writes nothing (I6).
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
+import pg from 'pg';
+import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { buildServer } from '../src/http/server.ts';
+import { loadConfig, type ConfigOverrides } from '../src/config.ts';
+import { silentLogger } from '../src/log.ts';
+
+let db: TestDatabase;
+let app: FastifyInstance;
+
+const serverWith = (overrides: ConfigOverrides = {}, pool: pg.Pool = db.pool) =>
+  buildServer({ config: loadConfig({}, { databaseUrl: db.url, ...overrides }), pool, log: silentLogger });
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  app = serverWith({ maxBatch: 5, maxBodyBytes: 64 * 1024 });
+});
+afterAll(async () => {
+  await app?.close();
+  await db?.drop();
+});
+
+const post = (body: unknown, headers: Record<string, string> = {}, target = app) =>
+  target.inject({
+    method: 'POST',
+    url: '/upsert',
+    headers: { 'content-type': 'application/json', ...headers },
+    payload: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+
+async function counts(): Promise<{ records: number; events: number }> {
+  const { rows } = await db.pool.query(
+    `SELECT (SELECT count(*)::int FROM rowfleet.records) AS records, (SELECT count(*)::int FROM rowfleet.event_log) AS events`,
+  );
+  return rows[0];
+}
+
+describe('POST /upsert', () => {
+  it('200 applied, 200 stale with currentVersion, 409 conflict', async () => {
+    const applied = await post({ id: 'h1', data: { a: 1 }, version: 2 });
+    expect(applied.statusCode).toBe(200);
+    expect(applied.json()).toEqual({ id: 'h1', applied: true, version: 2, reason: 'applied' });
+    expect(applied.headers['x-request-id']).toBeTruthy();
+
+    const stale = await post({ id: 'h1', data: { a: 0 }, version: 1 });
+    expect(stale.statusCode).toBe(200);
+    expect(stale.json()).toEqual({ id: 'h1', applied: false, version: 1, currentVersion: 2, reason: 'stale' });
+
+    const conflict = await post({ id: 'h1', data: { a: 9 }, version: 2 });
+    expect(conflict.statusCode).toBe(409);
+    expect(conflict.json()).toEqual({ id: 'h1', applied: false, version: 2, currentVersion: 2, reason: 'conflict' });
+  });
+
+  it('assigns a version when none is given, and accepts large versions as strings', async () => {
+    const r = await post({ id: 'h2', data: {} });
+    expect(r.statusCode).toBe(200);
+    expect(typeof r.json().version).toBe('number');
+    const big = await post({ id: 'h3', data: {}, version: '9007199254740993' });
+    expect(big.json()).toMatchObject({ applied: true, version: '9007199254740993' });
+  });
+
+  it('repeats the first response for a repeated messageId (body or Idempotency-Key) and 422s a reuse', async () => {
+    const first = await post({ id: 'h4', data: { n: 1 }, messageId: 'k1' });
+    const again = await post({ id: 'h4', data: { n: 1 } }, { 'idempotency-key': 'k1' });
+    expect(again.statusCode).toBe(200);
+    expect(again.json()).toEqual({ ...first.json(), duplicate: true });
+    const before = await counts();
+    const reused = await post({ id: 'h4', data: { n: 2 }, messageId: 'k1' });
+    expect(reused.statusCode).toBe(422);
+    expect(reused.json()).toMatchObject({ reason: 'message_id_reused', messageId: 'k1' });
+    expect(await counts()).toEqual(before);
+  });
+
+  it('repeats a 409 for a repeated conflicting messageId', async () => {
+    await post({ id: 'h5', data: { n: 1 }, version: 1 });
+    const conflict = await post({ id: 'h5', data: { n: 2 }, version: 1, messageId: 'k2' });
+    const again = await post({ id: 'h5', data: { n: 2 }, version: 1, messageId: 'k2' });
+    expect(conflict.statusCode).toBe(409);
+    expect(again.statusCode).toBe(409);
+    expect(again.json()).toEqual({ ...conflict.json(), duplicate: true });
+  });
+
+  it('answers a batch with one result per item, in request order', async () => {
+    const r = await post({
+      items: [
+        { id: 'hb', data: { n: 2 }, version: 2 },
+        { id: 'hb', data: { n: 1 }, version: 1 },
+        { id: 'hc', data: { n: 1 }, version: 1, messageId: 'kb' },
+        { id: 'hc', data: { n: 1 }, version: 1, messageId: 'kb' },
+        { id: 'hb', data: { n: 3 }, version: 2 },
+      ],
+    });
+    expect(r.statusCode).toBe(200);
+    expect(r.json().results).toEqual([
+      { id: 'hb', applied: true, version: 2, reason: 'applied' },
+      { id: 'hb', applied: false, version: 1, currentVersion: 2, reason: 'stale' },
+      { id: 'hc', applied: true, version: 1, reason: 'applied' },
+      { id: 'hc', applied: true, version: 1, reason: 'applied', duplicate: true },
+      { id: 'hb', applied: false, version: 2, currentVersion: 2, reason: 'conflict' },
+    ]);
+  });
+});
+
+describe('bad input: a clear 4xx naming the problem, nothing written', () => {
+  const deep = (levels: number) => {
+    let v: unknown = {};
+    for (let i = 1; i < levels; i++) v = { d: v };
+    return v;
+  };
+  const cases: Array<[string, unknown, number, RegExp, Record<string, string>?]> = [
+    ['invalid JSON', '{"id": "x", "data": {', 400, /not valid JSON/],
+    ['empty body', '', 400, /empty/],
+    ['a JSON array body', '[1,2]', 400, /body must be a JSON object/],
+    ['missing id', { data: {} }, 400, /^id is required/],
+    ['empty id', { id: '', data: {} }, 400, /^id must not be empty/],
+    ['numeric id', { id: 7, data: {} }, 400, /^id must be a string/],
+    ['id over 256 characters', { id: 'x'.repeat(257), data: {} }, 400, /^id must be at most 256/],
+    ['missing data', { id: 'x' }, 400, /^data is required/],
+    ['data not an object', { id: 'x', data: [1] }, 400, /^data must be a JSON object/],
+    ['data a string', { id: 'x', data: 'hi' }, 400, /^data must be a JSON object/],
+    ['negative version', { id: 'x', data: {}, version: -1 }, 400, /^version must be a positive integer/],
+    ['zero version', { id: 'x', data: {}, version: 0 }, 400, /^version must be a positive integer/],
+    ['fractional version', { id: 'x', data: {}, version: 1.5 }, 400, /^version must be a positive integer/],
+    ['unsafe numeric version', { id: 'x', data: {}, version: 2 ** 60 }, 400, /^version must be a positive integer/],
+    ['non-numeric version string', { id: 'x', data: {}, version: '12a' }, 400, /^version must be a positive integer/],
+    ['version above bigint', { id: 'x', data: {}, version: '9223372036854775808' }, 400, /^version must be at most/],
+    ['boolean version', { id: 'x', data: {}, version: true }, 400, /^version must be a positive integer/],
+    ['unknown field', { id: 'x', data: {}, extra: 1 }, 400, /^extra is not a known field/],
+    ['NUL in id', { id: 'a\u0000b', data: {} }, 400, /^id must not contain the NUL/],
+    ['NUL in a data value', { id: 'x', data: { s: 'a\u0000' } }, 400, /^data\.s must not contain the NUL/],
+    ['NUL in a data key', { id: 'x', data: { ['k\u0000']: 1 } }, 400, /must not contain the NUL/],
+    ['unpaired surrogate', '{"id":"x","data":{"s":"\\ud800"}}', 400, /unpaired UTF-16 surrogates/],
+    ['nesting deeper than 64', { id: 'x', data: deep(65) }, 400, /^data is nested deeper than 64/],
+    ['messageId not a string', { id: 'x', data: {}, messageId: 5 }, 400, /^messageId must be a string/],
+    ['empty messageId', { id: 'x', data: {}, messageId: '' }, 400, /^messageId must not be empty/],
+    ['__proto__ key', '{"id":"x","data":{"__proto__":{"a":1}}}', 400, /./],
+    ['items not an array', { items: {} }, 400, /^items must be an array/],
+    ['empty items', { items: [] }, 400, /^items must hold at least one/],
+    ['too many items', { items: Array.from({ length: 6 }, (_, i) => ({ id: `t${i}`, data: {} })) }, 400, /^items holds 6 messages; at most 5/],
+    ['a bad item among good ones', { items: [{ id: 'ok', data: {} }, { id: 'ok2', data: {}, version: 'x' }] }, 400, /^items\[1\]\.version/],
+    ['a field beside items', { items: [{ id: 'ok', data: {} }], id: 'x' }, 400, /^id is not allowed beside items/],
+    ['Idempotency-Key on a batch', { items: [{ id: 'ok', data: {} }] }, 400, /^Idempotency-Key applies to a single message/, { 'idempotency-key': 'k' }],
+    ['Idempotency-Key differing from messageId', { id: 'x', data: {}, messageId: 'a' }, 400, /^Idempotency-Key differs/, { 'idempotency-key': 'b' }],
+  ];
+
+  it.each(cases)('%s', async (_name, body, status, message, headers) => {
+    const before = await counts();
+    const r = await post(body, headers);
+    expect(r.statusCode).toBe(status);
+    expect(r.json().message).toMatch(message);
+    expect(await counts()).toEqual(before);
+  });
+
+  it('413 for a body over the limit', async () => {
+    const before = await counts();
+    const r = await post({ id: 'big', data: { s: 'x'.repeat(70 * 1024) } });
+    expect(r.statusCode).toBe(413);
+    expect(r.json()).toMatchObject({ error: 'payload_too_large' });
+    expect(await counts()).toEqual(before);
+  });
+
+  it('415 for a body that is not JSON', async () => {
+    const r = await app.inject({ method: 'POST', url: '/upsert', headers: { 'content-type': 'text/plain' }, payload: 'hello' });
+    expect(r.statusCode).toBe(415);
+  });
+});
+
+describe('tokens', () => {
+  let secured: FastifyInstance;
+  beforeAll(() => {
+    secured = serverWith({ apiTokens: ['s3cret', 'other-token'] });
+  });
+  afterAll(() => secured.close());
+
+  it('401 without a token or with a wrong one, nothing written; 200 with either right one', async () => {
+    const before = await counts();
+    const missing = await post({ id: 'tok', data: {} }, {}, secured);
+    expect(missing.statusCode).toBe(401);
+    expect(missing.headers['www-authenticate']).toBe('Bearer');
+    expect((await post({ id: 'tok', data: {} }, { authorization: 'Bearer nope' }, secured)).statusCode).toBe(401);
+    expect((await post({ id: 'tok', data: {} }, { authorization: 'Basic czNjcmV0' }, secured)).statusCode).toBe(401);
+    expect(await counts()).toEqual(before);
+    expect((await post({ id: 'tok', data: {} }, { authorization: 'Bearer s3cret' }, secured)).statusCode).toBe(200);
+    expect((await post({ id: 'tok', data: {} }, { authorization: 'Bearer other-token' }, secured)).statusCode).toBe(200);
+  });
+
+  it('keeps /healthz and /readyz open, and guards /records', async () => {
+    expect((await secured.inject({ url: '/healthz' })).statusCode).toBe(200);
+    expect((await secured.inject({ url: '/readyz' })).statusCode).toBe(200);
+    expect((await secured.inject({ url: '/records/tok' })).statusCode).toBe(401);
+  });
+});
+
+describe('GET /records/:id, health', () => {
+  it('returns the record, its history in order with ?history=1, and 404 for an unknown id', async () => {
+    await post({ id: 'g1', data: { n: 1 }, version: 1 });
+    await post({ id: 'g1', data: { n: 0 }, version: 0 + 1 });
+    await post({ id: 'g1', data: { n: 2 }, version: 2 });
+    const plain = await app.inject({ url: '/records/g1' });
+    expect(plain.statusCode).toBe(200);
+    expect(plain.json()).toMatchObject({ id: 'g1', version: 2, status: 'COMPLETED', data: { n: 2 } });
+    expect(plain.json().history).toBeUndefined();
+    const withHistory = await app.inject({ url: '/records/g1?history=1' });
+    expect(withHistory.json().history.map((e: { reason: string; version: number }) => [e.reason, e.version])).toEqual([
+      ['applied', 1],
+      ['conflict', 1],
+      ['applied', 2],
+    ]);
+    const missing = await app.inject({ url: '/records/nope' });
+    expect(missing.statusCode).toBe(404);
+    expect(missing.json()).toMatchObject({ error: 'not_found' });
+  });
+
+  it('healthz and readyz answer 200 when the database is reachable and migrated', async () => {
+    expect((await app.inject({ url: '/healthz' })).json()).toEqual({ status: 'ok' });
+    expect((await app.inject({ url: '/readyz' })).json()).toEqual({ status: 'ready' });
+  });
+});
+
+describe('database unavailable', () => {
+  it('503 with Retry-After, for upsert and readyz', async () => {
+    // A port nothing listens on: connections are refused at once.
+    const deadPool = new pg.Pool({ connectionString: 'postgres://postgres@127.0.0.1:1/none', connectionTimeoutMillis: 1000 });
+    deadPool.on('error', () => {});
+    const down = serverWith({}, deadPool);
+    try {
+      const r = await post({ id: 'down', data: {} }, {}, down);
+      expect(r.statusCode).toBe(503);
+      expect(r.headers['retry-after']).toBeDefined();
+      expect(r.json()).toMatchObject({ error: 'database_unavailable' });
+      expect((await down.inject({ url: '/readyz' })).statusCode).toBe(503);
+      expect((await down.inject({ url: '/healthz' })).statusCode).toBe(200);
+    } finally {
+      await down.close();
+      await deadPool.end();
+    }
+  });
+});

@@ -1,0 +1,35 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { createClient, MessageError, type RowfleetClient } from '../src/index.ts';
+
+let db: TestDatabase;
+let client: RowfleetClient;
+beforeAll(async () => {
+  db = await createTestDatabase();
+  client = createClient({ databaseUrl: db.url, poolSize: 2 });
+});
+afterAll(async () => {
+  await client?.close();
+  await db?.drop();
+});
+
+describe('library', () => {
+  it('upserts one message or a batch, with the HTTP API results', async () => {
+    expect(await client.upsert({ id: 'lib-1', data: { n: 1 }, version: 2 })).toEqual({ id: 'lib-1', applied: true, version: 2, reason: 'applied' });
+    const results = await client.upsert([
+      { id: 'lib-1', data: { n: 0 }, version: 1n },
+      { id: 'lib-2', data: {}, version: '9007199254740993' },
+    ]);
+    expect(results).toEqual([
+      { id: 'lib-1', applied: false, version: 1, currentVersion: 2, reason: 'stale' },
+      { id: 'lib-2', applied: true, version: '9007199254740993', reason: 'applied' },
+    ]);
+    expect(await client.getRecord('lib-1', { history: true })).toMatchObject({ version: 2, history: [{ reason: 'applied' }, { reason: 'stale' }] });
+  });
+
+  it('throws MessageError naming the field and writes nothing for a bad batch', async () => {
+    await expect(client.upsert([{ id: 'lib-3', data: {} }, { id: 'lib-4', data: { s: 'a\u0000' } }])).rejects.toThrow(MessageError);
+    await expect(client.upsert([{ id: 'lib-3', data: {} }, { id: 'lib-4', data: new Date() as object }])).rejects.toThrow(/items\[1\]\.data/);
+    expect(await client.getRecord('lib-3')).toBeUndefined();
+  });
+});
