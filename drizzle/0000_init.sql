@@ -38,8 +38,8 @@ CREATE TABLE "rowfleet"."records" (
 	CONSTRAINT "records_id_length" CHECK (length("rowfleet"."records"."id") between 1 and 256)
 );
 --> statement-breakpoint
-CREATE UNIQUE INDEX "event_log_message_id_key" ON "rowfleet"."event_log" USING btree ("message_id");--> statement-breakpoint
+CREATE UNIQUE INDEX "event_log_message_id_key" ON "rowfleet"."event_log" USING btree ("message_id") WHERE "rowfleet"."event_log"."message_id" is not null;--> statement-breakpoint
 CREATE INDEX "event_log_record_idx" ON "rowfleet"."event_log" USING btree ("record_id","seq");--> statement-breakpoint
 CREATE INDEX "records_due_idx" ON "rowfleet"."records" USING btree ("run_after","id") WHERE "rowfleet"."records"."status" = 'COMPLETED';--> statement-breakpoint
 CREATE INDEX "records_lease_idx" ON "rowfleet"."records" USING btree ("lease_expires_at") WHERE "rowfleet"."records"."status" = 'PROCESSING';--> statement-breakpoint
-CREATE INDEX "records_failed_idx" ON "rowfleet"."records" USING btree ("updated_at") WHERE "rowfleet"."records"."status" = 'FAILED';
+CREATE INDEX "records_failed_idx" ON "rowfleet"."records" USING btree ("id") WHERE "rowfleet"."records"."status" = 'FAILED';

@@ -81,23 +81,39 @@ describe('upsertMessages', () => {
     expect(withVersion).toMatchObject({ reason: 'message_id_reused' });
   });
 
-  it('leaves a PROCESSING record claimed, replacing data and version only', async () => {
-    await upsertMessages(db.pool, [msg('p1', { n: 1 }, 1)]);
-    await db.pool.query(
-      `UPDATE rowfleet.records SET status = 'PROCESSING', lease_owner = 'w1', lease_token = gen_random_uuid(),
-              lease_expires_at = now() + interval '30 seconds', attempts = 1 WHERE id = 'p1'`,
-    );
-    await upsertMessages(db.pool, [msg('p1', { n: 2 }, 2)]);
-    const { rows } = await db.pool.query(`SELECT status, version, data, lease_owner, attempts FROM rowfleet.records WHERE id = 'p1'`);
-    expect(rows[0]).toMatchObject({ status: 'PROCESSING', version: '2', data: { n: 2 }, lease_owner: 'w1', attempts: 1 });
-  });
+  // Both database paths (one message; a batch) carry the status rules: test each.
+  describe.each([
+    ['one message', (m: ReturnType<typeof msg>) => [m]],
+    ['a batch', (m: ReturnType<typeof msg>) => [m, msg(`${m.id}-other`, {}, 1)]],
+  ])('through %s', (_path, wrap) => {
+    it('leaves a PROCESSING record claimed, replacing data and version only', async () => {
+      const id = `p-${_path.length}`;
+      await upsertMessages(db.pool, wrap(msg(id, { n: 1 }, 1)));
+      await db.pool.query(
+        `UPDATE rowfleet.records SET status = 'PROCESSING', lease_owner = 'w1', lease_token = gen_random_uuid(),
+                lease_expires_at = now() + interval '30 seconds', attempts = 1 WHERE id = $1`,
+        [id],
+      );
+      await upsertMessages(db.pool, wrap(msg(id, { n: 2 }, 2)));
+      const { rows } = await db.pool.query(`SELECT status, version, data, lease_owner, attempts FROM rowfleet.records WHERE id = $1`, [id]);
+      expect(rows[0]).toMatchObject({ status: 'PROCESSING', version: '2', data: { n: 2 }, lease_owner: 'w1', attempts: 1 });
+    });
 
-  it('sends a PROCESSED or FAILED record back to COMPLETED with fresh attempts on a new version', async () => {
-    await upsertMessages(db.pool, [msg('f1', { n: 1 }, 1)]);
-    await db.pool.query(`UPDATE rowfleet.records SET status = 'FAILED', attempts = 10, last_error = 'boom' WHERE id = 'f1'`);
-    await upsertMessages(db.pool, [msg('f1', { n: 2 }, 2)]);
-    const { rows } = await db.pool.query(`SELECT status, attempts FROM rowfleet.records WHERE id = 'f1'`);
-    expect(rows[0]).toEqual({ status: 'COMPLETED', attempts: 0 });
+    it('sends a PROCESSED or FAILED record back to COMPLETED, due now, with fresh attempts on a new version', async () => {
+      const id = `f-${_path.length}`;
+      await upsertMessages(db.pool, wrap(msg(id, { n: 1 }, 1)));
+      await db.pool.query(
+        `UPDATE rowfleet.records SET status = 'FAILED', attempts = 10, lease_expirations = 2, last_error = 'boom',
+                run_after = now() + interval '1 hour' WHERE id = $1`,
+        [id],
+      );
+      await upsertMessages(db.pool, wrap(msg(id, { n: 2 }, 2)));
+      const { rows } = await db.pool.query(
+        `SELECT status, attempts, lease_expirations, run_after <= now() AS due FROM rowfleet.records WHERE id = $1`,
+        [id],
+      );
+      expect(rows[0]).toEqual({ status: 'COMPLETED', attempts: 0, lease_expirations: 0, due: true });
+    });
   });
 
   it('never deadlocks or errors when overlapping batches race on the same new ids', async () => {

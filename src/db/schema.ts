@@ -74,7 +74,8 @@ export const records = rowfleet.table(
     index('records_due_idx').on(t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED'`),
     // Rescue finds expired leases without scanning the table.
     index('records_lease_idx').on(t.leaseExpiresAt).where(sql`${t.status} = 'PROCESSING'`),
-    index('records_failed_idx').on(t.updatedAt).where(sql`${t.status} = 'FAILED'`),
+    // On id, not on a timestamp: an index on updated_at would make every upsert a non-HOT update.
+    index('records_failed_idx').on(t.id).where(sql`${t.status} = 'FAILED'`),
   ],
 );
 
@@ -98,7 +99,8 @@ export const eventLog = rowfleet.table(
     receivedAt: timestamptz('received_at').notNull().defaultNow(),
   },
   (t) => [
-    uniqueIndex('event_log_message_id_key').on(t.messageId),
+    // Partial: most messages carry no messageId and need no entry.
+    uniqueIndex('event_log_message_id_key').on(t.messageId).where(sql`${t.messageId} is not null`),
     index('event_log_record_idx').on(t.recordId, t.seq),
     check(
       'event_log_reason_check',

@@ -1,12 +1,12 @@
 /**
  * The versioned upsert (invariants I1 newest wins, I2 every message audited once).
  *
- * All the work happens in one call of `rowfleet.upsert_messages` (drizzle/0001_upsert_messages.sql):
+ * All the work happens in one call of a database function (drizzle/0001_upsert_messages.sql):
  * take versions, lock rows in id order, classify each message against the stored version, write
  * the newest per record, append one event_log row per message. A single message and a batch of
  * a thousand cost one round trip each.
  */
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import { query, sqlState, type Queryable } from '../db/sql.ts';
 import { presentVersion, type Message } from './message.ts';
 
@@ -43,15 +43,11 @@ function isRetryable(err: unknown): boolean {
 /** Applies messages in order (several for one id apply in array order); one result per message. */
 export async function upsertMessages(db: Queryable, messages: readonly Message[]): Promise<UpsertResult[]> {
   if (messages.length === 0) return [];
-  const ids = messages.map((m) => m.id);
-  const data = JSON.stringify(messages.map((m) => m.data));
-  const versions = messages.map((m) => m.version ?? null);
-  const messageIds = messages.map((m) => m.messageId ?? null);
-  const statement = sql`SELECT * FROM rowfleet.upsert_messages(${sql.param(ids)}::text[], ${data}::jsonb, ${sql.param(versions)}::bigint[], ${sql.param(messageIds)}::text[])`;
+  const [name, statement] = messages.length === 1 ? singleStatement(messages[0]!) : batchStatement(messages);
 
   for (let attempt = 1; ; attempt++) {
     try {
-      const rows = await query<ResultRow>(db, statement, 'rowfleet_upsert_messages');
+      const rows = await query<ResultRow>(db, statement, name);
       return rows.map((row) => toResult(row, messages[row.ord - 1]!));
     } catch (err) {
       if (!isRetryable(err) || attempt >= RETRY_LIMIT) throw err;
@@ -59,6 +55,28 @@ export async function upsertMessages(db: Queryable, messages: readonly Message[]
       await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, 2 ** attempt)));
     }
   }
+}
+
+/**
+ * One message goes to `rowfleet.upsert_message`, a few simple statements: the batch function's
+ * set-based statement costs more than the whole write for one row (see the migration).
+ */
+function singleStatement(m: Message): [string, SQL] {
+  return [
+    'rowfleet_upsert_message',
+    sql`SELECT * FROM rowfleet.upsert_message(${m.id}::text, ${JSON.stringify(m.data)}::jsonb, ${m.version ?? null}::bigint, ${m.messageId ?? null}::text)`,
+  ];
+}
+
+function batchStatement(messages: readonly Message[]): [string, SQL] {
+  const ids = messages.map((m) => m.id);
+  const data = JSON.stringify(messages.map((m) => m.data));
+  const versions = messages.map((m) => m.version ?? null);
+  const messageIds = messages.map((m) => m.messageId ?? null);
+  return [
+    'rowfleet_upsert_messages',
+    sql`SELECT * FROM rowfleet.upsert_messages(${sql.param(ids)}::text[], ${data}::jsonb, ${sql.param(versions)}::bigint[], ${sql.param(messageIds)}::text[])`,
+  ];
 }
 
 function toResult(row: ResultRow, message: Message): UpsertResult {
