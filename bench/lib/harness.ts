@@ -1,0 +1,157 @@
+/**
+ * What every bench shares: options, one Postgres for the run, progress on stderr, the final table on
+ * stdout, and a JSON result file in bench/results/ (git-ignored). Benchmarks report, they do not
+ * fail a build: a missed target still exits 0; only a crash exits 1.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { UsageError } from '../../src/errors.ts';
+import { startBenchPostgres, type BenchPostgres } from './postgres.ts';
+
+export interface Bench {
+  name: string;
+  summary: string;
+  run(ctx: BenchContext): Promise<BenchReport>;
+}
+
+export interface BenchContext {
+  postgres: BenchPostgres;
+  /** Length of each measured window. */
+  seconds: number;
+  /** Length of the warm-up before each window. */
+  warmupSeconds: number;
+  progress(line: string): void;
+}
+
+export interface BenchReport {
+  /** Printed to stdout. */
+  text: string;
+  /** Written to the JSON result file, beside the run's settings. */
+  data: Record<string, unknown>;
+}
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const RESULTS_DIR = fileURLToPath(new URL('../results/', import.meta.url));
+/** A hung statement or server must not hold a CI machine: the whole run stops after this. */
+const WATCHDOG_MS = 10 * 60_000;
+
+const USAGE = `usage: bench [names...] [--seconds N] [--warmup N]
+  --seconds N   measured window of each scenario (default 12)
+  --warmup N    warm-up before each window (default 2)`;
+
+export async function runBenches(benches: readonly Bench[], argv: string[] = process.argv.slice(2)): Promise<void> {
+  const { values, positionals } = parseOptions(argv);
+  if (values.help) return void process.stdout.write(`${USAGE}\n  benches: ${benches.map((b) => b.name).join(', ')}\n`);
+  const seconds = positiveNumber(values.seconds, '--seconds');
+  const warmupSeconds = positiveNumber(values.warmup, '--warmup');
+  const unknown = positionals.filter((name) => !benches.some((bench) => bench.name === name));
+  if (unknown.length > 0) throw new UsageError(`unknown bench ${unknown.join(', ')}; known: ${benches.map((b) => b.name).join(', ')}`);
+  const selected = positionals.length === 0 ? benches : benches.filter((bench) => positionals.includes(bench.name));
+
+  const progress = (line: string) => process.stderr.write(`[bench] ${line}\n`);
+  const postgres = await startBenchPostgres(progress);
+  const watchdog = setTimeout(() => {
+    progress(`still running after ${WATCHDOG_MS / 60_000} min; giving up`);
+    void postgres.stop().finally(() => process.exit(1));
+  }, WATCHDOG_MS).unref();
+  // Ctrl-C: stop the embedded Postgres rather than leave it running detached.
+  const onInterrupt = () => void postgres.stop().finally(() => process.exit(130));
+  process.once('SIGINT', onInterrupt);
+  try {
+    const { settings } = postgres;
+    progress(`postgres ${settings.server_version}, fsync=${settings.fsync}, synchronous_commit=${settings.synchronous_commit}, shared_buffers=${settings.shared_buffers}`);
+    if (settings.fsync !== 'on' || settings.synchronous_commit === 'off') {
+      progress('WARNING: durability is relaxed on this server; the numbers are not representative');
+    }
+    for (const bench of selected) {
+      const startedAt = new Date();
+      progress(`${bench.name}: ${bench.summary}`);
+      const report = await bench.run({ postgres, seconds, warmupSeconds, progress: (line) => progress(`${bench.name}: ${line}`) });
+      process.stdout.write(`\n${report.text}\n`);
+      const file = await writeResult(bench.name, startedAt, {
+        bench: bench.name,
+        startedAt: startedAt.toISOString(),
+        finishedAt: new Date().toISOString(),
+        code: codeVersion(),
+        machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version, platform: `${process.platform}-${process.arch}` },
+        postgres: { origin: postgres.origin, ...settings },
+        options: { seconds, warmupSeconds },
+        ...report.data,
+      });
+      progress(`${bench.name}: results in ${path.relative(process.cwd(), file)}`);
+    }
+  } finally {
+    clearTimeout(watchdog);
+    process.off('SIGINT', onInterrupt);
+    await postgres.stop();
+  }
+}
+
+async function writeResult(name: string, startedAt: Date, data: Record<string, unknown>): Promise<string> {
+  await mkdir(RESULTS_DIR, { recursive: true });
+  const file = path.join(RESULTS_DIR, `${name}-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
+  await writeFile(file, `${JSON.stringify(data, null, 2)}\n`);
+  return file;
+}
+
+/** Which code was measured: the commit, and whether the work tree differed from it. */
+function codeVersion(): { commit: string; dirty: boolean } | undefined {
+  try {
+    const git = (...args: string[]) => execFileSync('git', args, { cwd: REPO, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return { commit: git('rev-parse', 'HEAD'), dirty: git('status', '--porcelain', '--', 'src', 'drizzle') !== '' };
+  } catch {
+    return undefined;
+  }
+}
+
+function parseOptions(argv: string[]) {
+  try {
+    return parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: { seconds: { type: 'string', default: '12' }, warmup: { type: 'string', default: '2' }, help: { type: 'boolean' } },
+    });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n${USAGE}`);
+  }
+}
+
+function positiveNumber(raw: string | undefined, flag: string): number {
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new UsageError(`${flag} must be a positive number of seconds, got ${raw}`);
+  return value;
+}
+
+/** Whether `moduleUrl` is the script node was started with (`node --import tsx bench/upsert.ts`). */
+export function isMain(moduleUrl: string): boolean {
+  return process.argv[1] !== undefined && moduleUrl === pathToFileURL(path.resolve(process.argv[1])).href;
+}
+
+/** Runs benches as a script's entry point: a usage error exits 2 with its message, a crash 1 with its stack. */
+export function main(benches: readonly Bench[]): void {
+  runBenches(benches).catch((err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`bench: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    process.stderr.write(`[bench] failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  });
+}
+
+/**
+ * A plain-text table whose columns line up, in Markdown pipe syntax so it pastes into an issue.
+ * `align` has one letter per column: `l` or `r` (numbers read best right-aligned).
+ */
+export function renderTable(align: string, headers: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = headers.map((header, i) => Math.max(header.length, ...rows.map((row) => (row[i] ?? '').length)));
+  const pad = (cell: string, i: number) => (align[i] === 'r' ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!));
+  const line = (cells: readonly string[]) => `| ${cells.map(pad).join(' | ')} |`;
+  const rule = `|${widths.map((w, i) => (align[i] === 'r' ? `${'-'.repeat(w + 1)}:` : '-'.repeat(w + 2))).join('|')}|`;
+  return [line(headers), rule, ...rows.map(line)].join('\n');
+}

@@ -1,0 +1,10 @@
+/**
+ * Runs every bench (or those named: `npm run bench -- upsert`) against one Postgres. A new bench
+ * is a module exporting a `Bench` (see bench/lib/harness.ts), added to this list.
+ */
+import { main, type Bench } from './lib/harness.ts';
+import { upsertBench } from './upsert.ts';
+
+const BENCHES: readonly Bench[] = [upsertBench];
+
+main(BENCHES);

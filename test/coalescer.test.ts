@@ -1,0 +1,56 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { UpsertCoalescer } from '../src/records/coalescer.ts';
+import { parseMessage, type Message } from '../src/records/message.ts';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(async () => {
+  await db?.drop();
+});
+
+const msg = (id: string, n: number, version?: number, messageId?: string) => parseMessage({ id, data: { n }, version, messageId }, { maxDepth: 64 });
+
+/** The real pool, counting the calls that reach it. */
+function counting(pool: pg.Pool): { db: pg.Pool; calls: () => number } {
+  let calls = 0;
+  const db = new Proxy(pool, {
+    get(target, prop, receiver) {
+      if (prop === 'query') return (...args: unknown[]) => ((calls += 1), (target.query as (...a: unknown[]) => unknown)(...args));
+      return Reflect.get(target, prop, receiver);
+    },
+  });
+  return { db, calls: () => calls };
+}
+
+describe('UpsertCoalescer', () => {
+  it('sends concurrent messages in few calls, with the outcomes of sending them one by one in arrival order', async () => {
+    const { db: spied, calls } = counting(db.pool);
+    const coalescer = new UpsertCoalescer(spied, { maxInFlight: 1, maxBatch: 1000 });
+    const messages: Message[] = Array.from({ length: 200 }, (_, i) => msg(`co-${i % 7}`, i, (i * 13) % 50 + 1, i % 9 === 0 ? `co-evt-${i % 4}` : undefined));
+    const results = await Promise.all(messages.map((m) => coalescer.upsert(m)));
+    expect(calls()).toBeLessThan(10);
+
+    // The same messages, one call each, in the same order, on fresh ids: the same outcomes.
+    const sequential = new UpsertCoalescer(db.pool, { maxInFlight: 1, maxBatch: 1 });
+    const replayed = [];
+    for (const m of messages) {
+      replayed.push(await sequential.upsert({ ...m, id: m.id.replace('co-', 'seq-'), ...(m.messageId && { messageId: m.messageId.replace('co-', 'seq-') }) }));
+    }
+    const shape = (r: object) => JSON.stringify({ ...r, id: undefined, messageId: undefined, error: undefined });
+    expect(results.map(shape)).toEqual(replayed.map(shape));
+  });
+
+  it('fails only the message the database refuses when a coalesced call fails', async () => {
+    const coalescer = new UpsertCoalescer(db.pool, { maxInFlight: 1, maxBatch: 1000 });
+    // A NUL in the id bypasses validation here (parseMessage refuses it): Postgres rejects it.
+    const bad: Message = { id: 'bad\u0000id', data: {} };
+    const outcomes = await Promise.allSettled([coalescer.upsert(msg('ok-0', 0)), coalescer.upsert(msg('ok-1', 1)), coalescer.upsert(bad), coalescer.upsert(msg('ok-2', 2))]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.records WHERE id LIKE 'ok-%'`);
+    expect(rows[0].n).toBe(3);
+  });
+});
