@@ -37,11 +37,12 @@ export function messageStream(tag: string, mix: MessageMix = DEFAULT_MIX): Messa
   const next = (): Message => {
     n += 1;
     const key = (n * STRIDE) % mix.keyspace;
-    // The same id was written `2 * keyspace` messages ago with this lower version: stale now.
+    // Lower than the version this id got `2 * keyspace` messages ago, and never used for this id
+    // (its versions are all ≡ n mod keyspace), so stale, not a same-version conflict.
     const stale = n % mix.staleEvery === 0 && n > 2 * mix.keyspace;
     const message: Message = {
       id: `record-${key}`,
-      version: String(stale ? n - 2 * mix.keyspace : n),
+      version: String(stale ? n - 2 * mix.keyspace - 1 : n),
       data: {
         name: `Customer ${key}`,
         email: `customer-${key}@example.test`,
