@@ -88,6 +88,11 @@ BEGIN
   INSERT INTO rowfleet.event_log (record_id, message_id, version, version_assigned, data, applied, reason, current_version)
   VALUES (p_id, p_message_id, v_version, p_version IS NULL, p_data, v_reason = 'applied', v_reason, v_current);
 
+  IF v_reason = 'applied' THEN
+    -- Wakes idle workers when this commits (see upsert_messages).
+    PERFORM pg_notify('rowfleet_due', '');
+  END IF;
+
   RETURN QUERY SELECT 1, p_id, v_reason = 'applied', v_version, v_current, v_reason, false, false;
 END;
 $fn$;
@@ -276,6 +281,12 @@ BEGIN
   IF v_missed > 0 THEN
     RAISE EXCEPTION 'rowfleet.upsert_messages: % record(s) were created concurrently; retry', v_missed
       USING ERRCODE = '40001';
+  END IF;
+
+  -- Wakes idle workers (LISTEN rowfleet_due) when this commits: one notification per call, not per
+  -- record, and Postgres folds identical notifications of one transaction into one.
+  IF true = ANY (r_applied) THEN
+    PERFORM pg_notify('rowfleet_due', '');
   END IF;
 
   RETURN QUERY SELECT * FROM unnest(r_ord, r_id, r_applied, r_version, r_current, r_reason, r_duplicate, r_reused);

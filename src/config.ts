@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { UsageError } from './errors.ts';
+import { parseDuration } from './worker/policy.ts';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -26,10 +27,35 @@ export interface Config {
   /** Connections this process may open to Postgres. */
   readonly poolSize: number;
   readonly logLevel: LogLevel;
+  readonly worker: WorkerConfig;
+}
+
+/** `rowfleet worker` and `rowfleet fleet`: environment ROWFLEET_<NAME>, flags --<name>. */
+export interface WorkerConfig {
+  readonly engine: 'direct';
+  /** Built-in handler name or module path. */
+  readonly handler: string;
+  readonly concurrency: number;
+  readonly batch: number;
+  readonly leaseMs: number;
+  readonly timeoutMs: number;
+  readonly maxAttempts: number;
+  readonly backoffBaseMs: number;
+  readonly backoffCapMs: number;
+  /** Lease expirations after which a record is poison and FAILED. */
+  readonly maxExpirations: number;
+  readonly pollMs: number;
+  readonly graceMs: number;
+  /** The `sleep` handler's duration when data.sleepMs is absent. */
+  readonly sleepMs: number;
+  /** The `flaky` handler's failure probability when data.failRate is absent. */
+  readonly failRate: number;
 }
 
 /** Values given on the command line; they win over the environment. */
-export type ConfigOverrides = Partial<{ -readonly [K in keyof Config]: Config[K] }>;
+export type ConfigOverrides = Partial<{ -readonly [K in Exclude<keyof Config, 'worker'>]: Config[K] }> & {
+  worker?: Partial<{ -readonly [K in keyof WorkerConfig]: WorkerConfig[K] }>;
+};
 
 export type Env = Readonly<Record<string, string | undefined>>;
 
@@ -44,7 +70,7 @@ const DEFAULTS = {
 } as const;
 
 export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = {}): Config {
-  const pick = <T>(key: keyof Config, envName: string, parse: (raw: string, name: string) => T, fallback: T): T => {
+  const pick = <T>(key: Exclude<keyof Config, 'worker'>, envName: string, parse: (raw: string, name: string) => T, fallback: T): T => {
     const fromFlag = overrides[key];
     if (fromFlag !== undefined) return fromFlag as T;
     const raw = env[envName];
@@ -66,8 +92,60 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     maxDepth: pick('maxDepth', 'ROWFLEET_MAX_DEPTH', (raw, name) => parseInteger(raw, name, 1, 10_000), DEFAULTS.maxDepth),
     poolSize: pick('poolSize', 'ROWFLEET_POOL_SIZE', (raw, name) => parseInteger(raw, name, 1, 1000), DEFAULTS.poolSize),
     logLevel: pick('logLevel', 'ROWFLEET_LOG_LEVEL', parseLogLevel, DEFAULTS.logLevel),
+    worker: loadWorkerConfig(env, overrides.worker ?? {}),
   };
-  return Object.freeze({ ...config, apiTokens: Object.freeze([...config.apiTokens]) });
+  return Object.freeze({ ...config, apiTokens: Object.freeze([...config.apiTokens]), worker: Object.freeze(config.worker) });
+}
+
+function loadWorkerConfig(env: Env, flags: NonNullable<ConfigOverrides['worker']>): WorkerConfig {
+  const pick = <K extends keyof WorkerConfig>(key: K, envName: string, parse: (raw: string, name: string) => WorkerConfig[K], fallback: WorkerConfig[K]) => {
+    const fromFlag = flags[key];
+    if (fromFlag !== undefined) return fromFlag as WorkerConfig[K];
+    const raw = env[envName];
+    return raw === undefined || raw === '' ? fallback : parse(raw, envName);
+  };
+  const int = (min: number, max: number) => (raw: string, name: string) => parseInteger(raw, name, min, max);
+  const worker: WorkerConfig = {
+    engine: pick('engine', 'ROWFLEET_ENGINE', parseEngine, 'direct'),
+    handler: pick('handler', 'ROWFLEET_HANDLER', (raw) => raw.trim(), 'noop'),
+    concurrency: pick('concurrency', 'ROWFLEET_CONCURRENCY', int(1, 10_000), 10),
+    batch: pick('batch', 'ROWFLEET_BATCH', int(1, 10_000), 100),
+    leaseMs: pick('leaseMs', 'ROWFLEET_LEASE', durationParser(100), 30_000),
+    timeoutMs: pick('timeoutMs', 'ROWFLEET_TIMEOUT', durationParser(1), 5 * 60_000),
+    maxAttempts: pick('maxAttempts', 'ROWFLEET_MAX_ATTEMPTS', int(1, 1000), 10),
+    backoffBaseMs: pick('backoffBaseMs', 'ROWFLEET_BACKOFF_BASE', durationParser(0), 1_000),
+    backoffCapMs: pick('backoffCapMs', 'ROWFLEET_BACKOFF_CAP', durationParser(0), 10 * 60_000),
+    maxExpirations: pick('maxExpirations', 'ROWFLEET_MAX_EXPIRATIONS', int(0, 1000), 3),
+    pollMs: pick('pollMs', 'ROWFLEET_POLL', durationParser(10), 1_000),
+    graceMs: pick('graceMs', 'ROWFLEET_GRACE', durationParser(0), 30_000),
+    sleepMs: pick('sleepMs', 'ROWFLEET_SLEEP', durationParser(0), 1_000),
+    failRate: pick('failRate', 'ROWFLEET_FAIL_RATE', parseRate, 0.3),
+  };
+  if (worker.backoffCapMs < worker.backoffBaseMs) {
+    throw new UsageError(`the backoff cap (${worker.backoffCapMs} ms) must not be below its base (${worker.backoffBaseMs} ms)`);
+  }
+  return worker;
+}
+
+/** A parser for durations like `500ms`, `30s`, `5m`, `1h`, at least `minMs`. */
+export function durationParser(minMs: number): (raw: string, name: string) => number {
+  return (raw, name) => {
+    const ms = parseDuration(raw);
+    if (ms === undefined) throw new UsageError(`${name} must be a duration like 500ms, 30s, 5m or 1h, got "${raw}"`);
+    if (ms < minMs) throw new UsageError(`${name} must be at least ${minMs} ms, got "${raw}"`);
+    return ms;
+  };
+}
+
+function parseEngine(raw: string, name: string): 'direct' {
+  if (raw.trim() === 'direct') return 'direct';
+  throw new UsageError(`${name} must be direct, got "${raw}"`);
+}
+
+function parseRate(raw: string, name: string): number {
+  const value = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(value) || value < 0 || value > 1) throw new UsageError(`${name} must be a number from 0 to 1, got "${raw}"`);
+  return value;
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

@@ -10,6 +10,7 @@ import { registerMigrate } from './commands/migrate.ts';
 import { registerApi } from './commands/api.ts';
 import { registerUpsert } from './commands/upsert.ts';
 import { registerDemo } from './commands/demo.ts';
+import { registerWorker } from './commands/worker.ts';
 
 export function createProgram(io: CliIO): Command {
   const ctx = createContext(io);
@@ -25,7 +26,7 @@ export function createProgram(io: CliIO): Command {
     })
     .exitOverride();
 
-  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo]) {
+  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker]) {
     const command = register(ctx);
     command.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });
     program.addCommand(command);

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { migrate } from 'drizzle-orm/node-postgres/migrator';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
+import { UserError } from '../errors.ts';
 
 /** Resolves from both src/db and dist/db to the package's drizzle/ folder. */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.meta.url));
@@ -53,4 +54,22 @@ async function countApplied(db: pg.Pool | pg.Client): Promise<number> {
   if (exists.rows[0]?.table == null) return 0;
   const { rows } = await db.query<{ n: string }>('SELECT count(*) AS n FROM rowfleet.migrations');
   return Number(rows[0]?.n ?? 0);
+}
+
+/**
+ * Before a long-running process starts: the embedded Postgres (a development database) is brought
+ * up to date; a real one must be migrated by the release step (`rowfleet migrate`), never implicitly.
+ */
+export async function ensureSchema(connectionString: string, migrateIfBehind: boolean): Promise<void> {
+  const client = new pg.Client({ connectionString, application_name: 'rowfleet' });
+  await client.connect();
+  let pending: number;
+  try {
+    pending = await pendingMigrations(client);
+  } finally {
+    await client.end();
+  }
+  if (pending === 0) return;
+  if (!migrateIfBehind) throw new UserError(`the database schema is ${pending} migration(s) behind; run \`rowfleet migrate\` first`);
+  await runMigrations(connectionString);
 }

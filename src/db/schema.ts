@@ -111,3 +111,22 @@ export const eventLog = rowfleet.table(
 
 export type RecordRow = typeof records.$inferSelect;
 export type EventRow = typeof eventLog.$inferSelect;
+
+/**
+ * Live worker processes, for status, the dashboard and autoscaling. Each worker upserts its row
+ * when it starts and on every heartbeat, and deletes it on a clean exit; a row whose last_seen_at
+ * is old belongs to a worker that died.
+ */
+export const workers = rowfleet.table('workers', {
+  id: text('id').primaryKey(),
+  host: text('host').notNull(),
+  pid: integer('pid').notNull(),
+  engine: text('engine').notNull(),
+  concurrency: integer('concurrency').notNull(),
+  /** Records this worker holds right now. */
+  inFlight: integer('in_flight').notNull().default(0),
+  startedAt: timestamptz('started_at').notNull().defaultNow(),
+  lastSeenAt: timestamptz('last_seen_at').notNull().defaultNow(),
+});
+
+export type WorkerRow = typeof workers.$inferSelect;

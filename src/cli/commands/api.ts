@@ -1,8 +1,7 @@
 import { Command, Option } from 'commander';
 import { parseInteger } from '../../config.ts';
-import { runMigrations, pendingMigrations } from '../../db/migrate.ts';
+import { ensureSchema } from '../../db/migrate.ts';
 import { buildServer } from '../../http/server.ts';
-import { UserError } from '../../errors.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 
 export function registerApi(ctx: CommandContext): Command {
@@ -19,15 +18,7 @@ export function registerApi(ctx: CommandContext): Command {
       });
       const log = ctx.logger(config, 'api');
       await ctx.withPool(config, log, async (pool, url) => {
-        const pending = await pendingMigrations(pool);
-        if (pending > 0) {
-          // The embedded Postgres is a development database: bring it up to date. A real one is
-          // migrated by the release step (Procfile `release: rowfleet migrate`), never implicitly.
-          if (config.databaseUrl !== undefined) {
-            throw new UserError(`the database schema is ${pending} migration(s) behind; run \`rowfleet migrate\` first`);
-          }
-          await runMigrations(url);
-        }
+        await ensureSchema(url, config.databaseUrl === undefined);
         const app = buildServer({ config, pool, log });
         const address = await app.listen({ port: config.port, host: config.host });
         log.info({ address, tokens: config.apiTokens.length > 0 }, `rowfleet api listening on ${address}`);

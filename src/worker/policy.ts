@@ -1,0 +1,25 @@
+/**
+ * Pure policies of the worker: no clock, no randomness of their own (both are passed in), so
+ * tests check them exactly.
+ */
+
+/** Exponential backoff with full jitter: a uniform delay in [0, min(cap, base * 2^(attempt-1))). */
+export function backoffMs(attempt: number, options: { baseMs: number; capMs: number }, random: () => number = Math.random): number {
+  const ceiling = Math.min(options.capMs, options.baseMs * 2 ** Math.max(0, attempt - 1));
+  return Math.floor(random() * ceiling);
+}
+
+/** How often a lease is extended: three heartbeats fit in one lease, so one lost beat is harmless. */
+export function heartbeatEveryMs(leaseMs: number): number {
+  return Math.max(10, Math.floor(leaseMs / 3));
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `500ms`, `3s`, `2m`, `1h`, `30d`, or a bare number of milliseconds. */
+export function parseDuration(raw: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(raw);
+  if (match === null) return undefined;
+  const value = Number(match[1]) * UNITS[match[2] ?? 'ms']!;
+  return Number.isFinite(value) ? Math.round(value) : undefined;
+}

@@ -1,0 +1,378 @@
+/**
+ * The worker loop. Read top to bottom: claim what fits, run each handler under a lease, complete
+ * with a versioned compare-and-set, sleep until woken. Heartbeats extend the leases; a lost lease
+ * aborts its handler, and the guard refuses its writes. Rescue of expired leases runs here too.
+ *
+ * Infrastructure failures (connection lost, Postgres restarting) are logged and retried with
+ * backoff, never thrown out of the loop; handler failures are recorded on the record.
+ */
+import os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type pg from 'pg';
+import type { Logger } from '../log.ts';
+import { Coalescer } from '../coalescer.ts';
+import { isDatabaseUnavailable } from '../db/pool.ts';
+import { presentVersion } from '../records/message.ts';
+import {
+  complete,
+  extendLeases,
+  fail,
+  release,
+  rescueExpired,
+  type Claimed,
+  type Completion,
+  type CompletionOutcome,
+} from '../records/lifecycle.ts';
+import { PermanentError, type HandlerContext, type HandlerRecord, type LoadedHandler } from './handler.ts';
+import type { Engine } from './engine.ts';
+import { backoffMs, heartbeatEveryMs } from './policy.ts';
+import { registerWorker, touchWorker, unregisterWorker } from './registry.ts';
+
+export interface WorkerOptions {
+  pool: pg.Pool;
+  engine: Engine;
+  handler: LoadedHandler;
+  log: Logger;
+  /** Handlers running at once. */
+  concurrency: number;
+  /** Most records claimed in one statement. */
+  batch: number;
+  leaseMs: number;
+  /** A handler running longer is aborted, and the attempt counts as failed. */
+  timeoutMs: number;
+  maxAttempts: number;
+  backoff: { baseMs: number; capMs: number };
+  /** Lease expirations after which a record is poison (FAILED). */
+  maxExpirations: number;
+  /** Claim at least this often when no notification arrives. */
+  pollMs: number;
+  rescueEveryMs: number;
+  /** On shutdown, how long in-flight handlers may take to finish before their records are released. */
+  graceMs: number;
+  id?: string;
+  random?: () => number;
+}
+
+/** Why a handler's signal was aborted. */
+export class LeaseLostError extends Error {
+  override name = 'LeaseLostError';
+}
+export class HandlerTimeoutError extends Error {
+  override name = 'HandlerTimeoutError';
+}
+class ShutdownError extends Error {
+  override name = 'ShutdownError';
+}
+
+interface Execution {
+  claimed: Claimed;
+  controller: AbortController;
+  /** The handler has returned or thrown: heartbeats leave the lease to the completion. */
+  settling: boolean;
+  lost: boolean;
+}
+
+type HandlerOutcome = { ok: true; result: unknown; committed: boolean } | { ok: false; error: unknown };
+
+export interface WorkerStats {
+  processed: number;
+  superseded: number;
+  retried: number;
+  failed: number;
+  lost: number;
+  released: number;
+  rescued: number;
+}
+
+export class Worker {
+  readonly id: string;
+  readonly stats: WorkerStats = { processed: 0, superseded: 0, retried: 0, failed: 0, lost: 0, released: 0, rescued: 0 };
+  readonly #o: WorkerOptions;
+  readonly #log: Logger;
+  readonly #active = new Map<string, Execution>();
+  readonly #completer: Coalescer<Completion, CompletionOutcome>;
+  #poked = false;
+  #wakeUp: (() => void) | undefined;
+
+  constructor(options: WorkerOptions) {
+    this.#o = options;
+    this.id = options.id ?? `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+    this.#log = options.log.child({ worker: this.id });
+    // Completions that finish together share one statement.
+    this.#completer = new Coalescer({
+      maxInFlight: 1,
+      maxBatch: 1000,
+      send: async (items) => {
+        const outcomes = await complete(options.pool, items);
+        return items.map((c) => outcomes.get(c.id) ?? 'lost');
+      },
+    });
+  }
+
+  /** Records held right now. */
+  get inFlight(): number {
+    return this.#active.size;
+  }
+
+  /** Runs until `signal` aborts, then drains: in-flight handlers finish or are released. */
+  async run(signal: AbortSignal): Promise<void> {
+    const o = this.#o;
+    await this.#retrying('register', () => registerWorker(o.pool, { id: this.id, engine: o.engine.name, concurrency: o.concurrency }), signal);
+    this.#log.info({ engine: o.engine.name, handler: o.handler.name, concurrency: o.concurrency, batch: o.batch, leaseMs: o.leaseMs }, 'worker started');
+    const listener = o.engine.subscribe(() => this.#poke());
+    const heartbeat = setInterval(() => void this.#heartbeat(), heartbeatEveryMs(o.leaseMs));
+    const rescue = setInterval(() => void this.#rescue(), o.rescueEveryMs);
+    const onAbort = () => this.#poke();
+    signal.addEventListener('abort', onAbort, { once: true });
+    let failures = 0;
+    try {
+      while (!signal.aborted) {
+        const want = Math.min(o.concurrency - this.#active.size, o.batch);
+        let claimed: Claimed[] = [];
+        if (want > 0) {
+          try {
+            claimed = await o.engine.claim(want, this.id, o.leaseMs);
+            failures = 0;
+          } catch (err) {
+            failures += 1;
+            this.#warn(err, 'claim failed; retrying');
+            await this.#pause(Math.min(10_000, 100 * 2 ** failures), signal);
+            continue;
+          }
+          for (const record of claimed) this.#execute(record);
+        }
+        // A full claim suggests more is due: claim again at once. Otherwise wait to be woken.
+        if (claimed.length === 0 || claimed.length < want) await this.#idle(signal);
+      }
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      clearInterval(heartbeat);
+      clearInterval(rescue);
+      await listener.close();
+      await this.#drain();
+      await unregisterWorker(o.pool, this.id).catch((err) => this.#warn(err, 'could not unregister'));
+      this.#log.info({ ...this.stats }, 'worker stopped');
+    }
+  }
+
+  /** Claims, completions and rescue at once; several notifications while busy count as one. */
+  #poke(): void {
+    this.#poked = true;
+    this.#wakeUp?.();
+  }
+
+  async #idle(signal: AbortSignal): Promise<void> {
+    if (!this.#poked && !signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, this.#o.pollMs);
+        this.#wakeUp = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#wakeUp = undefined;
+    }
+    this.#poked = false;
+  }
+
+  #pause(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+    });
+  }
+
+  #execute(claimed: Claimed): void {
+    const execution: Execution = { claimed, controller: new AbortController(), settling: false, lost: false };
+    this.#active.set(claimed.id, execution);
+    const timeout = setTimeout(
+      () => execution.controller.abort(new HandlerTimeoutError(`handler timed out after ${this.#o.timeoutMs} ms`)),
+      this.#o.timeoutMs,
+    );
+    void this.#runHandler(execution)
+      .then((outcome) => {
+        execution.settling = true;
+        clearTimeout(timeout);
+        return this.#settle(execution, outcome);
+      })
+      .catch((err) => this.#log.error({ err, recordId: claimed.id }, 'could not record the outcome; the lease will expire and the record be rescued'))
+      .finally(() => {
+        clearTimeout(timeout);
+        this.#active.delete(claimed.id);
+        this.#poke();
+      });
+  }
+
+  async #runHandler(execution: Execution): Promise<HandlerOutcome> {
+    const { claimed, controller } = execution;
+    const record: HandlerRecord = { id: claimed.id, version: presentVersion(claimed.version), data: claimed.data, attempts: claimed.attempts };
+    const ctx: HandlerContext = {
+      signal: controller.signal,
+      log: this.#log.child({ recordId: claimed.id, version: claimed.version, attempt: claimed.attempts }),
+      attempt: claimed.attempts,
+      idempotencyKey: `${claimed.id}:${claimed.version}`,
+      extendLease: async () => {
+        const lost = await extendLeases(this.#o.pool, { leases: [claimed], leaseMs: this.#o.leaseMs });
+        if (lost.length > 0) {
+          this.#loseLease(execution);
+          throw new LeaseLostError(`lease on ${claimed.id} was lost`);
+        }
+      },
+    };
+    if (!this.#o.handler.transactional) {
+      try {
+        return { ok: true, result: await untilAborted(() => this.#o.handler.run(record, ctx), controller.signal), committed: false };
+      } catch (error) {
+        return { ok: false, error };
+      }
+    }
+    // The handler's queries and the completion commit together, or not at all.
+    const client = await this.#o.pool.connect();
+    try {
+      await client.query('BEGIN');
+      ctx.query = (text, params) => client.query(text, params);
+      const result = await untilAborted(() => this.#o.handler.run(record, ctx), controller.signal);
+      const outcome = (await complete(client, [{ ...claimed, result }])).get(claimed.id);
+      await client.query(outcome === 'processed' ? 'COMMIT' : 'ROLLBACK');
+      return { ok: true, result, committed: outcome === 'processed' };
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      return { ok: false, error };
+    } finally {
+      client.release();
+    }
+  }
+
+  async #settle(execution: Execution, outcome: HandlerOutcome): Promise<void> {
+    const { claimed, controller } = execution;
+    const log = this.#log.child({ recordId: claimed.id, version: claimed.version, attempt: claimed.attempts });
+    if (execution.lost) {
+      this.stats.lost += 1;
+      log.warn('lease lost while the handler ran; its result is discarded');
+      return;
+    }
+    if (outcome.ok && outcome.committed) {
+      this.stats.processed += 1;
+      return;
+    }
+    if (!outcome.ok && controller.signal.reason instanceof ShutdownError) {
+      this.stats.released += await this.#retrying('release', () => release(this.#o.pool, [claimed]));
+      return;
+    }
+    if (outcome.ok) {
+      const result = await this.#retrying('complete', () => this.#completer.submit({ ...claimed, result: outcome.result }));
+      if (result === 'processed') this.stats.processed += 1;
+      else if (result === 'superseded') {
+        this.stats.superseded += 1;
+        log.debug('a newer version arrived while processing; the record will be processed again');
+      } else {
+        this.stats.lost += 1;
+        log.warn('completion refused: the lease was lost');
+      }
+      return;
+    }
+    const error = outcome.error;
+    const permanent = error instanceof PermanentError || (error as Error)?.name === 'PermanentError';
+    const message = errorMessage(error);
+    const failed = await this.#retrying('fail', () =>
+      fail(this.#o.pool, {
+        ...claimed,
+        error: message,
+        permanent,
+        maxAttempts: this.#o.maxAttempts,
+        backoffMs: backoffMs(claimed.attempts, this.#o.backoff, this.#o.random),
+      }),
+    );
+    if (failed === 'failed') {
+      this.stats.failed += 1;
+      log.warn({ error: message, permanent }, 'record FAILED');
+    } else if (failed === 'retry') {
+      this.stats.retried += 1;
+      log.info({ error: message }, 'handler failed; will retry');
+    } else if (failed === 'lost') {
+      this.stats.lost += 1;
+    }
+  }
+
+  #loseLease(execution: Execution): void {
+    if (execution.lost || execution.settling) return;
+    execution.lost = true;
+    execution.controller.abort(new LeaseLostError(`lease on ${execution.claimed.id} was lost`));
+  }
+
+  async #heartbeat(): Promise<void> {
+    const held = [...this.#active.values()].filter((e) => !e.settling && !e.lost);
+    try {
+      const lost = await extendLeases(this.#o.pool, { leases: held.map((e) => e.claimed), leaseMs: this.#o.leaseMs });
+      for (const id of lost) {
+        const execution = this.#active.get(id);
+        if (execution === undefined || execution.settling) continue;
+        this.#log.warn({ recordId: id }, 'lease lost (expired or taken over); aborting its handler');
+        this.#loseLease(execution);
+      }
+      await touchWorker(this.#o.pool, this.id, this.#active.size);
+    } catch (err) {
+      this.#warn(err, 'heartbeat failed');
+    }
+  }
+
+  async #rescue(): Promise<void> {
+    try {
+      const rescued = await rescueExpired(this.#o.pool, { maxExpirations: this.#o.maxExpirations });
+      if (rescued.length === 0) return;
+      this.stats.rescued += rescued.length;
+      const poisoned = rescued.filter((r) => r.status === 'FAILED').map((r) => r.id);
+      this.#log.info({ rescued: rescued.length, poisoned }, 'rescued records whose lease expired');
+      this.#poke();
+    } catch (err) {
+      this.#warn(err, 'rescue failed');
+    }
+  }
+
+  /** Shutdown: let handlers finish within the grace period, then abort and release the rest. */
+  async #drain(): Promise<void> {
+    if (this.#active.size === 0) return;
+    this.#log.info({ inFlight: this.#active.size, graceMs: this.#o.graceMs }, 'draining in-flight handlers');
+    const deadline = Date.now() + this.#o.graceMs;
+    while (this.#active.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const execution of this.#active.values()) {
+      if (!execution.settling) execution.controller.abort(new ShutdownError('worker shutting down'));
+    }
+    while (this.#active.size > 0) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  /** Runs a database step, retrying while the database is unavailable (bounded unless `signal`). */
+  async #retrying<T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!isDatabaseUnavailable(err) || (signal === undefined && attempt >= 6) || signal?.aborted) throw err;
+        this.#warn(err, `${what} failed; retrying`);
+        await new Promise((r) => setTimeout(r, Math.min(5_000, 200 * 2 ** attempt)));
+      }
+    }
+  }
+
+  #warn(err: unknown, message: string): void {
+    this.#log.warn({ err: { message: (err as Error)?.message, code: (err as { code?: string })?.code } }, message);
+  }
+}
+
+/** Runs `fn`, rejecting as soon as `signal` aborts even if the handler ignores it. */
+function untilAborted<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    Promise.resolve()
+      .then(fn)
+      .then(resolve, reject)
+      .finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+function errorMessage(error: unknown): string {
+  const text = error instanceof Error ? `${error.name === 'Error' ? '' : `${error.name}: `}${error.message}` : String(error);
+  return text.slice(0, 2000);
+}
