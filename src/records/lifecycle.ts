@@ -187,7 +187,7 @@ export async function fail(db: Queryable, failure: Failure, now?: Date): Promise
           UPDATE rowfleet.records r
              SET status = CASE
                             WHEN r.version <> ${failure.version}::bigint THEN 'COMPLETED'
-                            WHEN ${failure.permanent} OR r.attempts >= ${failure.maxAttempts} THEN 'FAILED'
+                            WHEN ${failure.permanent}::boolean OR r.attempts >= ${failure.maxAttempts}::int THEN 'FAILED'
                             ELSE 'COMPLETED'
                           END,
                  run_after = CASE
@@ -195,7 +195,7 @@ export async function fail(db: Queryable, failure: Failure, now?: Date): Promise
                                ELSE ${at} + ${millis(failure.backoffMs)}
                              END,
                  attempts = CASE WHEN r.version <> ${failure.version}::bigint THEN 0 ELSE r.attempts END,
-                 last_error = ${failure.error},
+                 last_error = ${failure.error}::text,
                  lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ${at}
            WHERE r.id = ${failure.id} AND r.lease_token = ${failure.leaseToken}::uuid AND r.status = 'PROCESSING'
              AND r.lease_expires_at > ${at}
@@ -204,7 +204,7 @@ export async function fail(db: Queryable, failure: Failure, now?: Date): Promise
         logged AS (
           INSERT INTO rowfleet.event_log (record_id, version, applied, reason, detail)
           SELECT u.id, u.version, false, 'failed',
-                 jsonb_build_object('error', ${failure.error}::text, 'attempts', u.attempts, 'permanent', ${failure.permanent})
+                 jsonb_build_object('error', ${failure.error}::text, 'attempts', u.attempts, 'permanent', ${failure.permanent}::boolean)
             FROM updated u WHERE u.status = 'FAILED'
         )
         SELECT CASE
@@ -255,15 +255,15 @@ export async function rescueExpired(db: Queryable, options: { maxExpirations: nu
           SELECT id, lease_owner FROM rowfleet.records
            WHERE status = 'PROCESSING' AND lease_expires_at <= ${at}
            ORDER BY lease_expires_at
-           LIMIT ${options.limit ?? 1000}
+           LIMIT ${options.limit ?? 1000}::int
            FOR UPDATE SKIP LOCKED
         ),
         updated AS (
           UPDATE rowfleet.records r
              SET lease_expirations = r.lease_expirations + 1,
-                 status = CASE WHEN r.lease_expirations + 1 > ${options.maxExpirations} THEN 'FAILED' ELSE 'COMPLETED' END,
+                 status = CASE WHEN r.lease_expirations + 1 > ${options.maxExpirations}::int THEN 'FAILED' ELSE 'COMPLETED' END,
                  last_error = CASE
-                                WHEN r.lease_expirations + 1 > ${options.maxExpirations}
+                                WHEN r.lease_expirations + 1 > ${options.maxExpirations}::int
                                 THEN 'poison: the lease expired ' || (r.lease_expirations + 1) || ' times without a completion'
                                 ELSE r.last_error
                               END,

@@ -1,0 +1,268 @@
+/**
+ * The engine conformance suite: what every engine must do, run against each (`describe.each`).
+ * Crash states are fabricated as a crash leaves them; time moves through the injected `now`.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { upsertMessages } from '../src/records/upsert.ts';
+import { parseMessage } from '../src/records/message.ts';
+import { claimDue, complete, fail, rescueExpired, release, extendLeases, type Claimed } from '../src/records/lifecycle.ts';
+import { directEngine, type Engine } from '../src/worker/engine.ts';
+import { Worker, type WorkerOptions } from '../src/worker/worker.ts';
+import { PermanentError, type Handler } from '../src/worker/handler.ts';
+import { silentLogger } from '../src/log.ts';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await createTestDatabase({ poolSize: 12 });
+});
+afterAll(async () => {
+  await db?.drop();
+});
+
+const engines: Array<[string, (pool: pg.Pool, url: string) => Engine]> = [['direct', (pool, url) => directEngine(pool, url, silentLogger)]];
+
+const LEASE = 30_000;
+const upsert = (id: string, data: object, version?: number) => upsertMessages(db.pool, [parseMessage({ id, data, version }, { maxDepth: 64 })]);
+const row = async (id: string) =>
+  (await db.pool.query(`SELECT status, version, attempts, result, last_error, lease_expirations, run_after, processed_version FROM rowfleet.records WHERE id = $1`, [id]))
+    .rows[0];
+const later = (ms: number) => new Date(Date.now() + ms);
+
+/** Runs a worker in-process until `until` resolves, then stops it. */
+async function runWorker(engine: Engine, handler: Handler, until: (worker: Worker) => Promise<void>, overrides: Partial<WorkerOptions> = {}): Promise<Worker> {
+  const worker = new Worker({
+    pool: db.pool,
+    engine,
+    handler: { name: 'test', run: handler, transactional: false },
+    log: silentLogger,
+    concurrency: 4,
+    batch: 10,
+    leaseMs: LEASE,
+    timeoutMs: 10_000,
+    maxAttempts: 3,
+    backoff: { baseMs: 60_000, capMs: 60_000 },
+    maxExpirations: 3,
+    pollMs: 50,
+    rescueEveryMs: 60_000,
+    graceMs: 1_000,
+    ...overrides,
+  });
+  const stop = new AbortController();
+  const running = worker.run(stop.signal);
+  try {
+    await until(worker);
+  } finally {
+    stop.abort();
+    await running;
+  }
+  return worker;
+}
+
+/** Polls a condition every 20 ms, up to `ms`: for effects of a separate loop. */
+async function eventually(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe.each(engines)('engine %s', (name, makeEngine) => {
+  let engine: Engine;
+  let prefix: string;
+  beforeEach(async (ctx) => {
+    engine = makeEngine(db.pool, db.url);
+    prefix = `${name}-${ctx.task.id}-`;
+    // Each test sees only its own records as due.
+    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED' WHERE status IN ('COMPLETED', 'PROCESSING')`);
+  });
+
+  it('claims at most the limit, oldest due first, and never what is not due', async () => {
+    for (let i = 0; i < 5; i++) await upsert(`${prefix}${i}`, { i });
+    await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour' WHERE id = $1`, [`${prefix}0`]);
+    const first = await engine.claim(2, 'w1', LEASE);
+    expect(first.map((c) => c.id)).toEqual([`${prefix}1`, `${prefix}2`]);
+    expect(first[0]).toMatchObject({ attempts: 1, version: expect.any(String) });
+    const rest = await engine.claim(10, 'w1', LEASE);
+    expect(rest.map((c) => c.id).sort()).toEqual([`${prefix}3`, `${prefix}4`]);
+    expect(await row(`${prefix}1`)).toMatchObject({ status: 'PROCESSING' });
+  });
+
+  it('gives each record to exactly one of many concurrent claimers', async () => {
+    const n = 300;
+    await upsertMessages(db.pool, Array.from({ length: n }, (_, i) => parseMessage({ id: `${prefix}${i}`, data: { i } }, { maxDepth: 64 })));
+    const claimers = Array.from({ length: 8 }, async (_, w) => {
+      const got: Claimed[] = [];
+      for (;;) {
+        const batch = await engine.claim(7, `w${w}`, LEASE);
+        if (batch.length === 0) return got;
+        got.push(...batch);
+      }
+    });
+    const ids = (await Promise.all(claimers)).flat().map((c) => c.id);
+    expect(ids).toHaveLength(n);
+    expect(new Set(ids).size).toBe(n);
+  });
+
+  it('completes with a versioned compare-and-set: PROCESSED with the result', async () => {
+    await upsert(`${prefix}a`, { n: 1 }, 1);
+    const [claimed] = await engine.claim(1, 'w1', LEASE);
+    const outcome = await complete(db.pool, [{ ...claimed!, result: { ok: 1 } }]);
+    expect(outcome.get(`${prefix}a`)).toBe('processed');
+    expect(await row(`${prefix}a`)).toMatchObject({ status: 'PROCESSED', result: { ok: 1 }, processed_version: '1' });
+    // A second completion with the same (now cleared) token is refused.
+    expect((await complete(db.pool, [{ ...claimed!, result: {} }])).get(`${prefix}a`)).toBe('lost');
+  });
+
+  it('conflates: a newer version during processing sends the record back, and it is processed with the newest data', async () => {
+    await upsert(`${prefix}hot`, { n: 1 }, 1);
+    const [claimed] = await engine.claim(1, 'w1', LEASE);
+    await upsert(`${prefix}hot`, { n: 2 }, 2);
+    await upsert(`${prefix}hot`, { n: 3 }, 3);
+    expect((await complete(db.pool, [{ ...claimed!, result: 'stale' }])).get(`${prefix}hot`)).toBe('superseded');
+    expect(await row(`${prefix}hot`)).toMatchObject({ status: 'COMPLETED', version: '3', attempts: 0 });
+    const [again] = await engine.claim(1, 'w1', LEASE);
+    expect(again).toMatchObject({ id: `${prefix}hot`, version: '3', data: { n: 3 } });
+    expect((await complete(db.pool, [{ ...again!, result: 'fresh' }])).get(`${prefix}hot`)).toBe('processed');
+    expect(await row(`${prefix}hot`)).toMatchObject({ status: 'PROCESSED', result: 'fresh', processed_version: '3' });
+  });
+
+  it('retries a failure after its backoff, and fails the record once attempts are exhausted', async () => {
+    await upsert(`${prefix}f`, { n: 1 }, 1);
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      // Not claimable before the backoff has passed; claimable after (the injected clock).
+      const [claimed] = await (attempt === 1 ? engine.claim(1, 'w1', LEASE) : claimAt(later(120_000)));
+      expect(claimed).toMatchObject({ id: `${prefix}f`, attempts: attempt });
+      const outcome = await fail(db.pool, { ...claimed!, error: `boom ${attempt}`, permanent: false, maxAttempts: 3, backoffMs: 60_000 });
+      expect(outcome).toBe(attempt < 3 ? 'retry' : 'failed');
+      if (attempt < 3) expect(await engine.claim(1, 'w1', LEASE)).toEqual([]);
+    }
+    expect(await row(`${prefix}f`)).toMatchObject({ status: 'FAILED', last_error: 'boom 3', attempts: 3 });
+    const { rows } = await db.pool.query(`SELECT reason, detail FROM rowfleet.event_log WHERE record_id = $1 AND reason = 'failed'`, [`${prefix}f`]);
+    expect(rows).toEqual([{ reason: 'failed', detail: { error: 'boom 3', attempts: 3, permanent: false } }]);
+  });
+
+  /** A claim at an injected time (the shared claim statement; engines differ only in what they feed it). */
+  const claimAt = (now: Date): Promise<Claimed[]> => claimDue(db.pool, { owner: 'w1', limit: 1, leaseMs: LEASE, now });
+
+  it('sends a PermanentError straight to FAILED', async () => {
+    await upsert(`${prefix}p`, { n: 1 });
+    const worker = await runWorker(
+      engine,
+      async () => {
+        throw new PermanentError('bad data, no point retrying');
+      },
+      () => eventually(async () => (await row(`${prefix}p`))?.status === 'FAILED'),
+    );
+    expect(worker.stats.failed).toBe(1);
+    expect(await row(`${prefix}p`)).toMatchObject({ attempts: 1, last_error: 'PermanentError: bad data, no point retrying' });
+  });
+
+  it('aborts a handler past its timeout and counts a failed attempt', async () => {
+    await upsert(`${prefix}t`, { n: 1 });
+    let aborted: unknown;
+    await runWorker(
+      engine,
+      (_record, ctx) =>
+        new Promise((_, reject) => ctx.signal.addEventListener('abort', () => ((aborted = ctx.signal.reason), reject(ctx.signal.reason)))),
+      () => eventually(async () => (await row(`${prefix}t`))?.last_error !== null),
+      { timeoutMs: 100 },
+    );
+    expect((aborted as Error).name).toBe('HandlerTimeoutError');
+    expect(await row(`${prefix}t`)).toMatchObject({ status: 'COMPLETED', attempts: 1, last_error: 'HandlerTimeoutError: handler timed out after 100 ms' });
+  });
+
+  it('rescues leases a crash left behind, and fails a record whose lease expired too often (poison)', async () => {
+    await upsert(`${prefix}crashed`, { n: 1 });
+    await upsert(`${prefix}poison`, { n: 1 });
+    await upsert(`${prefix}alive`, { n: 1 });
+    // What kill -9 leaves: PROCESSING with a lease that runs out (and, for poison, already ran out 3 times).
+    await db.pool.query(
+      `UPDATE rowfleet.records SET status = 'PROCESSING', lease_owner = 'dead', lease_token = gen_random_uuid(), attempts = 1,
+              lease_expires_at = now() + interval '10 seconds',
+              lease_expirations = CASE WHEN id = $2 THEN 3 ELSE 0 END
+        WHERE id IN ($1, $2, $3)`,
+      [`${prefix}crashed`, `${prefix}poison`, `${prefix}alive`],
+    );
+    expect(await rescueExpired(db.pool, { maxExpirations: 3 })).toEqual([]);
+    await db.pool.query(`UPDATE rowfleet.records SET lease_expires_at = now() + interval '1 hour' WHERE id = $1`, [`${prefix}alive`]);
+    const afterExpiry = later(20_000);
+    const rescued = await rescueExpired(db.pool, { maxExpirations: 3, now: afterExpiry });
+    expect(rescued.map((r) => [r.id, r.status, r.owner]).sort()).toEqual([
+      [`${prefix}crashed`, 'COMPLETED', 'dead'],
+      [`${prefix}poison`, 'FAILED', 'dead'],
+    ]);
+    expect(await row(`${prefix}poison`)).toMatchObject({ status: 'FAILED', last_error: expect.stringMatching(/^poison: the lease expired 4 times/) });
+    expect(await row(`${prefix}alive`)).toMatchObject({ status: 'PROCESSING' });
+    const [claimed] = await claimAt(afterExpiry);
+    expect(claimed).toMatchObject({ id: `${prefix}crashed`, attempts: 2 });
+    const { rows } = await db.pool.query(`SELECT record_id, reason FROM rowfleet.event_log WHERE record_id IN ($1, $2) AND reason IN ('rescued', 'failed') ORDER BY record_id`, [
+      `${prefix}crashed`,
+      `${prefix}poison`,
+    ]);
+    expect(rows.map((r) => r.reason)).toEqual(['rescued', 'failed']);
+  });
+
+  it('refuses a late heartbeat, completion, failure or release once the lease has expired', async () => {
+    await upsert(`${prefix}late`, { n: 1 });
+    const [claimed] = await engine.claim(1, 'old-holder', 1_000);
+    const afterExpiry = later(5_000);
+    expect(await extendLeases(db.pool, { leases: [claimed!], leaseMs: LEASE, now: afterExpiry })).toEqual([`${prefix}late`]);
+    expect((await complete(db.pool, [{ ...claimed!, result: 1 }], afterExpiry)).get(`${prefix}late`)).toBe('lost');
+    expect(await fail(db.pool, { ...claimed!, error: 'x', permanent: false, maxAttempts: 3, backoffMs: 0 }, afterExpiry)).toBe('lost');
+    expect(await release(db.pool, [claimed!], afterExpiry)).toBe(0);
+    expect(await row(`${prefix}late`)).toMatchObject({ status: 'PROCESSING' });
+  });
+
+  it('aborts the handler of a lost lease and refuses its writes', async () => {
+    await upsert(`${prefix}lost`, { n: 1 }, 1);
+    let reason: unknown;
+    const worker = await runWorker(
+      engine,
+      (_record, ctx) => new Promise((resolve) => ctx.signal.addEventListener('abort', () => ((reason = ctx.signal.reason), resolve('too late')))),
+      async () => {
+        await eventually(async () => (await row(`${prefix}lost`))?.status === 'PROCESSING');
+        // Another holder took over (as after a rescue and a new claim).
+        await db.pool.query(`UPDATE rowfleet.records SET lease_token = gen_random_uuid(), lease_owner = 'thief' WHERE id = $1`, [`${prefix}lost`]);
+        await eventually(async () => reason !== undefined);
+      },
+      { leaseMs: 300 },
+    );
+    expect((reason as Error).name).toBe('LeaseLostError');
+    expect(worker.stats.lost).toBe(1);
+    expect(await row(`${prefix}lost`)).toMatchObject({ status: 'PROCESSING', result: null });
+  });
+
+  it('releases unfinished records on shutdown without spending an attempt', async () => {
+    await upsert(`${prefix}r`, { n: 1 });
+    const worker = await runWorker(
+      engine,
+      (_record, ctx) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))),
+      () => eventually(async () => (await row(`${prefix}r`))?.status === 'PROCESSING'),
+      { graceMs: 50 },
+    );
+    expect(worker.stats.released).toBe(1);
+    expect(await row(`${prefix}r`)).toMatchObject({ status: 'COMPLETED', attempts: 0 });
+  });
+
+  it('processes records end to end, woken by the upsert', async () => {
+    const seen: string[] = [];
+    await runWorker(
+      engine,
+      async (record) => {
+        seen.push(record.id);
+        return { len: JSON.stringify(record.data).length };
+      },
+      async () => {
+        await upsertMessages(db.pool, Array.from({ length: 50 }, (_, i) => parseMessage({ id: `${prefix}${i}`, data: { i } }, { maxDepth: 64 })));
+        await eventually(async () => seen.length === 50);
+      },
+      // No polling to speak of: only the notification can wake it in time.
+      { pollMs: 60_000 },
+    );
+    const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.records WHERE id LIKE $1 || '%' AND status = 'PROCESSED'`, [prefix]);
+    expect(rows[0].n).toBe(50);
+  });
+});

@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { backoffMs, heartbeatEveryMs, parseDuration } from '../src/worker/policy.ts';
+
+describe('backoffMs (exponential, full jitter)', () => {
+  const options = { baseMs: 1_000, capMs: 600_000 };
+  it('spans [0, base * 2^(attempt-1)) capped, driven by the injected random', () => {
+    expect(backoffMs(1, options, () => 0)).toBe(0);
+    expect(backoffMs(1, options, () => 0.999999)).toBe(999);
+    expect(backoffMs(4, options, () => 0.5)).toBe(4_000);
+    expect(backoffMs(30, options, () => 0.5)).toBe(300_000);
+  });
+  it('never exceeds the cap or goes negative', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 200 }), fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), (attempt, r) => {
+        const ms = backoffMs(attempt, options, () => r);
+        return ms >= 0 && ms < options.capMs && Number.isInteger(ms);
+      }),
+    );
+  });
+});
+
+describe('durations and lease timing', () => {
+  it('parses 500ms, 3s, 2m, 1h, 30d and bare milliseconds', () => {
+    expect([parseDuration('500ms'), parseDuration('3s'), parseDuration('2m'), parseDuration('1h'), parseDuration('30d'), parseDuration('250')]).toEqual([
+      500, 3_000, 120_000, 3_600_000, 2_592_000_000, 250,
+    ]);
+    expect(parseDuration('1.5s')).toBe(1_500);
+    expect(parseDuration('soon')).toBeUndefined();
+    expect(parseDuration('-1s')).toBeUndefined();
+  });
+  it('heartbeats three times per lease', () => {
+    expect(heartbeatEveryMs(30_000)).toBe(10_000);
+  });
+});
