@@ -51,6 +51,26 @@ describe('rowfleet upsert', () => {
   });
 });
 
+describe('rowfleet worker', () => {
+  it.each([
+    [['--concurrency', '0'], /--concurrency must be between 1 and 10000/],
+    [['--lease', 'soon'], /--lease must be a duration like 500ms, 30s, 5m or 1h/],
+    [['--fail-rate', '2'], /--fail-rate must be a number from 0 to 1/],
+    [['--handler', 'nope'], /--handler nope is not a built-in \(noop, sleep, flaky, checksum\)/],
+    [['--handler', './missing-handler.js'], /--handler \.\/missing-handler\.js: cannot load/],
+    [['--backoff-base', '10s', '--backoff-cap', '1s'], /backoff cap \(1000 ms\) must not be below its base/],
+  ])('refuses %j with a usage error naming it, before touching the database', async (args, message) => {
+    const run = await rowfleet({ ...env, DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none' }, 'worker', ...args);
+    expect(run.error).toBeInstanceOf(UsageError);
+    expect((run.error as Error).message).toMatch(message);
+  });
+
+  it('refuses a bad ROWFLEET_* variable the same way', async () => {
+    const run = await rowfleet({ ...env, ROWFLEET_MAX_ATTEMPTS: 'many' }, 'worker');
+    expect((run.error as Error).message).toBe('ROWFLEET_MAX_ATTEMPTS must be a whole number, got "many"');
+  });
+});
+
 describe('rowfleet migrate', () => {
   it('reports an up-to-date schema as JSON', async () => {
     const run = await rowfleet(env, 'migrate', '--json');

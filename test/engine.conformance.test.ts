@@ -31,11 +31,17 @@ const row = async (id: string) =>
 const later = (ms: number) => new Date(Date.now() + ms);
 
 /** Runs a worker in-process until `until` resolves, then stops it. */
-async function runWorker(engine: Engine, handler: Handler, until: (worker: Worker) => Promise<void>, overrides: Partial<WorkerOptions> = {}): Promise<Worker> {
+async function runWorker(
+  engine: Engine,
+  handler: Handler,
+  until: (worker: Worker) => Promise<void>,
+  overrides: Partial<WorkerOptions> = {},
+  transactional = false,
+): Promise<Worker> {
   const worker = new Worker({
     pool: db.pool,
     engine,
-    handler: { name: 'test', run: handler, transactional: false },
+    handler: { name: 'test', run: handler, transactional },
     log: silentLogger,
     concurrency: 4,
     batch: 10,
@@ -264,5 +270,35 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
     );
     const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.records WHERE id LIKE $1 || '%' AND status = 'PROCESSED'`, [prefix]);
     expect(rows[0].n).toBe(50);
+  });
+
+  it('commits a transactional handler\'s writes with its completion, and rolls them back when superseded', async () => {
+    await db.pool.query(`CREATE TABLE IF NOT EXISTS effects (record_id text, version bigint, note text)`);
+    await upsert(`${prefix}tx`, { n: 1 }, 1);
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const versions: unknown[] = [];
+    await runWorker(
+      engine,
+      async (record, ctx) => {
+        versions.push(record.version);
+        await ctx.query!('INSERT INTO effects VALUES ($1, $2, $3)', [record.id, record.version, ctx.idempotencyKey]);
+        if (record.version === 1) await gate;
+        return { wrote: true };
+      },
+      async () => {
+        await eventually(async () => versions.length === 1);
+        // A newer version arrives while version 1 is being handled: its effects must not commit.
+        await upsert(`${prefix}tx`, { n: 2 }, 2);
+        release();
+        await eventually(async () => (await row(`${prefix}tx`))?.status === 'PROCESSED');
+      },
+      {},
+      true,
+    );
+    expect(versions).toEqual([1, 2]);
+    const { rows } = await db.pool.query(`SELECT version, note FROM effects WHERE record_id = $1`, [`${prefix}tx`]);
+    expect(rows).toEqual([{ version: '2', note: `${prefix}tx:2` }]);
+    expect(await row(`${prefix}tx`)).toMatchObject({ processed_version: '2', result: { wrote: true } });
   });
 });
