@@ -4,7 +4,8 @@
  */
 import { main, type Bench } from './lib/harness.ts';
 import { upsertBench } from './upsert.ts';
+import { drainBench } from './drain.ts';
 
-const BENCHES: readonly Bench[] = [upsertBench];
+const BENCHES: readonly Bench[] = [upsertBench, drainBench];
 
 main(BENCHES);

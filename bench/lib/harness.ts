@@ -24,6 +24,8 @@ export interface BenchContext {
   seconds: number;
   /** Length of the warm-up before each window. */
   warmupSeconds: number;
+  /** `--quick`: benches with a matrix measure its headline rows only. */
+  quick: boolean;
   progress(line: string): void;
 }
 
@@ -39,15 +41,17 @@ const RESULTS_DIR = fileURLToPath(new URL('../results/', import.meta.url));
 /** A hung statement or server must not hold a CI machine: the whole run stops after this. */
 const WATCHDOG_MS = 10 * 60_000;
 
-const USAGE = `usage: bench [names...] [--seconds N] [--warmup N]
+const USAGE = `usage: bench [names...] [--seconds N] [--warmup N] [--quick]
   --seconds N   measured window of each scenario (default 12)
-  --warmup N    warm-up before each window (default 2)`;
+  --warmup N    warm-up before each window (default 2)
+  --quick       a smaller matrix, for benches that have one (headline rows only)`;
 
 export async function runBenches(benches: readonly Bench[], argv: string[] = process.argv.slice(2)): Promise<void> {
   const { values, positionals } = parseOptions(argv);
   if (values.help) return void process.stdout.write(`${USAGE}\n  benches: ${benches.map((b) => b.name).join(', ')}\n`);
   const seconds = positiveNumber(values.seconds, '--seconds');
   const warmupSeconds = positiveNumber(values.warmup, '--warmup');
+  const quick = values.quick === true;
   const unknown = positionals.filter((name) => !benches.some((bench) => bench.name === name));
   if (unknown.length > 0) throw new UsageError(`unknown bench ${unknown.join(', ')}; known: ${benches.map((b) => b.name).join(', ')}`);
   const selected = positionals.length === 0 ? benches : benches.filter((bench) => positionals.includes(bench.name));
@@ -70,7 +74,7 @@ export async function runBenches(benches: readonly Bench[], argv: string[] = pro
     for (const bench of selected) {
       const startedAt = new Date();
       progress(`${bench.name}: ${bench.summary}`);
-      const report = await bench.run({ postgres, seconds, warmupSeconds, progress: (line) => progress(`${bench.name}: ${line}`) });
+      const report = await bench.run({ postgres, seconds, warmupSeconds, quick, progress: (line) => progress(`${bench.name}: ${line}`) });
       process.stdout.write(`\n${report.text}\n`);
       const file = await writeResult(bench.name, startedAt, {
         bench: bench.name,
@@ -79,7 +83,7 @@ export async function runBenches(benches: readonly Bench[], argv: string[] = pro
         code: codeVersion(),
         machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version, platform: `${process.platform}-${process.arch}` },
         postgres: { origin: postgres.origin, ...settings },
-        options: { seconds, warmupSeconds },
+        options: { seconds, warmupSeconds, quick },
         ...report.data,
       });
       progress(`${bench.name}: results in ${path.relative(process.cwd(), file)}`);
@@ -113,7 +117,7 @@ function parseOptions(argv: string[]) {
     return parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { seconds: { type: 'string', default: '12' }, warmup: { type: 'string', default: '2' }, help: { type: 'boolean' } },
+      options: { seconds: { type: 'string', default: '12' }, warmup: { type: 'string', default: '2' }, quick: { type: 'boolean' }, help: { type: 'boolean' } },
     });
   } catch (err) {
     throw new UsageError(`${(err as Error).message}\n${USAGE}`);
