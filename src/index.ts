@@ -8,18 +8,23 @@
  * Postgres of the working directory); `createClient` gives an explicit one.
  */
 import type pg from 'pg';
-import { loadConfig, type Config } from './config.ts';
+import { loadConfig, type Config, type WorkerConfig } from './config.ts';
 import { resolveDatabaseUrl } from './db/connect.ts';
 import { createPool } from './db/pool.ts';
 import { silentLogger, type Logger } from './log.ts';
 import { parseBatch, parseMessage, type MessageInput, type MessageLimits } from './records/message.ts';
 import { getRecord, type RecordView } from './records/read.ts';
 import { presentResult, upsertMessages, type UpsertResponse } from './records/upsert.ts';
+import { loadHandler, type Handler } from './worker/handler.ts';
+import { runWorker } from './worker/run.ts';
+import type { WorkerStats } from './worker/worker.ts';
 
 export { MessageError, type Message, type MessageInput, type JsonObject, type JsonValue } from './records/message.ts';
 export type { UpsertResponse } from './records/upsert.ts';
 export type { RecordView, EventView } from './records/read.ts';
 export { UserError, UsageError } from './errors.ts';
+export { PermanentError, type Handler, type HandlerContext, type HandlerRecord } from './worker/handler.ts';
+export type { WorkerStats } from './worker/worker.ts';
 
 export interface ClientOptions {
   /** Postgres URL; default DATABASE_URL, else the embedded Postgres in `.rowfleet/`. */
@@ -88,4 +93,57 @@ export async function close(): Promise<void> {
   const client = shared;
   shared = undefined;
   await client?.close();
+}
+
+export interface CreateWorkerOptions extends Partial<Omit<WorkerConfig, 'handler'>> {
+  /** The handler function, or a built-in name / module path as for `rowfleet worker --handler`. */
+  handler: Handler | string;
+  /** With a handler function: run it in the completion's transaction (`ctx.query`). */
+  transactional?: boolean;
+  databaseUrl?: string;
+  log?: Logger;
+}
+
+export interface RowfleetWorker {
+  readonly id: string;
+  readonly stats: WorkerStats;
+  /** Runs until `stop()`; resolves once drained. */
+  start(): Promise<void>;
+  /** Stops claiming, lets in-flight handlers finish within the grace period, releases the rest. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A worker in this process, with the same defaults and environment as `rowfleet worker`:
+ *
+ *   const worker = createWorker({ handler: async (record) => ({ seen: record.id }), concurrency: 5 });
+ *   void worker.start();
+ *   ...
+ *   await worker.stop();
+ */
+export function createWorker(options: CreateWorkerOptions): RowfleetWorker {
+  const { handler, transactional = false, databaseUrl, log = silentLogger, ...settings } = options;
+  const config = loadConfig(process.env, {
+    ...(databaseUrl !== undefined && { databaseUrl }),
+    worker: typeof handler === 'string' ? { ...settings, handler } : settings,
+  });
+  const stop = new AbortController();
+  let running: Promise<void> | undefined;
+  const stats: WorkerStats = { processed: 0, superseded: 0, retried: 0, failed: 0, lost: 0, released: 0, rescued: 0 };
+  const id = `${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+
+  const run = async () => {
+    const loaded = typeof handler === 'string' ? await loadHandler(handler, process.cwd(), config.worker) : { name: handler.name || 'handler', run: handler, transactional };
+    Object.assign(stats, await runWorker({ config, handler: loaded, log, signal: stop.signal, id }));
+  };
+
+  return {
+    id,
+    stats,
+    start: () => (running ??= run()),
+    async stop() {
+      stop.abort();
+      await running;
+    },
+  };
 }

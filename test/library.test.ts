@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
-import { createClient, MessageError, type RowfleetClient } from '../src/index.ts';
+import { createClient, createWorker, MessageError, PermanentError, type RowfleetClient } from '../src/index.ts';
 
 let db: TestDatabase;
 let client: RowfleetClient;
@@ -31,5 +31,35 @@ describe('library', () => {
     await expect(client.upsert([{ id: 'lib-3', data: {} }, { id: 'lib-4', data: { s: 'a\u0000' } }])).rejects.toThrow(MessageError);
     await expect(client.upsert([{ id: 'lib-3', data: {} }, { id: 'lib-4', data: new Date() as object }])).rejects.toThrow(/items\[1\]\.data/);
     expect(await client.getRecord('lib-3')).toBeUndefined();
+  });
+
+  it('runs a worker in-process with createWorker: results stored, PermanentError fails the record', async () => {
+    // Only this test's records are due.
+    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED'`);
+    const worker = createWorker({
+      databaseUrl: db.url,
+      concurrency: 3,
+      pollMs: 50,
+      handler: async (record) => {
+        if ((record.data as { bad?: boolean }).bad) throw new PermanentError('bad record');
+        return { doubled: (record.data as { n: number }).n * 2 };
+      },
+    });
+    const running = worker.start();
+    await client.upsert([
+      { id: 'w-1', data: { n: 1 } },
+      { id: 'w-2', data: { n: 2 } },
+      { id: 'w-3', data: { bad: true } },
+    ]);
+    const deadline = Date.now() + 10_000;
+    while ((await db.pool.query(`SELECT 1 FROM rowfleet.records WHERE id LIKE 'w-%' AND status IN ('COMPLETED', 'PROCESSING')`)).rowCount! > 0) {
+      if (Date.now() > deadline) throw new Error('records not processed in time');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await worker.stop();
+    await running;
+    expect(worker.stats).toMatchObject({ processed: 2, failed: 1 });
+    expect(await client.getRecord('w-2')).toMatchObject({ status: 'PROCESSED', result: { doubled: 4 } });
+    expect(await client.getRecord('w-3')).toMatchObject({ status: 'FAILED', lastError: 'PermanentError: bad record' });
   });
 });

@@ -1,10 +1,6 @@
 import { Command } from 'commander';
-import { createPool } from '../../db/pool.ts';
-import { resolveDatabaseUrl } from '../../db/connect.ts';
-import { ensureSchema } from '../../db/migrate.ts';
-import { directEngine } from '../../worker/engine.ts';
 import { loadHandler } from '../../worker/handler.ts';
-import { Worker } from '../../worker/worker.ts';
+import { runWorker } from '../../worker/run.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 import { withWorkerOptions, workerOverrides, type WorkerFlags } from '../worker-options.ts';
 
@@ -26,31 +22,7 @@ Examples:
     .action(async (flags: DatabaseFlags & WorkerFlags) => {
       const config = ctx.config({ ...overridesFrom(flags), worker: workerOverrides(flags) });
       const log = ctx.logger(config, 'worker');
-      const w = config.worker;
-      const handler = await loadHandler(w.handler, process.cwd(), w);
-      const url = await resolveDatabaseUrl(config, log);
-      await ensureSchema(url, config.databaseUrl === undefined);
-      const pool = createPool({ connectionString: url, max: handler.transactional ? Math.max(config.poolSize, w.concurrency + 2) : config.poolSize, log, applicationName: 'rowfleet worker' });
-      const worker = new Worker({
-        pool,
-        engine: directEngine(pool, url, log),
-        handler,
-        log,
-        concurrency: w.concurrency,
-        batch: w.batch,
-        leaseMs: w.leaseMs,
-        timeoutMs: w.timeoutMs,
-        maxAttempts: w.maxAttempts,
-        backoff: { baseMs: w.backoffBaseMs, capMs: w.backoffCapMs },
-        maxExpirations: w.maxExpirations,
-        pollMs: w.pollMs,
-        rescueEveryMs: Math.max(1_000, Math.min(w.leaseMs / 2, 10_000)),
-        graceMs: w.graceMs,
-      });
-      try {
-        await worker.run(ctx.io.shutdownSignal ?? new AbortController().signal);
-      } finally {
-        await pool.end();
-      }
+      const handler = await loadHandler(config.worker.handler, process.cwd(), config.worker);
+      await runWorker({ config, handler, log, signal: ctx.io.shutdownSignal ?? new AbortController().signal });
     });
 }

@@ -1,0 +1,53 @@
+/**
+ * Runs a worker from a Config until `signal` aborts: the one place that turns settings into a
+ * pool, an engine and a Worker. Used by `rowfleet worker` and by the library's createWorker.
+ */
+import type { Config } from '../config.ts';
+import type { Logger } from '../log.ts';
+import { resolveDatabaseUrl } from '../db/connect.ts';
+import { ensureSchema } from '../db/migrate.ts';
+import { createPool } from '../db/pool.ts';
+import { directEngine } from './engine.ts';
+import type { LoadedHandler } from './handler.ts';
+import { Worker, type WorkerStats } from './worker.ts';
+
+export interface RunWorkerOptions {
+  config: Config;
+  handler: LoadedHandler;
+  log: Logger;
+  signal: AbortSignal;
+  id?: string;
+}
+
+export async function runWorker({ config, handler, log, signal, id }: RunWorkerOptions): Promise<WorkerStats> {
+  const w = config.worker;
+  const url = await resolveDatabaseUrl(config, log);
+  await ensureSchema(url, config.databaseUrl === undefined);
+  // A transactional handler holds a connection for as long as it runs.
+  const poolSize = handler.transactional ? Math.max(config.poolSize, w.concurrency + 2) : config.poolSize;
+  const pool = createPool({ connectionString: url, max: poolSize, log, applicationName: 'rowfleet worker' });
+  const worker = new Worker({
+    pool,
+    engine: directEngine(pool, url, log),
+    handler,
+    log,
+    ...(id !== undefined && { id }),
+    concurrency: w.concurrency,
+    batch: w.batch,
+    leaseMs: w.leaseMs,
+    timeoutMs: w.timeoutMs,
+    maxAttempts: w.maxAttempts,
+    backoff: { baseMs: w.backoffBaseMs, capMs: w.backoffCapMs },
+    maxExpirations: w.maxExpirations,
+    pollMs: w.pollMs,
+    // Often enough that a crashed worker's records wait about half a lease; rarely enough to be free.
+    rescueEveryMs: Math.max(1_000, Math.min(w.leaseMs / 2, 10_000)),
+    graceMs: w.graceMs,
+  });
+  try {
+    await worker.run(signal);
+    return worker.stats;
+  } finally {
+    await pool.end();
+  }
+}
