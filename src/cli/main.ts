@@ -25,6 +25,14 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
+// Started by `rowfleet fleet`: when the fleet goes away (even by SIGKILL) its channel closes, and
+// this worker drains and exits rather than run on unsupervised. The channel alone must not keep
+// the process alive.
+if (process.channel !== undefined) {
+  process.channel.unref();
+  process.once('disconnect', () => shutdown.abort('fleet exited'));
+}
+
 const program = createProgram({
   stdout: process.stdout,
   stderr: process.stderr,

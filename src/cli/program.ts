@@ -11,6 +11,7 @@ import { registerApi } from './commands/api.ts';
 import { registerUpsert } from './commands/upsert.ts';
 import { registerDemo } from './commands/demo.ts';
 import { registerWorker } from './commands/worker.ts';
+import { registerFleet } from './commands/fleet.ts';
 
 export function createProgram(io: CliIO): Command {
   const ctx = createContext(io);
@@ -26,7 +27,7 @@ export function createProgram(io: CliIO): Command {
     })
     .exitOverride();
 
-  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker]) {
+  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet]) {
     const command = register(ctx);
     command.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });
     program.addCommand(command);

@@ -50,7 +50,7 @@ export function decideScale(input: ScaleInput, limits: ScaleLimits): ScaleDecisi
   if (oldestDueAgeMs !== null && oldestDueAgeMs > limits.targetWaitMs) {
     return count < limits.max ? { from: count, to: count + 1, reason: 'backlog' } : hold('at-max');
   }
-  if (idleStreak >= limits.idleSamples && count > limits.min) return { from: count, to: count - 1, reason: 'idle' };
+  if (oldestDueAgeMs === null && idleStreak >= limits.idleSamples && count > limits.min) return { from: count, to: count - 1, reason: 'idle' };
   return hold('steady');
 }
 

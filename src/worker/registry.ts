@@ -32,3 +32,8 @@ export async function touchWorker(db: Queryable, id: string, inFlight: number): 
 export async function unregisterWorker(db: Queryable, id: string): Promise<void> {
   await query(db, sql`DELETE FROM rowfleet.workers WHERE id = ${id}`);
 }
+
+/** A worker process that died without a goodbye (the fleet saw it exit): forget its rows. */
+export async function unregisterProcess(db: Queryable, host: string, pid: number): Promise<void> {
+  await query(db, sql`DELETE FROM rowfleet.workers WHERE host = ${host} AND pid = ${pid}`);
+}

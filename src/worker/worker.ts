@@ -227,19 +227,36 @@ export class Worker {
       }
     }
     // The handler's queries and the completion commit together, or not at all.
-    const client = await this.#o.pool.connect();
+    let client: pg.PoolClient;
+    try {
+      client = await this.#o.pool.connect();
+    } catch (error) {
+      return { ok: false, error };
+    }
+    // A checked-out client has no pool listener: a connection dropped while the handler runs
+    // (Postgres restart, pg_terminate_backend) would be an unhandled 'error' that kills the
+    // process. The pending query rejects by itself; the broken client is discarded on release.
+    let broken: Error | undefined;
+    const onError = (err: Error) => (broken = err);
+    client.on('error', onError);
+    // A handler that ignores its aborted signal must not write through a client that is back in
+    // the pool, inside another record's transaction.
+    let open = true;
     try {
       await client.query('BEGIN');
-      ctx.query = (text, params) => client.query(text, params);
+      ctx.query = (text, params) => (open ? client.query(text, params) : Promise.reject(new Error('this execution has ended; its transaction is closed')));
       const result = await untilAborted(() => this.#o.handler.run(record, ctx), controller.signal);
+      open = false;
       const outcome = (await complete(client, [{ ...claimed, result }])).get(claimed.id);
       await client.query(outcome === 'processed' ? 'COMMIT' : 'ROLLBACK');
       return { ok: true, result, committed: outcome === 'processed' };
     } catch (error) {
+      open = false;
       await client.query('ROLLBACK').catch(() => {});
       return { ok: false, error };
     } finally {
-      client.release();
+      client.off('error', onError);
+      client.release(broken);
     }
   }
 
@@ -255,7 +272,9 @@ export class Worker {
       this.stats.processed += 1;
       return;
     }
-    if (!outcome.ok && controller.signal.reason instanceof ShutdownError) {
+    // Shutdown, or the database went away under a transactional handler: not the record's fault,
+    // so give it back without spending an attempt (infrastructure retries stay apart from job retries).
+    if (!outcome.ok && (controller.signal.reason instanceof ShutdownError || (this.#o.handler.transactional && isDatabaseUnavailable(outcome.error)))) {
       this.stats.released += await this.#retrying('release', () => release(this.#o.pool, [claimed]));
       return;
     }

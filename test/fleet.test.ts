@@ -1,0 +1,197 @@
+/**
+ * `rowfleet fleet`: the autoscale decision and the restart backoff as pure functions, the option
+ * checks in-process, and a real fleet: its workers register, a SIGKILLed one is replaced, the
+ * fleet follows a backlog up and back down, and SIGTERM leaves nothing running or registered.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { decideScale, isIdle, type ScaleLimits } from '../src/fleet/autoscale.ts';
+import { restartDelayMs } from '../src/fleet/fleet.ts';
+import { fleetSize } from '../src/cli/commands/fleet.ts';
+import { UsageError } from '../src/errors.ts';
+import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { rowfleet } from './helpers/cli.ts';
+import { CLI, isAlive, Processes, waitFor, type LogLine } from './helpers/processes.ts';
+
+describe('decideScale', () => {
+  const limits: ScaleLimits = { min: 1, max: 4, targetWaitMs: 5_000, idleSamples: 2 };
+  const decide = (count: number, oldestDueAgeMs: number | null, idleStreak = 0) => decideScale({ count, oldestDueAgeMs, idleStreak }, limits);
+
+  it('grows by one while the oldest due record waits longer than the target', () => {
+    expect(decide(1, 5_001)).toEqual({ from: 1, to: 2, reason: 'backlog' });
+    expect(decide(3, 60_000)).toEqual({ from: 3, to: 4, reason: 'backlog' });
+  });
+
+  it('holds at max however long the backlog', () => {
+    expect(decide(4, 600_000)).toEqual({ from: 4, to: 4, reason: 'at-max' });
+  });
+
+  it('holds while records are due but have not waited past the target', () => {
+    expect(decide(2, 5_000)).toEqual({ from: 2, to: 2, reason: 'steady' });
+    expect(decide(2, 0, 5)).toEqual({ from: 2, to: 2, reason: 'steady' });
+  });
+
+  it('shrinks by one only after enough idle samples in a row, never below min', () => {
+    expect(decide(3, null, 1)).toEqual({ from: 3, to: 3, reason: 'steady' });
+    expect(decide(3, null, 2)).toEqual({ from: 3, to: 2, reason: 'idle' });
+    expect(decide(1, null, 10)).toEqual({ from: 1, to: 1, reason: 'steady' });
+  });
+
+  it('returns to the bounds first', () => {
+    expect(decide(0, null)).toEqual({ from: 0, to: 1, reason: 'below-min' });
+    expect(decide(6, 60_000)).toEqual({ from: 6, to: 4, reason: 'above-max' });
+  });
+
+  it('scales from zero when min is 0', () => {
+    const zero = { ...limits, min: 0 };
+    expect(decideScale({ count: 0, oldestDueAgeMs: 6_000, idleStreak: 0 }, zero)).toEqual({ from: 0, to: 1, reason: 'backlog' });
+    expect(decideScale({ count: 1, oldestDueAgeMs: null, idleStreak: 2 }, zero)).toEqual({ from: 1, to: 0, reason: 'idle' });
+  });
+});
+
+describe('isIdle', () => {
+  it('needs nothing due and what is held to fit in one worker fewer', () => {
+    expect(isIdle({ oldestDueAgeMs: null, inFlight: 10 }, 2, 10)).toBe(true);
+    expect(isIdle({ oldestDueAgeMs: null, inFlight: 11 }, 2, 10)).toBe(false);
+    expect(isIdle({ oldestDueAgeMs: 10, inFlight: 0 }, 2, 10)).toBe(false);
+    expect(isIdle({ oldestDueAgeMs: null, inFlight: 1 }, 1, 10)).toBe(false);
+    expect(isIdle({ oldestDueAgeMs: null, inFlight: 0 }, 1, 10)).toBe(true);
+  });
+});
+
+describe('restartDelayMs', () => {
+  it('doubles with each early death, up to the cap', () => {
+    const policy = { baseMs: 500, capMs: 30_000 };
+    expect([1, 2, 3, 4, 7, 8, 50].map((deaths) => restartDelayMs(deaths, policy))).toEqual([500, 1_000, 2_000, 4_000, 30_000, 30_000, 30_000]);
+  });
+});
+
+describe('fleet options', () => {
+  it('sizes a fixed fleet and an autoscaled one', () => {
+    expect(fleetSize({ workers: 3 })).toMatchObject({ initial: 3, min: 3, max: 3 });
+    expect(fleetSize({ min: 1, max: 5 })).toEqual({ initial: 1, min: 1, max: 5, scaleEveryMs: 5_000, targetWaitMs: 5_000 });
+    expect(fleetSize({ min: 0, max: 5, workers: 2, scaleEvery: 1_000, targetWait: 0 })).toEqual({ initial: 2, min: 0, max: 5, scaleEveryMs: 1_000, targetWaitMs: 0 });
+  });
+
+  it.each([
+    [['--min', '5', '--max', '2'], '--min (5) must not exceed --max (2)'],
+    [['--min', '1'], 'autoscaling needs both --min and --max (got only --min)'],
+    [['--max', '3'], 'autoscaling needs both --min and --max (got only --max)'],
+    [['--min', '2', '--max', '4', '--workers', '5'], '--workers (5) must be between --min (2) and --max (4)'],
+    [['--workers', '0'], '--workers must be at least 1 without autoscaling (--min 0 --max N scales to zero)'],
+    [['--workers', '2', '--target-wait', '3s'], '--target-wait only applies when autoscaling; add --min and --max'],
+    [['--workers', 'many'], '--workers must be a whole number, got "many"'],
+    [['--workers', '1000'], '--workers must be between 0 and 256, got 1000'],
+    [['--scale-every', '10ms', '--min', '1', '--max', '2'], '--scale-every must be at least 100 ms, got "10ms"'],
+    [['--lease', 'soon'], '--lease must be a duration like 500ms, 30s, 5m or 1h, got "soon"'],
+  ])('refuses %j: %s', async (args, message) => {
+    // No database is touched: the options are refused first.
+    const run = await rowfleet({ DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' }, 'fleet', ...args);
+    expect(run.error).toBeInstanceOf(UsageError);
+    expect((run.error as Error).message).toBe(message);
+  });
+
+  it('exits 2 with one line from the binary', () => {
+    const result = spawnSync(process.execPath, ['--import', 'tsx', CLI, 'fleet', '--min', '3', '--max', '1'], {
+      env: { ...process.env, DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(result.status).toBe(2);
+    expect(result.stderr.trim().split('\n')).toEqual(['rowfleet: --min (3) must not exceed --max (1)']);
+  });
+});
+
+describe('a fleet of worker processes', () => {
+  let db: TestDatabase;
+  const procs = new Processes();
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await procs.killAll();
+    await db?.drop();
+  });
+
+  const registered = async (): Promise<number[]> => {
+    const { rows } = await db.pool.query<{ pid: number }>('SELECT pid FROM rowfleet.workers ORDER BY pid');
+    return rows.map((r) => r.pid);
+  };
+  const sameSet = (a: number[], b: number[]) => a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i]);
+
+  it('runs N workers, replaces one killed with SIGKILL, and stops them all on SIGTERM', async () => {
+    const fleet = procs.start(['fleet', '--workers', '2', '--poll', '200ms'], { DATABASE_URL: db.url });
+    const first = await waitFor(async () => {
+      const pids = procs.fleetWorkers;
+      return pids.length === 2 && sameSet(await registered(), pids) ? pids : undefined;
+    }, 60_000, 'two registered workers');
+
+    const victim = first[0]!;
+    process.kill(victim, 'SIGKILL');
+    procs.forget(victim);
+    const death = await fleet.waitForLog((l) => l.msg === 'worker process exited unexpectedly; restarting' && l.workerPid === victim, 30_000, 'the fleet to notice the kill');
+    expect(death).toMatchObject({ level: 40, code: null, signal: 'SIGKILL', slot: expect.any(Number), restartInMs: expect.any(Number) });
+
+    // The replacement registers; the dead worker's row is removed by the fleet.
+    const second = await waitFor(async () => {
+      const pids = procs.fleetWorkers;
+      return pids.length === 2 && !pids.includes(victim) && sameSet(await registered(), pids) ? pids : undefined;
+    }, 60_000, 'a replacement worker, registered, and the dead one forgotten');
+    expect(second).toContain(first[1]);
+
+    const exit = await fleet.stop('SIGTERM');
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(await registered()).toEqual([]);
+    for (const pid of [...first, ...second]) expect(isAlive(pid), `worker ${pid} still running`).toBe(false);
+    const stopped = fleet.logs.filter((l) => l.msg === 'worker stopped');
+    expect(stopped).toHaveLength(2);
+    expect(fleet.logs.find((l) => l.msg === 'fleet stopped')).toMatchObject({ restarts: 1 });
+  });
+
+  it('leaves no orphans: when the fleet is killed with SIGKILL, its workers drain and exit', async () => {
+    const fleet = procs.start(['fleet', '--workers', '2', '--poll', '200ms'], { DATABASE_URL: db.url });
+    const workers = await waitFor(async () => {
+      const pids = procs.fleetWorkers;
+      return pids.length === 2 && sameSet(await registered(), pids) ? pids : undefined;
+    }, 60_000, 'two registered workers');
+    expect(await fleet.stop('SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
+    await waitFor(() => workers.every((pid) => !isAlive(pid)), 30_000, 'the orphaned workers to exit');
+    for (const pid of workers) procs.forget(pid);
+    // They exited through their drain, saying goodbye.
+    expect(await registered()).toEqual([]);
+  });
+
+  it('grows while records wait past the target and shrinks back when idle', async () => {
+    // 24 records of 400 ms with 2 handlers per worker: one worker needs ~5 s, so the oldest due
+    // record soon waits past 300 ms and the fleet grows to its max of 3.
+    await db.pool.query(
+      `SELECT * FROM rowfleet.upsert_messages(
+         array(SELECT 'scale-' || g FROM generate_series(1, 24) g),
+         (SELECT jsonb_agg(jsonb_build_object('sleepMs', 400)) FROM generate_series(1, 24)),
+         array_fill(NULL::bigint, ARRAY[24]), array_fill(NULL::text, ARRAY[24]))`,
+    );
+    const fleet = procs.start(
+      ['fleet', '--min', '1', '--max', '3', '--scale-every', '500ms', '--target-wait', '300ms', '--handler', 'sleep', '--concurrency', '2', '--poll', '200ms'],
+      { DATABASE_URL: db.url },
+    );
+    const isScale = (l: LogLine) => l.msg === 'fleet grows' || l.msg === 'fleet shrinks';
+    await fleet.waitForLog((l) => l.msg === 'fleet grows' && l.to === 3, 60_000, 'the fleet to grow to 3');
+    await waitFor(async () => {
+      const { rows } = await db.pool.query(`SELECT 1 FROM rowfleet.records WHERE id LIKE 'scale-%' AND status <> 'PROCESSED'`);
+      return rows.length === 0;
+    }, 60_000, 'every record processed');
+    await fleet.waitForLog((l) => l.msg === 'fleet shrinks' && l.to === 1, 60_000, 'the fleet to shrink back to 1');
+    await waitFor(() => fleet.logs.filter((l) => l.msg === 'worker process stopped').length === 2, 60_000, 'the two retired workers to exit');
+
+    const decisions = fleet.logs.filter(isScale).map((l) => `${l.from}->${l.to} ${l.reason}`);
+    expect(decisions).toEqual(['1->2 backlog', '2->3 backlog', '3->2 idle', '2->1 idle']);
+    const grow = fleet.logs.find((l) => l.msg === 'fleet grows')!;
+    expect(grow.oldestDueAgeSeconds).toBeGreaterThan(0.3);
+    // Shrinking is a drain, not a kill: those workers stopped cleanly.
+    expect(fleet.logs.filter((l) => l.msg === 'worker process stopped')).toHaveLength(2);
+    expect(fleet.logs.filter((l) => l.msg === 'worker process stopped').every((l) => l.code === 0)).toBe(true);
+
+    expect(await fleet.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+    expect(await registered()).toEqual([]);
+  });
+});
