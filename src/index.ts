@@ -17,6 +17,8 @@ import { getRecord, type RecordView } from './records/read.ts';
 import { presentResult, upsertMessages, type UpsertResponse } from './records/upsert.ts';
 import { loadHandler, type Handler } from './worker/handler.ts';
 import { runWorker } from './worker/run.ts';
+import { runFleet } from './fleet/run.ts';
+import { fleetSize } from './cli/commands/fleet.ts';
 import type { WorkerStats } from './worker/worker.ts';
 
 export { MessageError, type Message, type MessageInput, type JsonObject, type JsonValue } from './records/message.ts';
@@ -141,6 +143,43 @@ export function createWorker(options: CreateWorkerOptions): RowfleetWorker {
     id,
     stats,
     start: () => (running ??= run()),
+    async stop() {
+      stop.abort();
+      await running;
+    },
+  };
+}
+
+export interface CreateFleetOptions extends Partial<Omit<WorkerConfig, 'handler'>> {
+  /** A built-in name or a module path: the workers are separate processes. */
+  handler: string;
+  /** Worker processes (default: the CPU count, or `min` when autoscaling). */
+  workers?: number;
+  /** Autoscaling bounds (both or neither). */
+  min?: number;
+  max?: number;
+  scaleEveryMs?: number;
+  targetWaitMs?: number;
+  databaseUrl?: string;
+  log?: Logger;
+}
+
+export interface RowfleetFleet {
+  /** Runs until `stop()`. */
+  start(): Promise<void>;
+  /** Drains every worker process and resolves when all have exited. */
+  stop(): Promise<void>;
+}
+
+/** Worker processes supervised from this process, as `rowfleet fleet` runs them. */
+export function createFleet(options: CreateFleetOptions): RowfleetFleet {
+  const { workers, min, max, scaleEveryMs, targetWaitMs, databaseUrl, log = silentLogger, ...worker } = options;
+  const config = loadConfig(process.env, { ...(databaseUrl !== undefined && { databaseUrl }), worker });
+  const size = fleetSize({ workers, min, max, scaleEvery: scaleEveryMs, targetWait: targetWaitMs });
+  const stop = new AbortController();
+  let running: Promise<void> | undefined;
+  return {
+    start: () => (running ??= runFleet({ config, size, log, env: process.env, output: process.stderr, signal: stop.signal })),
     async stop() {
       stop.abort();
       await running;

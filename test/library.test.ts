@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
-import { createClient, createWorker, MessageError, PermanentError, type RowfleetClient } from '../src/index.ts';
+import { createClient, createFleet, createWorker, MessageError, PermanentError, type RowfleetClient } from '../src/index.ts';
 
 let db: TestDatabase;
 let client: RowfleetClient;
@@ -61,5 +61,22 @@ describe('library', () => {
     expect(worker.stats).toMatchObject({ processed: 2, failed: 1 });
     expect(await client.getRecord('w-2')).toMatchObject({ status: 'PROCESSED', result: { doubled: 4 } });
     expect(await client.getRecord('w-3')).toMatchObject({ status: 'FAILED', lastError: 'PermanentError: bad record' });
+  });
+
+  it('supervises worker processes with createFleet', async () => {
+    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED'`);
+    const fleet = createFleet({ databaseUrl: db.url, workers: 1, handler: 'checksum', pollMs: 100 });
+    const running = fleet.start();
+    await client.upsert({ id: 'fleet-1', data: { n: 1 } });
+    const deadline = Date.now() + 30_000;
+    while ((await client.getRecord('fleet-1'))?.status !== 'PROCESSED') {
+      if (Date.now() > deadline) throw new Error('record not processed in time');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await fleet.stop();
+    await running;
+    expect((await client.getRecord('fleet-1'))?.result).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.workers`);
+    expect(rows[0].n).toBe(0);
   });
 });

@@ -1,15 +1,10 @@
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Command, Option } from 'commander';
 import { durationParser, parseInteger } from '../../config.ts';
 import { UsageError } from '../../errors.ts';
-import { resolveDatabaseUrl } from '../../db/connect.ts';
-import { ensureSchema } from '../../db/migrate.ts';
-import { createPool } from '../../db/pool.ts';
-import { Fleet } from '../../fleet/fleet.ts';
+import { IDLE_SAMPLES, runFleet, type FleetSize } from '../../fleet/run.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
-import { withWorkerOptions, workerArgs, workerOverrides, type WorkerFlags } from '../worker-options.ts';
+import { withWorkerOptions, workerOverrides, type WorkerFlags } from '../worker-options.ts';
 
 interface FleetFlags {
   workers?: number;
@@ -21,15 +16,6 @@ interface FleetFlags {
 
 /** Most workers one fleet starts: each is a Node process with its own pool. */
 const MAX_WORKERS = 256;
-/** Idle backlog samples in a row before the fleet shrinks by one. */
-const IDLE_SAMPLES = 2;
-/** Beyond a worker's grace: releasing what it still holds, unregistering, closing its pool. */
-const STOP_MARGIN_MS = 15_000;
-
-/** This CLI's entry point, beside this file's folder: src/cli/main.ts under tsx, dist/cli/main.js when built. */
-const here = fileURLToPath(import.meta.url);
-const MAIN = path.join(path.dirname(here), '..', `main${path.extname(here)}`);
-
 const int = (name: string, min: number) => (raw: string) => parseInteger(raw, name, min, MAX_WORKERS);
 const duration = (name: string, minMs: number) => (raw: string) => durationParser(minMs)(raw, name);
 
@@ -57,38 +43,12 @@ Examples:
       const config = ctx.config({ ...overridesFrom(flags), worker: workerOverrides(flags) });
       const size = fleetSize(flags);
       const log = ctx.logger(config, 'fleet');
-      // Resolved once, so that every worker uses the same Postgres (the embedded one included)
-      // and none of them races to start or migrate it.
-      const url = await resolveDatabaseUrl(config, log);
-      await ensureSchema(url, config.databaseUrl === undefined);
-      const pool = createPool({ connectionString: url, max: 2, log, applicationName: 'rowfleet fleet' });
-      const fleet = new Fleet({
-        worker: {
-          command: process.execPath,
-          // The same Node flags as this process (`--import tsx` when run from source), minus a
-          // debugger port that every worker would fight over.
-          args: [...process.execArgv.filter((arg) => !arg.startsWith('--inspect')), MAIN, 'worker', ...workerArgs(config.worker), '--log-level', config.logLevel],
-          env: { ...ctx.io.env, DATABASE_URL: url, ROWFLEET_POOL_SIZE: String(config.poolSize), ROWFLEET_HOME: config.home },
-          cwd: process.cwd(),
-        },
-        ...size,
-        idleSamples: IDLE_SAMPLES,
-        concurrency: config.worker.concurrency,
-        pool,
-        log,
-        output: ctx.io.stderr,
-        stopTimeoutMs: config.worker.graceMs + STOP_MARGIN_MS,
-      });
-      try {
-        await fleet.run(ctx.io.shutdownSignal ?? new AbortController().signal);
-      } finally {
-        await pool.end();
-      }
+      await runFleet({ config, size, log, env: ctx.io.env, output: ctx.io.stderr, signal: ctx.io.shutdownSignal ?? new AbortController().signal });
     });
 }
 
 /** --workers, --min, --max and the autoscale timings, checked against each other. */
-export function fleetSize(flags: FleetFlags): { initial: number; min: number; max: number; scaleEveryMs: number; targetWaitMs: number } {
+export function fleetSize(flags: FleetFlags): FleetSize {
   const autoscale = flags.min !== undefined || flags.max !== undefined;
   if (!autoscale) {
     for (const [flag, value] of [['--scale-every', flags.scaleEvery], ['--target-wait', flags.targetWait]] as const) {
