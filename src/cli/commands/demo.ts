@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { runMigrations } from '../../db/migrate.ts';
-import type { RecordView } from '../../records/read.ts';
+import { getRecord, type RecordView } from '../../records/read.ts';
+import { loadHandler } from '../../worker/handler.ts';
+import { runWorker } from '../../worker/run.ts';
 import { buildServer } from '../../http/server.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 
@@ -64,12 +66,38 @@ export function registerDemo(ctx: CommandContext): Command {
           for (const e of record.history ?? []) {
             out(`  seq ${String(e.seq).padEnd(5)} v${String(e.version).padEnd(3)} ${e.reason.padEnd(9)} ${JSON.stringify(e.data)}`);
           }
+
+          out();
+          out('# a worker claims the COMPLETED records (FOR UPDATE SKIP LOCKED), runs the checksum handler, completes them');
+          const ids = [id, `${id}-note`, `${id}-b`];
+          const stop = new AbortController();
+          const worker = runWorker({ config, handler: await loadHandler('checksum', process.cwd(), config.worker), log, signal: stop.signal });
+          try {
+            for (const recordId of ids) {
+              const done = await waitUntil(async () => (await getRecord(pool, recordId))?.status === 'PROCESSED', 30_000);
+              const view = await getRecord(pool, recordId);
+              out(`  ${recordId}  version ${view?.version}  ${view?.status}${done ? `  result ${JSON.stringify(view?.result)}` : ' (not yet)'}`);
+            }
+          } finally {
+            stop.abort();
+            await worker;
+          }
         } finally {
           await app.close();
         }
         out();
         out(config.databaseUrl === undefined ? 'The embedded Postgres keeps running for the next command; `npx rowfleet db stop` stops it.' : 'Done.');
-        out('Next: `npx rowfleet api` serves this API; see README.md for the contract.');
+        out('Next: `npx rowfleet api` serves this API, `npx rowfleet worker --handler ./your-handler.js` processes it; see README.md.');
       });
     });
+}
+
+/** Polls `check` every 50 ms for up to `ms`; whether it came true. */
+async function waitUntil(check: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
 }
