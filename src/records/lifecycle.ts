@@ -33,6 +33,8 @@ export interface Lease {
 
 const dbNow = (now: Date | undefined): SQL => (now === undefined ? sql`now()` : sql`${now.toISOString()}::timestamptz`);
 const millis = (ms: number): SQL => sql`(${ms} * interval '1 millisecond')`;
+/** Hot statements are prepared once per connection; one with an injected clock has other text. */
+const named = (name: string, now: Date | undefined): string | undefined => (now === undefined ? name : undefined);
 
 interface ClaimRow {
   id: string;
@@ -54,6 +56,12 @@ const toClaimed = (row: ClaimRow): Claimed => ({
  * Claims up to `limit` due records, oldest due first, in one statement. The CTE is what makes
  * SKIP LOCKED and LIMIT bind before the update (as a plain subquery the planner may update more
  * rows than the limit); the partial index records_due_idx makes it O(limit).
+ *
+ * The update finds the claimed rows by `id = ANY(ARRAY(...))`, a primary-key lookup. Written as
+ * `UPDATE ... FROM due WHERE r.id = due.id`, it was planned as a hash join over a sequential scan
+ * of the whole table: 48 of 62 ms per claim of 1000 at 100,000 rows (O(table), not O(batch)).
+ * The statements below that join a set back to records add the same `id = ANY(...)` for the same
+ * reason.
  */
 export async function claimDue(db: Queryable, options: { owner: string; limit: number; leaseMs: number; now?: Date }): Promise<Claimed[]> {
   const now = dbNow(options.now);
@@ -69,9 +77,9 @@ export async function claimDue(db: Queryable, options: { owner: string; limit: n
         UPDATE rowfleet.records r
            SET status = 'PROCESSING', lease_owner = ${options.owner}, lease_token = gen_random_uuid(),
                lease_expires_at = ${now} + ${millis(options.leaseMs)}, attempts = r.attempts + 1, updated_at = ${now}
-          FROM due
-         WHERE r.id = due.id
+         WHERE r.id = ANY (ARRAY(SELECT id FROM due))
         RETURNING r.id, r.version, r.data, r.attempts, r.lease_token`,
+    named('rowfleet_claim_due', options.now),
   );
   return rows.map(toClaimed);
 }
@@ -93,8 +101,7 @@ export async function claimIds(db: Queryable, options: { ids: readonly string[];
         UPDATE rowfleet.records r
            SET status = 'PROCESSING', lease_owner = ${options.owner}, lease_token = gen_random_uuid(),
                lease_expires_at = ${now} + ${millis(options.leaseMs)}, attempts = r.attempts + 1, updated_at = ${now}
-          FROM due
-         WHERE r.id = due.id
+         WHERE r.id = ANY (ARRAY(SELECT id FROM due))
         RETURNING r.id, r.version, r.data, r.attempts, r.lease_token`,
   );
   return rows.map(toClaimed);
@@ -109,8 +116,10 @@ export async function extendLeases(db: Queryable, options: { leases: readonly Le
     sql`UPDATE rowfleet.records r
            SET lease_expires_at = ${now} + ${millis(options.leaseMs)}
           FROM unnest(${sql.param(options.leases.map((l) => l.id))}::text[], ${sql.param(options.leases.map((l) => l.leaseToken))}::uuid[]) AS h(id, token)
-         WHERE r.id = h.id AND r.lease_token = h.token AND r.status = 'PROCESSING' AND r.lease_expires_at > ${now}
+         WHERE r.id = ANY (${sql.param(options.leases.map((l) => l.id))}::text[]) AND r.id = h.id
+           AND r.lease_token = h.token AND r.status = 'PROCESSING' AND r.lease_expires_at > ${now}
         RETURNING r.id`,
+    named('rowfleet_extend_leases', options.now),
   );
   const held = new Set(rows.map((r) => r.id));
   return options.leases.filter((l) => !held.has(l.id)).map((l) => l.id);
@@ -155,8 +164,10 @@ export async function complete(db: Queryable, completions: readonly Completion[]
                run_after = ${at},
                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ${at}
           FROM done
-         WHERE r.id = done.id AND r.lease_token = done.token AND r.status = 'PROCESSING' AND r.lease_expires_at > ${at}
+         WHERE r.id = ANY (${sql.param(completions.map((c) => c.id))}::text[]) AND r.id = done.id
+           AND r.lease_token = done.token AND r.status = 'PROCESSING' AND r.lease_expires_at > ${at}
         RETURNING r.id, r.status = 'PROCESSED' AS processed`,
+    named('rowfleet_complete', now),
   );
   for (const row of rows) outcomes.set(row.id, row.processed ? 'processed' : 'superseded');
   return outcomes;
@@ -227,7 +238,8 @@ export async function release(db: Queryable, leases: readonly Lease[], now?: Dat
            SET status = 'COMPLETED', attempts = greatest(r.attempts - 1, 0), run_after = ${at},
                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ${at}
           FROM unnest(${sql.param(leases.map((l) => l.id))}::text[], ${sql.param(leases.map((l) => l.leaseToken))}::uuid[]) AS h(id, token)
-         WHERE r.id = h.id AND r.lease_token = h.token AND r.status = 'PROCESSING' AND r.lease_expires_at > ${at}
+         WHERE r.id = ANY (${sql.param(leases.map((l) => l.id))}::text[]) AND r.id = h.id
+           AND r.lease_token = h.token AND r.status = 'PROCESSING' AND r.lease_expires_at > ${at}
         RETURNING r.id`,
   );
   return rows.length;
@@ -270,7 +282,7 @@ export async function rescueExpired(db: Queryable, options: { maxExpirations: nu
                  run_after = ${at},
                  lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ${at}
             FROM expired e
-           WHERE r.id = e.id
+           WHERE r.id = ANY (ARRAY(SELECT id FROM expired)) AND r.id = e.id
           RETURNING r.id, r.version, r.status, r.lease_expirations, e.lease_owner AS owner
         ),
         logged AS (
