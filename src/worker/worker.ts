@@ -205,10 +205,14 @@ export class Worker {
 
   async #runHandler(execution: Execution): Promise<HandlerOutcome> {
     const { claimed, controller } = execution;
+    const recordLog = () => this.#recordLog(claimed);
     const record: HandlerRecord = { id: claimed.id, version: presentVersion(claimed.version), data: claimed.data, attempts: claimed.attempts };
     const ctx: HandlerContext = {
       signal: controller.signal,
-      log: this.#log.child({ recordId: claimed.id, version: claimed.version, attempt: claimed.attempts }),
+      // A child logger per record costs more than a no-op handler: made only when used.
+      get log() {
+        return recordLog();
+      },
       attempt: claimed.attempts,
       idempotencyKey: `${claimed.id}:${claimed.version}`,
       extendLease: async () => {
@@ -262,10 +266,10 @@ export class Worker {
 
   async #settle(execution: Execution, outcome: HandlerOutcome): Promise<void> {
     const { claimed, controller } = execution;
-    const log = this.#log.child({ recordId: claimed.id, version: claimed.version, attempt: claimed.attempts });
+    const log = () => this.#recordLog(claimed);
     if (execution.lost) {
       this.stats.lost += 1;
-      log.warn('lease lost while the handler ran; its result is discarded');
+      log().warn('lease lost while the handler ran; its result is discarded');
       return;
     }
     if (outcome.ok && outcome.committed) {
@@ -283,10 +287,10 @@ export class Worker {
       if (result === 'processed') this.stats.processed += 1;
       else if (result === 'superseded') {
         this.stats.superseded += 1;
-        log.debug('a newer version arrived while processing; the record will be processed again');
+        log().debug('a newer version arrived while processing; the record will be processed again');
       } else {
         this.stats.lost += 1;
-        log.warn('completion refused: the lease was lost');
+        log().warn('completion refused: the lease was lost');
       }
       return;
     }
@@ -304,13 +308,17 @@ export class Worker {
     );
     if (failed === 'failed') {
       this.stats.failed += 1;
-      log.warn({ error: message, permanent }, 'record FAILED');
+      log().warn({ error: message, permanent }, 'record FAILED');
     } else if (failed === 'retry') {
       this.stats.retried += 1;
-      log.info({ error: message }, 'handler failed; will retry');
+      log().info({ error: message }, 'handler failed; will retry');
     } else if (failed === 'lost') {
       this.stats.lost += 1;
     }
+  }
+
+  #recordLog(claimed: Claimed): Logger {
+    return this.#log.child({ recordId: claimed.id, version: claimed.version, attempt: claimed.attempts });
   }
 
   #loseLease(execution: Execution): void {
