@@ -7,7 +7,7 @@ import type pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 import { parseMessage } from '../src/records/message.ts';
-import { claimDue, complete, fail, rescueExpired, release, extendLeases, type Claimed } from '../src/records/lifecycle.ts';
+import { claimDue, claimIds, complete, fail, rescueExpired, release, extendLeases, type Claimed } from '../src/records/lifecycle.ts';
 import { directEngine, type Engine } from '../src/worker/engine.ts';
 import { Worker, type WorkerOptions } from '../src/worker/worker.ts';
 import { PermanentError, type Handler } from '../src/worker/handler.ts';
@@ -94,6 +94,17 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
     const rest = await engine.claim(10, 'w1', LEASE);
     expect(rest.map((c) => c.id).sort()).toEqual([`${prefix}3`, `${prefix}4`]);
     expect(await row(`${prefix}1`)).toMatchObject({ status: 'PROCESSING' });
+  });
+
+  it('claims named records only when they are due and not held (the claim of a job\'s record)', async () => {
+    for (const suffix of ['due', 'held', 'later', 'done']) await upsert(`${prefix}${suffix}`, { suffix });
+    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSING', lease_token = gen_random_uuid() WHERE id = $1`, [`${prefix}held`]);
+    await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour' WHERE id = $1`, [`${prefix}later`]);
+    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED' WHERE id = $1`, [`${prefix}done`]);
+    const ids = ['due', 'held', 'later', 'done', 'missing'].map((x) => `${prefix}${x}`);
+    const claimed = await claimIds(db.pool, { ids, owner: 'w1', leaseMs: LEASE });
+    expect(claimed.map((c) => c.id)).toEqual([`${prefix}due`]);
+    expect(await claimIds(db.pool, { ids, owner: 'w2', leaseMs: LEASE })).toEqual([]);
   });
 
   it('gives each record to exactly one of many concurrent claimers', async () => {

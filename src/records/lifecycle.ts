@@ -65,23 +65,12 @@ const toClaimed = (row: ClaimRow): Claimed => ({
  */
 export async function claimDue(db: Queryable, options: { owner: string; limit: number; leaseMs: number; now?: Date }): Promise<Claimed[]> {
   const now = dbNow(options.now);
-  const rows = await query<ClaimRow>(
-    db,
-    sql`WITH due AS (
-          SELECT id FROM rowfleet.records
-           WHERE status = 'COMPLETED' AND run_after <= ${now}
-           ORDER BY run_after, id
-           LIMIT ${options.limit}
-           FOR UPDATE SKIP LOCKED
-        )
-        UPDATE rowfleet.records r
-           SET status = 'PROCESSING', lease_owner = ${options.owner}, lease_token = gen_random_uuid(),
-               lease_expires_at = ${now} + ${millis(options.leaseMs)}, attempts = r.attempts + 1, updated_at = ${now}
-         WHERE r.id = ANY (ARRAY(SELECT id FROM due))
-        RETURNING r.id, r.version, r.data, r.attempts, r.lease_token`,
-    named('rowfleet_claim_due', options.now),
-  );
-  return rows.map(toClaimed);
+  const due = sql`SELECT id FROM rowfleet.records
+                   WHERE status = 'COMPLETED' AND run_after <= ${now}
+                   ORDER BY run_after, id
+                   LIMIT ${options.limit}
+                   FOR UPDATE SKIP LOCKED`;
+  return claim(db, due, options, named('rowfleet_claim_due', options.now));
 }
 
 /**
@@ -89,20 +78,25 @@ export async function claimDue(db: Queryable, options: { owner: string; limit: n
  * a job points to. Records held by another worker, not due, or gone are skipped.
  */
 export async function claimIds(db: Queryable, options: { ids: readonly string[]; owner: string; leaseMs: number; now?: Date }): Promise<Claimed[]> {
+  const due = sql`SELECT id FROM rowfleet.records
+                   WHERE id = ANY (${sql.param([...options.ids])}::text[]) AND status = 'COMPLETED' AND run_after <= ${dbNow(options.now)}
+                   ORDER BY id
+                   FOR UPDATE SKIP LOCKED`;
+  return claim(db, due, options);
+}
+
+/** Takes the rows `due` selects (and locks): PROCESSING under a fresh lease, one more attempt. */
+async function claim(db: Queryable, due: SQL, options: { owner: string; leaseMs: number; now?: Date }, name?: string): Promise<Claimed[]> {
   const now = dbNow(options.now);
   const rows = await query<ClaimRow>(
     db,
-    sql`WITH due AS (
-          SELECT id FROM rowfleet.records
-           WHERE id = ANY (${sql.param([...options.ids])}::text[]) AND status = 'COMPLETED' AND run_after <= ${now}
-           ORDER BY id
-           FOR UPDATE SKIP LOCKED
-        )
+    sql`WITH due AS (${due})
         UPDATE rowfleet.records r
            SET status = 'PROCESSING', lease_owner = ${options.owner}, lease_token = gen_random_uuid(),
                lease_expires_at = ${now} + ${millis(options.leaseMs)}, attempts = r.attempts + 1, updated_at = ${now}
          WHERE r.id = ANY (ARRAY(SELECT id FROM due))
         RETURNING r.id, r.version, r.data, r.attempts, r.lease_token`,
+    name,
   );
   return rows.map(toClaimed);
 }
