@@ -56,7 +56,9 @@ BEGIN
       RETURN QUERY SELECT 1, v_first.record_id, v_first.applied, v_first.version, v_first.current_version, v_first.reason, true,
         NOT (v_first.record_id = p_id
              AND v_first.data = p_data
-             AND CASE WHEN v_first.version_assigned THEN p_version IS NULL ELSE p_version = v_first.version END);
+             -- IS NOT DISTINCT FROM: a repeat without a version of a message that had one is a
+             -- reuse; `=` would yield NULL there, and NOT NULL is not true.
+             AND CASE WHEN v_first.version_assigned THEN p_version IS NULL ELSE p_version IS NOT DISTINCT FROM v_first.version END);
       RETURN;
     END IF;
   END IF;

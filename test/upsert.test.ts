@@ -73,6 +73,14 @@ describe('upsertMessages', () => {
     expect(reused[0]).toMatchObject({ reason: 'message_id_reused', messageId: 'evt-1' });
   });
 
+  it('treats a repeat without a version of a messageId first sent with one as a reuse, in both paths', async () => {
+    await upsertMessages(db.pool, [msg('m3', { n: 1 }, 5, 'evt-3')]);
+    const [single] = await upsertMessages(db.pool, [msg('m3', { n: 1 }, undefined, 'evt-3')]);
+    expect(single).toMatchObject({ reason: 'message_id_reused' });
+    const [batched] = await upsertMessages(db.pool, [msg('m3', { n: 1 }, undefined, 'evt-3'), msg('m3-other', {}, 1)]);
+    expect(batched).toMatchObject({ reason: 'message_id_reused' });
+  });
+
   it('repeats a server-assigned version for a repeated messageId without a version', async () => {
     const [first] = await upsertMessages(db.pool, [msg('m2', { n: 1 }, undefined, 'evt-2')]);
     const [again] = await upsertMessages(db.pool, [msg('m2', { n: 1 }, undefined, 'evt-2')]);
