@@ -5,7 +5,9 @@
 import { main, type Bench } from './lib/harness.ts';
 import { upsertBench } from './upsert.ts';
 import { drainBench } from './drain.ts';
+import { claimBench } from './claim.ts';
+import { wakeupBench } from './wakeup.ts';
 
-const BENCHES: readonly Bench[] = [upsertBench, drainBench];
+const BENCHES: readonly Bench[] = [upsertBench, drainBench, claimBench, wakeupBench];
 
 main(BENCHES);

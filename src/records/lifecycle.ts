@@ -33,6 +33,12 @@ export interface Lease {
 
 const dbNow = (now: Date | undefined): SQL => (now === undefined ? sql`now()` : sql`${now.toISOString()}::timestamptz`);
 const millis = (ms: number): SQL => sql`(${ms} * interval '1 millisecond')`;
+/**
+ * The lease is unexpired. Written with IS TRUE so that the planner cannot drive an update through
+ * records_lease_idx: it estimated ~150 matching entries where a busy drain has ~41,000 (every
+ * lease of the last lease period, dead ones included), instead of looking rows up by id.
+ */
+const leaseHeld = (at: SQL): SQL => sql`(r.lease_expires_at > ${at}) IS TRUE`;
 /** Hot statements are prepared once per connection; one with an injected clock has other text. */
 const named = (name: string, now: Date | undefined): string | undefined => (now === undefined ? name : undefined);
 
@@ -111,7 +117,7 @@ export async function extendLeases(db: Queryable, options: { leases: readonly Le
            SET lease_expires_at = ${now} + ${millis(options.leaseMs)}
           FROM unnest(${sql.param(options.leases.map((l) => l.id))}::text[], ${sql.param(options.leases.map((l) => l.leaseToken))}::uuid[]) AS h(id, token)
          WHERE r.id = ANY (${sql.param(options.leases.map((l) => l.id))}::text[]) AND r.id = h.id
-           AND r.lease_token = h.token AND r.status = 'PROCESSING' AND r.lease_expires_at > ${now}
+           AND r.lease_token = h.token AND r.status = 'PROCESSING' AND ${leaseHeld(now)}
         RETURNING r.id`,
     named('rowfleet_extend_leases', options.now),
   );
@@ -141,11 +147,9 @@ export async function complete(db: Queryable, completions: readonly Completion[]
   const rows = await query<{ id: string; processed: boolean }>(
     db,
     sql`WITH done AS (
-          SELECT d.id, d.version, d.token, res.value AS result
-            FROM unnest(${sql.param(completions.map((c) => c.id))}::text[], ${sql.param(completions.map((c) => c.version))}::bigint[],
-                        ${sql.param(completions.map((c) => c.leaseToken))}::uuid[]) WITH ORDINALITY AS d(id, version, token, ord)
-            JOIN jsonb_array_elements(${JSON.stringify(completions.map((c) => c.result ?? null))}::jsonb) WITH ORDINALITY AS res(value, ord)
-              ON res.ord = d.ord
+          SELECT * FROM unnest(${sql.param(completions.map((c) => c.id))}::text[], ${sql.param(completions.map((c) => c.version))}::bigint[],
+                               ${sql.param(completions.map((c) => c.leaseToken))}::uuid[],
+                               ${sql.param(completions.map((c) => JSON.stringify(c.result ?? null)))}::jsonb[]) AS d(id, version, token, result)
         )
         UPDATE rowfleet.records r
            SET status = CASE WHEN r.version = done.version THEN 'PROCESSED' ELSE 'COMPLETED' END,
@@ -159,9 +163,9 @@ export async function complete(db: Queryable, completions: readonly Completion[]
                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ${at}
           FROM done
          WHERE r.id = ANY (${sql.param(completions.map((c) => c.id))}::text[]) AND r.id = done.id
-           AND r.lease_token = done.token AND r.status = 'PROCESSING' AND r.lease_expires_at > ${at}
+           AND r.lease_token = done.token AND r.status = 'PROCESSING' AND ${leaseHeld(at)}
         RETURNING r.id, r.status = 'PROCESSED' AS processed`,
-    named('rowfleet_complete', now),
+    // Not prepared: a generic plan, blind to the batch size, measured 3x slower at 1000 rows.
   );
   for (const row of rows) outcomes.set(row.id, row.processed ? 'processed' : 'superseded');
   return outcomes;
@@ -203,7 +207,7 @@ export async function fail(db: Queryable, failure: Failure, now?: Date): Promise
                  last_error = ${failure.error}::text,
                  lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ${at}
            WHERE r.id = ${failure.id} AND r.lease_token = ${failure.leaseToken}::uuid AND r.status = 'PROCESSING'
-             AND r.lease_expires_at > ${at}
+             AND ${leaseHeld(at)}
           RETURNING r.id, r.version, r.status, r.attempts
         ),
         logged AS (
@@ -233,7 +237,7 @@ export async function release(db: Queryable, leases: readonly Lease[], now?: Dat
                lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ${at}
           FROM unnest(${sql.param(leases.map((l) => l.id))}::text[], ${sql.param(leases.map((l) => l.leaseToken))}::uuid[]) AS h(id, token)
          WHERE r.id = ANY (${sql.param(leases.map((l) => l.id))}::text[]) AND r.id = h.id
-           AND r.lease_token = h.token AND r.status = 'PROCESSING' AND r.lease_expires_at > ${at}
+           AND r.lease_token = h.token AND r.status = 'PROCESSING' AND ${leaseHeld(at)}
         RETURNING r.id`,
   );
   return rows.length;

@@ -1,0 +1,41 @@
+/**
+ * The plan of a statement exactly as rowfleet's code issues it: the function runs against a
+ * client whose query() prefixes `EXPLAIN (ANALYZE, BUFFERS)`, inside a transaction rolled back
+ * afterwards (ANALYZE executes the statement). No SQL is copied out of src/ to be explained.
+ *
+ * The plan shown is the one for this call's values. A named statement that has run five times on
+ * a connection may use a generic plan instead, which EXPLAIN ANALYZE of bound parameters cannot
+ * show; the latencies measured through the real statement are what tell.
+ */
+import type pg from 'pg';
+
+export async function explainAnalyze(client: pg.PoolClient, run: (db: pg.PoolClient) => Promise<unknown>): Promise<string[]> {
+  const plan: string[] = [];
+  const explaining = new Proxy(client, {
+    get(target, property) {
+      if (property === 'query') {
+        // The statement's name is dropped: a prepared statement of that name would hold other text.
+        return async (config: pg.QueryConfig) => {
+          const result = await target.query<{ 'QUERY PLAN': string }>({ text: `EXPLAIN (ANALYZE, BUFFERS) ${config.text}`, values: config.values ?? [] });
+          plan.push(...result.rows.map((row) => row['QUERY PLAN']));
+          return { rows: [], rowCount: 0 };
+        };
+      }
+      const value: unknown = Reflect.get(target, property);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  await client.query('BEGIN');
+  try {
+    await run(explaining);
+  } finally {
+    await client.query('ROLLBACK');
+  }
+  return plan;
+}
+
+/** The plan's nodes and timings, without the per-node detail lines (conditions, buffers, ...). */
+export function planOutline(plan: readonly string[]): string[] {
+  return plan.filter((line, i) => i === 0 || line.includes('->') || /^\s*CTE /.test(line) || /^(Planning|Execution) Time/.test(line));
+}
+
