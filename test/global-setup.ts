@@ -11,12 +11,11 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { ensureEmbedded, stopEmbedded } from '../src/db/embedded.ts';
 import { runMigrations } from '../src/db/migrate.ts';
 import { silentLogger } from '../src/log.ts';
-import { databaseUrl } from './helpers/database.ts';
+import { databaseUrl, withAdmin } from './helpers/database.ts';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -67,15 +66,5 @@ async function testServer(): Promise<{ adminUrl: string; template: string; relea
   } catch (err) {
     await release();
     throw err;
-  }
-}
-
-async function withAdmin<T>(adminUrl: string, fn: (admin: pg.Client) => Promise<T>): Promise<T> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    return await fn(admin);
-  } finally {
-    await admin.end();
   }
 }

@@ -53,7 +53,8 @@ async function createDatabase(template: string | undefined, { poolSize = 4 }: { 
   };
 }
 
-async function withAdmin<T>(adminUrl: string, fn: (admin: pg.Client) => Promise<T>): Promise<T> {
+/** One short-lived admin connection for CREATE / DROP DATABASE. */
+export async function withAdmin<T>(adminUrl: string, fn: (admin: pg.Client) => Promise<T>): Promise<T> {
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
