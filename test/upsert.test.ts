@@ -140,7 +140,7 @@ describe('upsertMessages', () => {
       // Same record (serialized by its row lock) and different records (serialized by the
       // messageId index, then retried) both race.
       const calls = Array.from({ length: 12 }, (_, i) =>
-        upsertMessages(db.pool, [msg(round === 2 ? `dup-${i}` : `dup-${round}`, { n: 1 }, 1, `dup-evt-${round}`)]),
+        upsertMessages(db.pool, [msg(round === 2 ? `dup-r2-${i}` : `dup-r${round}`, { n: 1 }, 1, `dup-evt-${round}`)]),
       );
       const results = (await Promise.all(calls)).flat();
       const first = results.filter((r) => !('duplicate' in r) && r.reason !== 'message_id_reused');
