@@ -189,10 +189,12 @@ describe('tokens', () => {
     expect((await post({ id: 'tok', data: {} }, { authorization: 'Bearer other-token' }, secured)).statusCode).toBe(200);
   });
 
-  it('keeps /healthz and /readyz open, and guards /records', async () => {
+  it('keeps /healthz and /readyz open, and guards /records and /metrics', async () => {
     expect((await secured.inject({ url: '/healthz' })).statusCode).toBe(200);
     expect((await secured.inject({ url: '/readyz' })).statusCode).toBe(200);
     expect((await secured.inject({ url: '/records/tok' })).statusCode).toBe(401);
+    expect((await secured.inject({ url: '/metrics' })).statusCode).toBe(401);
+    expect((await secured.inject({ url: '/metrics', headers: { authorization: 'Bearer s3cret' } })).statusCode).toBe(200);
   });
 });
 
@@ -219,6 +221,29 @@ describe('GET /records/:id, health', () => {
   it('healthz and readyz answer 200 when the database is reachable and migrated', async () => {
     expect((await app.inject({ url: '/healthz' })).json()).toEqual({ status: 'ok' });
     expect((await app.inject({ url: '/readyz' })).json()).toEqual({ status: 'ready' });
+  });
+});
+
+describe('GET /metrics', () => {
+  it('counts upsert outcomes and request durations in the Prometheus format', async () => {
+    const server = serverWith();
+    try {
+      await post({ id: 'met-1', data: {}, version: 2 }, {}, server);
+      await post({ id: 'met-1', data: {}, version: 1 }, {}, server);
+      await post({ id: 'met-1', data: { x: 1 }, version: 2, messageId: 'met-k' }, {}, server);
+      await post({ id: 'met-1', data: { x: 1 }, version: 2, messageId: 'met-k' }, {}, server);
+      const r = await server.inject({ url: '/metrics' });
+      expect(r.statusCode).toBe(200);
+      expect(r.headers['content-type']).toMatch(/^text\/plain/);
+      expect(r.body).toContain('rowfleet_upsert_messages_total{reason="applied"} 1');
+      expect(r.body).toContain('rowfleet_upsert_messages_total{reason="stale"} 1');
+      expect(r.body).toContain('rowfleet_upsert_messages_total{reason="conflict"} 1');
+      expect(r.body).toContain('rowfleet_upsert_messages_total{reason="duplicate"} 1');
+      expect(r.body).toMatch(/rowfleet_http_request_duration_seconds_count\{method="POST",route="\/upsert",status="409"\} 2/);
+      expect(r.body).toContain('rowfleet_process_resident_memory_bytes');
+    } finally {
+      await server.close();
+    }
   });
 });
 

@@ -16,6 +16,7 @@ import { bearerAuth } from './auth.ts';
 import { registerUpsertRoute } from './upsert-route.ts';
 import { registerRecordRoutes } from './record-routes.ts';
 import { registerHealthRoutes } from './health-routes.ts';
+import { createApiMetrics } from './metrics.ts';
 
 export interface ServerOptions {
   config: Config;
@@ -48,7 +49,10 @@ export function buildServer({ config, pool, log }: ServerOptions): FastifyInstan
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
+  const metrics = createApiMetrics();
   app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    metrics.requests.observe({ method: request.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
     request.log.info(
       { method: request.method, url: request.routeOptions.url ?? request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
       'request',
@@ -80,7 +84,8 @@ export function buildServer({ config, pool, log }: ServerOptions): FastifyInstan
     return sendError(reply, 500, 'internal_error', 'internal error; see the server log for this request id');
   });
 
-  registerUpsertRoute(app, { pool, config });
+  registerUpsertRoute(app, { pool, config, metrics });
+  app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   registerRecordRoutes(app, { pool });
   registerHealthRoutes(app, { pool });
   return app;

@@ -4,13 +4,18 @@ import type { Config } from '../config.ts';
 import { MessageError, parseUpsertBody } from '../records/message.ts';
 import { presentResult, statusOf, upsertMessages } from '../records/upsert.ts';
 import { UpsertCoalescer } from '../records/coalescer.ts';
+import type { UpsertResult } from '../records/upsert.ts';
+import type { ApiMetrics } from './metrics.ts';
 
 /**
  * POST /upsert: `{"id", "data", "version"?, "messageId"?}` (or the Idempotency-Key header), or
  * `{"items": [...]}`. A single message answers 200 (applied or stale), 409 (conflict) or 422
  * (messageId reused); a batch answers 200 with one result per item, in request order.
  */
-export function registerUpsertRoute(app: FastifyInstance, { pool, config }: { pool: pg.Pool; config: Config }): void {
+export function registerUpsertRoute(app: FastifyInstance, { pool, config, metrics }: { pool: pg.Pool; config: Config; metrics: ApiMetrics }): void {
+  const count = (results: readonly UpsertResult[]) => {
+    for (const r of results) metrics.upserts.inc({ reason: 'duplicate' in r && r.duplicate ? 'duplicate' : r.reason });
+  };
   const limits = { maxBatch: config.maxBatch, maxDepth: config.maxDepth };
   // Concurrent single messages share calls. Two in flight measured best on 2 cores (4,900/s over
   // HTTP against 4,700/s with four, and less Postgres CPU per message: larger calls); the rest of
@@ -20,8 +25,13 @@ export function registerUpsertRoute(app: FastifyInstance, { pool, config }: { po
     const key = request.headers['idempotency-key'];
     if (Array.isArray(key)) throw new MessageError('Idempotency-Key', 'must be sent once');
     const { batch, messages } = parseUpsertBody(request.body, limits, key);
-    if (batch) return reply.send({ results: (await upsertMessages(pool, messages)).map(presentResult) });
+    if (batch) {
+      const results = await upsertMessages(pool, messages);
+      count(results);
+      return reply.send({ results: results.map(presentResult) });
+    }
     const result = await coalescer.upsert(messages[0]);
+    count([result]);
     return reply.code(statusOf(result)).send(presentResult(result));
   });
 }
