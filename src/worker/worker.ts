@@ -166,7 +166,7 @@ export class Worker {
     return free >= enough || this.#active.size === 0 ? Math.min(free, this.#o.batch) : 0;
   }
 
-  /** Claims, completions and rescue at once; several notifications while busy count as one. */
+  /** Wakes the loop (a notification, a finished handler, a rescue, shutdown); several while busy count as one. */
   #poke(): void {
     this.#poked = true;
     this.#wakeUp?.();
@@ -186,10 +186,16 @@ export class Worker {
     this.#poked = false;
   }
 
+  /** Waits `ms`, or less if `signal` aborts; leaves no listener behind (outages can be long). */
   #pause(ms: number, signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
     });
   }
 
