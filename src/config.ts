@@ -142,7 +142,7 @@ function parseEngine(raw: string, name: string): 'direct' {
   throw new UsageError(`${name} must be direct, got "${raw}"`);
 }
 
-function parseRate(raw: string, name: string): number {
+export function parseRate(raw: string, name: string): number {
   const value = Number(raw);
   if (raw.trim() === '' || !Number.isFinite(value) || value < 0 || value > 1) throw new UsageError(`${name} must be a number from 0 to 1, got "${raw}"`);
   return value;

@@ -2,7 +2,7 @@
  * The HTTP contract of DESIGN.md §5: every status code, and every bad input answered with a 4xx
  * that names the problem and writes nothing (I6).
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';

@@ -3,8 +3,7 @@
  * parsers so that a flag and its environment variable accept exactly the same values.
  */
 import { Option, type Command } from 'commander';
-import { durationParser, parseInteger, type ConfigOverrides, type WorkerConfig } from '../config.ts';
-import { UsageError } from '../errors.ts';
+import { durationParser, parseInteger, parseRate, type ConfigOverrides, type WorkerConfig } from '../config.ts';
 import { ENGINES } from '../worker/engine.ts';
 
 /** Parsed flags, named as commander names them (`--lease` → `lease`). */
@@ -27,11 +26,6 @@ export interface WorkerFlags {
 
 const int = (name: string, min: number, max: number) => (raw: string) => parseInteger(raw, name, min, max);
 const duration = (name: string, minMs: number) => (raw: string) => durationParser(minMs)(raw, name);
-const rate = (raw: string) => {
-  const value = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(value) || value < 0 || value > 1) throw new UsageError(`--fail-rate must be a number from 0 to 1, got "${raw}"`);
-  return value;
-};
 
 export function withWorkerOptions(command: Command): Command {
   return command
@@ -48,7 +42,7 @@ export function withWorkerOptions(command: Command): Command {
     .addOption(new Option('--poll <duration>', 'claim at least this often without notifications (default: 1s)').argParser(duration('--poll', 10)))
     .addOption(new Option('--grace <duration>', 'on SIGTERM, how long in-flight handlers may finish before release (default: 30s)').argParser(duration('--grace', 0)))
     .addOption(new Option('--sleep <duration>', 'the sleep handler\'s duration when data.sleepMs is absent (default: 1s)').argParser(duration('--sleep', 0)))
-    .addOption(new Option('--fail-rate <p>', 'the flaky handler\'s failure probability when data.failRate is absent (default: 0.3)').argParser(rate));
+    .addOption(new Option('--fail-rate <p>', 'the flaky handler\'s failure probability when data.failRate is absent (default: 0.3)').argParser((raw) => parseRate(raw, '--fail-rate')));
 }
 
 /** Flag name → WorkerConfig key, where they differ (durations are held in milliseconds). */
@@ -59,12 +53,12 @@ export function workerOverrides(flags: WorkerFlags): ConfigOverrides['worker'] {
   for (const [flag, value] of Object.entries(flags)) {
     if (value === undefined) continue;
     const key = (RENAMED as Record<string, string>)[flag] ?? flag;
-    if (key in DEFAULT_KEYS) worker[key] = value;
+    if (key in WORKER_KEYS) worker[key] = value;
   }
   return worker as ConfigOverrides['worker'];
 }
 
-const DEFAULT_KEYS: Record<keyof WorkerConfig, true> = {
+const WORKER_KEYS: Record<keyof WorkerConfig, true> = {
   engine: true, handler: true, concurrency: true, batch: true, leaseMs: true, timeoutMs: true, maxAttempts: true,
   backoffBaseMs: true, backoffCapMs: true, maxExpirations: true, pollMs: true, graceMs: true, sleepMs: true, failRate: true,
 };

@@ -125,8 +125,7 @@ export async function ensureEmbedded({ home, log }: { home: string; log: Logger 
 export async function embeddedStatus(home: string): Promise<EmbeddedStatus> {
   const paths = pathsOf(home);
   const server = await findRunning(paths);
-  if (server === undefined) return { running: false, dataDir: paths.dataDir };
-  return { running: true, url: server.url, port: server.port, pid: server.pid, dataDir: server.dataDir };
+  return server === undefined ? { running: false, dataDir: paths.dataDir } : { running: true, ...server };
 }
 
 /** Stops the embedded Postgres of `home` (fast shutdown: open sessions are ended). */

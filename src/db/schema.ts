@@ -5,7 +5,7 @@
  * records: one row per record ID, the single source of truth for its data, version and state.
  * event_log: append-only, one row per message (applied or not) plus rare lifecycle events.
  */
-import { sql } from 'drizzle-orm';
+import { sql, type SQL } from 'drizzle-orm';
 import {
   bigint,
   boolean,
@@ -36,6 +36,9 @@ export type EventReason = (typeof MESSAGE_REASONS)[number] | (typeof LIFECYCLE_R
  * Versions are Postgres bigints. JavaScript numbers lose precision above 2^53, so they travel as
  * decimal text and are shown as numbers only when exact (see presentVersion).
  */
+/** `column in ('A', 'B')` from the list the types come from, so the two cannot drift apart. */
+const oneOf = (column: SQL, values: readonly string[]) => sql`${column} in (${sql.raw(values.map((v) => `'${v}'`).join(', '))})`;
+
 const bigintText = customType<{ data: string; driverData: string }>({ dataType: () => 'bigint' });
 const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
@@ -66,7 +69,7 @@ export const records = rowfleet.table(
     updatedAt: timestamptz('updated_at').notNull().defaultNow(),
   },
   (t) => [
-    check('records_status_check', sql`${t.status} in ('COMPLETED', 'PROCESSING', 'PROCESSED', 'FAILED')`),
+    check('records_status_check', oneOf(sql`${t.status}`, RECORD_STATUSES)),
     check('records_version_positive', sql`${t.version} > 0`),
     check('records_id_length', sql`length(${t.id}) between 1 and 256`),
     // The claim reads due COMPLETED rows oldest-due first; the partial index keeps that
@@ -102,10 +105,7 @@ export const eventLog = rowfleet.table(
     // Partial: most messages carry no messageId and need no entry.
     uniqueIndex('event_log_message_id_key').on(t.messageId).where(sql`${t.messageId} is not null`),
     index('event_log_record_idx').on(t.recordId, t.seq),
-    check(
-      'event_log_reason_check',
-      sql`${t.reason} in ('applied', 'stale', 'duplicate', 'conflict', 'failed', 'requeued', 'rescued')`,
-    ),
+    check('event_log_reason_check', oneOf(sql`${t.reason}`, [...MESSAGE_REASONS, ...LIFECYCLE_REASONS])),
   ],
 );
 
@@ -128,5 +128,3 @@ export const workers = rowfleet.table('workers', {
   startedAt: timestamptz('started_at').notNull().defaultNow(),
   lastSeenAt: timestamptz('last_seen_at').notNull().defaultNow(),
 });
-
-export type WorkerRow = typeof workers.$inferSelect;
