@@ -28,11 +28,40 @@ export interface Config {
   readonly poolSize: number;
   readonly logLevel: LogLevel;
   readonly worker: WorkerConfig;
+  readonly boss: BossConfig;
+}
+
+/** How a worker finds work: `direct` claims due rows; `boss` consumes pg-boss jobs that point to rows. */
+export const ENGINES = ['direct', 'boss'] as const;
+export type EngineName = (typeof ENGINES)[number];
+
+/** pg-boss, the sweep and the scheduler: environment ROWFLEET_<NAME>. */
+export interface BossConfig {
+  /** The Postgres schema pg-boss lives in. */
+  readonly schema: string;
+  /** The queue of `{id, version}` jobs the boss engine consumes. */
+  readonly queue: string;
+  /** When the scheduler runs the enqueue sweep (pg-boss cron: minute resolution). */
+  readonly sweepCron: string;
+  /** When the scheduler rescues expired leases. */
+  readonly rescueCron: string;
+  /** When the scheduler applies the event_log retention. */
+  readonly retentionCron: string;
+  /** Delete event_log rows older than this; undefined keeps everything. */
+  readonly eventRetentionMs: number | undefined;
+  /** Send the record's job in the upsert's own transaction, instead of waiting for the sweep. */
+  readonly enqueueOnUpsert: boolean;
+  /** Records the sweep marks and sends per transaction. */
+  readonly sweepBatch: number;
+  /** The boss engine's fetch loops per worker process (pg-boss work() localConcurrency). */
+  readonly localConcurrency: number;
+  /** How often a scheduler checks whether a cron occurrence is due (pg-boss cronMonitorIntervalSeconds). */
+  readonly cronCheckSeconds: number;
 }
 
 /** `rowfleet worker` and `rowfleet fleet`: environment ROWFLEET_<NAME>, flags --<name>. */
 export interface WorkerConfig {
-  readonly engine: 'direct';
+  readonly engine: EngineName;
   /** Built-in handler name or module path. */
   readonly handler: string;
   readonly concurrency: number;
@@ -53,8 +82,9 @@ export interface WorkerConfig {
 }
 
 /** Values given on the command line; they win over the environment. */
-export type ConfigOverrides = Partial<{ -readonly [K in Exclude<keyof Config, 'worker'>]: Config[K] }> & {
+export type ConfigOverrides = Partial<{ -readonly [K in Exclude<keyof Config, 'worker' | 'boss'>]: Config[K] }> & {
   worker?: Partial<{ -readonly [K in keyof WorkerConfig]: WorkerConfig[K] }>;
+  boss?: Partial<{ -readonly [K in keyof BossConfig]: BossConfig[K] }>;
 };
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -70,7 +100,7 @@ const DEFAULTS = {
 } as const;
 
 export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = {}): Config {
-  const pick = <T>(key: Exclude<keyof Config, 'worker'>, envName: string, parse: (raw: string, name: string) => T, fallback: T): T => {
+  const pick = <T>(key: Exclude<keyof Config, 'worker' | 'boss'>, envName: string, parse: (raw: string, name: string) => T, fallback: T): T => {
     const fromFlag = overrides[key];
     if (fromFlag !== undefined) return fromFlag as T;
     const raw = env[envName];
@@ -93,8 +123,70 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     poolSize: pick('poolSize', 'ROWFLEET_POOL_SIZE', (raw, name) => parseInteger(raw, name, 1, 1000), DEFAULTS.poolSize),
     logLevel: pick('logLevel', 'ROWFLEET_LOG_LEVEL', parseLogLevel, DEFAULTS.logLevel),
     worker: loadWorkerConfig(env, overrides.worker ?? {}),
+    boss: loadBossConfig(env, overrides.boss ?? {}),
   };
-  return Object.freeze({ ...config, apiTokens: Object.freeze([...config.apiTokens]), worker: Object.freeze(config.worker) });
+  return Object.freeze({
+    ...config,
+    apiTokens: Object.freeze([...config.apiTokens]),
+    worker: Object.freeze(config.worker),
+    boss: Object.freeze(config.boss),
+  });
+}
+
+function loadBossConfig(env: Env, flags: NonNullable<ConfigOverrides['boss']>): BossConfig {
+  const pick = <K extends keyof BossConfig>(key: K, envName: string, parse: (raw: string, name: string) => BossConfig[K], fallback: BossConfig[K]) => {
+    const fromFlag = flags[key];
+    if (fromFlag !== undefined) return fromFlag as BossConfig[K];
+    const raw = env[envName];
+    return raw === undefined || raw === '' ? fallback : parse(raw, envName);
+  };
+  return {
+    schema: pick('schema', 'ROWFLEET_BOSS_SCHEMA', parseSchemaName, 'pgboss'),
+    queue: pick('queue', 'ROWFLEET_QUEUE', parseQueueName, 'rowfleet.process'),
+    sweepCron: pick('sweepCron', 'ROWFLEET_SWEEP_CRON', parseCron, '* * * * *'),
+    rescueCron: pick('rescueCron', 'ROWFLEET_RESCUE_CRON', parseCron, '* * * * *'),
+    retentionCron: pick('retentionCron', 'ROWFLEET_RETENTION_CRON', parseCron, '17 * * * *'),
+    eventRetentionMs: pick('eventRetentionMs', 'ROWFLEET_EVENT_RETENTION', parseRetention, undefined),
+    enqueueOnUpsert: pick('enqueueOnUpsert', 'ROWFLEET_ENQUEUE_ON_UPSERT', parseBoolean, false),
+    sweepBatch: pick('sweepBatch', 'ROWFLEET_SWEEP_BATCH', (raw, name) => parseInteger(raw, name, 1, 100_000), 5_000),
+    localConcurrency: pick('localConcurrency', 'ROWFLEET_LOCAL_CONCURRENCY', (raw, name) => parseInteger(raw, name, 1, 100), 1),
+    cronCheckSeconds: pick('cronCheckSeconds', 'ROWFLEET_CRON_CHECK', (raw, name) => Math.round(durationParser(1_000)(raw, name) / 1000), 30),
+  };
+}
+
+/** `30d`, `12h`, or `forever` (keep everything). */
+export function parseRetention(raw: string, name: string): number | undefined {
+  if (/^\s*(forever|keep|off)\s*$/i.test(raw)) return undefined;
+  const ms = parseDuration(raw);
+  if (ms === undefined || ms < 60_000) throw new UsageError(`${name} must be a duration of at least 1m like 30d or 12h, or "forever", got "${raw}"`);
+  return ms;
+}
+
+function parseBoolean(raw: string, name: string): boolean {
+  const value = raw.trim().toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(value)) return true;
+  if (['0', 'false', 'no', 'off'].includes(value)) return false;
+  throw new UsageError(`${name} must be 1 or 0 (true or false), got "${raw}"`);
+}
+
+function parseSchemaName(raw: string, name: string): string {
+  const value = raw.trim();
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(value)) throw new UsageError(`${name} must be a lower-case Postgres schema name like pgboss, got "${raw}"`);
+  return value;
+}
+
+function parseQueueName(raw: string, name: string): string {
+  const value = raw.trim();
+  if (!/^[\w.\-/]{1,100}$/.test(value)) throw new UsageError(`${name} may contain letters, digits, _ . - and /, got "${raw}"`);
+  return value;
+}
+
+/** Five fields (minute hour day month weekday), or six with seconds first; pg-boss checks the rest. */
+export function parseCron(raw: string, name: string): string {
+  const value = raw.trim().replace(/\s+/g, ' ');
+  const fields = value.split(' ').length;
+  if (value === '' || fields < 5 || fields > 6) throw new UsageError(`${name} must be a cron expression like "* * * * *" (minute hour day month weekday), got "${raw}"`);
+  return value;
 }
 
 function loadWorkerConfig(env: Env, flags: NonNullable<ConfigOverrides['worker']>): WorkerConfig {
@@ -137,9 +229,10 @@ export function durationParser(minMs: number): (raw: string, name: string) => nu
   };
 }
 
-function parseEngine(raw: string, name: string): 'direct' {
-  if (raw.trim() === 'direct') return 'direct';
-  throw new UsageError(`${name} must be direct, got "${raw}"`);
+function parseEngine(raw: string, name: string): EngineName {
+  const value = raw.trim() as EngineName;
+  if (ENGINES.includes(value)) return value;
+  throw new UsageError(`${name} must be ${ENGINES.join(' or ')}, got "${raw}"`);
 }
 
 export function parseRate(raw: string, name: string): number {

@@ -17,6 +17,7 @@ import { getRecord, type RecordView } from './records/read.ts';
 import { presentResult, upsertMessages, type UpsertResponse } from './records/upsert.ts';
 import { loadHandler, type Handler } from './worker/handler.ts';
 import { runWorker } from './worker/run.ts';
+import { openEnqueue } from './boss/enqueue.ts';
 import { runFleet } from './fleet/run.ts';
 import { fleetSize } from './cli/commands/fleet.ts';
 import type { WorkerStats } from './worker/worker.ts';
@@ -37,6 +38,8 @@ export interface ClientOptions {
   poolSize?: number;
   /** Batch size and nesting limits (default ROWFLEET_MAX_BATCH / ROWFLEET_MAX_DEPTH). */
   limits?: Partial<MessageLimits>;
+  /** Send each applied record's pg-boss job in the upsert's transaction (default ROWFLEET_ENQUEUE_ON_UPSERT). */
+  enqueueOnUpsert?: boolean;
   log?: Logger;
 }
 
@@ -52,30 +55,36 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
   const config: Config = loadConfig(process.env, {
     ...(options.databaseUrl !== undefined && { databaseUrl: options.databaseUrl }),
     ...(options.poolSize !== undefined && { poolSize: options.poolSize }),
+    ...(options.enqueueOnUpsert !== undefined && { boss: { enqueueOnUpsert: options.enqueueOnUpsert } }),
   });
   const limits: MessageLimits = { maxBatch: options.limits?.maxBatch ?? config.maxBatch, maxDepth: options.limits?.maxDepth ?? config.maxDepth };
   const log = options.log ?? silentLogger;
-  let poolPromise: Promise<pg.Pool> | undefined;
-  const pool = () =>
-    (poolPromise ??= options.pool
-      ? Promise.resolve(options.pool)
-      : resolveDatabaseUrl(config, log).then((url) => createPool({ connectionString: url, max: config.poolSize, log })));
+  let opened: Promise<{ pool: pg.Pool; enqueue: Awaited<ReturnType<typeof openEnqueue>> }> | undefined;
+  const open = () =>
+    (opened ??= (async () => {
+      const url = options.databaseUrl ?? (options.pool ? undefined : await resolveDatabaseUrl(config, log));
+      const pool = options.pool ?? createPool({ connectionString: url!, max: config.poolSize, log });
+      const enqueue = config.boss.enqueueOnUpsert ? await openEnqueue(config, pool, url ?? (await resolveDatabaseUrl(config, log)), log) : undefined;
+      return { pool, enqueue };
+    })());
 
   async function upsert(input: MessageInput | readonly MessageInput[]): Promise<UpsertResponse | UpsertResponse[]> {
     // Validate everything before writing anything: a bad item refuses the whole batch.
     const messages = Array.isArray(input) ? parseBatch(input, limits) : [parseMessage(input, limits)];
-    const results = (await upsertMessages(await pool(), messages)).map(presentResult);
+    const { pool, enqueue } = await open();
+    const results = (await upsertMessages(pool, messages, { enqueue: enqueue?.enqueue })).map(presentResult);
     return Array.isArray(input) ? results : results[0]!;
   }
 
   return {
     upsert: upsert as RowfleetClient['upsert'],
-    getRecord: async (id, opts) => getRecord(await pool(), id, opts),
+    getRecord: async (id, opts) => getRecord((await open()).pool, id, opts),
     async close() {
-      if (poolPromise === undefined || options.pool) return;
-      const p = await poolPromise;
-      poolPromise = undefined;
-      await p.end();
+      if (opened === undefined) return;
+      const { pool, enqueue } = await opened;
+      opened = undefined;
+      await enqueue?.close();
+      if (!options.pool) await pool.end();
     },
   };
 }

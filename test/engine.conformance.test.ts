@@ -8,20 +8,67 @@ import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 import { parseMessage } from '../src/records/message.ts';
 import { claimDue, claimIds, complete, fail, rescueExpired, release, extendLeases, type Claimed } from '../src/records/lifecycle.ts';
-import { directEngine, type Engine } from '../src/worker/engine.ts';
+import { bossEngine, directEngine, type Engine } from '../src/worker/engine.ts';
+import { startBoss, stopBoss } from '../src/boss/boss.ts';
+import { sweep } from '../src/boss/sweep.ts';
+import { enqueuer } from '../src/boss/enqueue.ts';
+import { loadConfig } from '../src/config.ts';
+import type { PgBoss } from 'pg-boss';
+import type { Message } from '../src/records/message.ts';
 import { Worker, type WorkerOptions } from '../src/worker/worker.ts';
 import { PermanentError, type Handler } from '../src/worker/handler.ts';
 import { silentLogger } from '../src/log.ts';
 
 let db: TestDatabase;
+let boss: PgBoss;
+const bossConfig = loadConfig({}).boss;
 beforeAll(async () => {
   db = await createTestDatabase({ poolSize: 12 });
+  boss = await startBoss({ config: bossConfig, pool: db.pool, url: db.url, role: 'worker', log: silentLogger });
 });
 afterAll(async () => {
+  if (boss) await stopBoss(boss);
   await db?.drop();
 });
 
-const engines: Array<[string, (pool: pg.Pool, url: string) => Engine]> = [['direct', (pool, url) => directEngine(pool, url, silentLogger)]];
+/**
+ * What a test needs from an engine: the engine itself, `offer()` to make due records visible to
+ * it (the boss engine sees records through jobs, which the sweep sends), `write()` for producers
+ * (the boss engine's producers send jobs in the upsert's transaction), and whether claims follow
+ * due order (pg-boss fetches one sweep's jobs in no particular order).
+ */
+interface Fixture {
+  make(pool: pg.Pool, url: string): Engine;
+  offer(): Promise<void>;
+  write(messages: Message[]): Promise<unknown>;
+  reset(): Promise<void>;
+  ordered: boolean;
+}
+
+const fixtures: Array<[string, Fixture]> = [
+  [
+    'direct',
+    {
+      make: (pool, url) => directEngine(pool, url, silentLogger),
+      offer: async () => {},
+      write: (messages) => upsertMessages(db.pool, messages),
+      reset: async () => {},
+      ordered: true,
+    },
+  ],
+  [
+    'boss',
+    {
+      make: (pool) => bossEngine(pool, boss, { queue: bossConfig.queue, localConcurrency: 1, pollMs: 50 }, silentLogger),
+      offer: () => sweep(db.pool, boss, { queue: bossConfig.queue, schema: bossConfig.schema, batch: 1000 }),
+      write: (messages) => upsertMessages(db.pool, messages, { enqueue: enqueuer(boss, bossConfig.queue) }),
+      reset: async () => {
+        await boss.deleteQueuedJobs(bossConfig.queue);
+      },
+      ordered: false,
+    },
+  ],
+];
 
 const LEASE = 30_000;
 const upsert = (id: string, data: object, version?: number) => upsertMessages(db.pool, [parseMessage({ id, data, version }, { maxDepth: 64 })]);
@@ -75,25 +122,30 @@ async function eventually(check: () => Promise<boolean>, ms = 10_000): Promise<v
   }
 }
 
-describe.each(engines)('engine %s', (name, makeEngine) => {
+describe.each(fixtures)('engine %s', (name, fx) => {
   let engine: Engine;
   let prefix: string;
+  const offer = () => fx.offer();
   beforeEach(async (ctx) => {
-    engine = makeEngine(db.pool, db.url);
+    engine = fx.make(db.pool, db.url);
     prefix = `${name}-${ctx.task.id}-`;
     // Each test sees only its own records as due.
-    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED' WHERE status IN ('COMPLETED', 'PROCESSING')`);
+    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED', enqueued_at = NULL WHERE status IN ('COMPLETED', 'PROCESSING')`);
+    await fx.reset();
   });
 
   it('claims at most the limit, oldest due first, and never what is not due', async () => {
     for (let i = 0; i < 5; i++) await upsert(`${prefix}${i}`, { i });
     await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour' WHERE id = $1`, [`${prefix}0`]);
+    await offer();
     const first = await engine.claim(2, 'w1', LEASE);
-    expect(first.map((c) => c.id)).toEqual([`${prefix}1`, `${prefix}2`]);
+    if (fx.ordered) expect(first.map((c) => c.id)).toEqual([`${prefix}1`, `${prefix}2`]);
+    expect(first).toHaveLength(2);
     expect(first[0]).toMatchObject({ attempts: 1, version: expect.any(String) });
     const rest = await engine.claim(10, 'w1', LEASE);
-    expect(rest.map((c) => c.id).sort()).toEqual([`${prefix}3`, `${prefix}4`]);
+    expect([...first, ...rest].map((c) => c.id).sort()).toEqual([1, 2, 3, 4].map((i) => `${prefix}${i}`));
     expect(await row(`${prefix}1`)).toMatchObject({ status: 'PROCESSING' });
+    expect(await engine.claim(10, 'w1', LEASE)).toEqual([]);
   });
 
   it('claims named records only when they are due and not held (the claim of a job\'s record)', async () => {
@@ -110,6 +162,7 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
   it('gives each record to exactly one of many concurrent claimers', async () => {
     const n = 300;
     await upsertMessages(db.pool, Array.from({ length: n }, (_, i) => parseMessage({ id: `${prefix}${i}`, data: { i } }, { maxDepth: 64 })));
+    await offer();
     const claimers = Array.from({ length: 8 }, async (_, w) => {
       const got: Claimed[] = [];
       for (;;) {
@@ -125,6 +178,7 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
 
   it('completes with a versioned compare-and-set: PROCESSED with the result', async () => {
     await upsert(`${prefix}a`, { n: 1 }, 1);
+    await offer();
     const [claimed] = await engine.claim(1, 'w1', LEASE);
     const outcome = await complete(db.pool, [{ ...claimed!, result: { ok: 1 } }]);
     expect(outcome.get(`${prefix}a`)).toBe('processed');
@@ -135,11 +189,13 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
 
   it('conflates: a newer version during processing sends the record back, and it is processed with the newest data', async () => {
     await upsert(`${prefix}hot`, { n: 1 }, 1);
+    await offer();
     const [claimed] = await engine.claim(1, 'w1', LEASE);
     await upsert(`${prefix}hot`, { n: 2 }, 2);
     await upsert(`${prefix}hot`, { n: 3 }, 3);
     expect((await complete(db.pool, [{ ...claimed!, result: 'stale' }])).get(`${prefix}hot`)).toBe('superseded');
     expect(await row(`${prefix}hot`)).toMatchObject({ status: 'COMPLETED', version: '3', attempts: 0 });
+    await offer();
     const [again] = await engine.claim(1, 'w1', LEASE);
     expect(again).toMatchObject({ id: `${prefix}hot`, version: '3', data: { n: 3 } });
     expect((await complete(db.pool, [{ ...again!, result: 'fresh' }])).get(`${prefix}hot`)).toBe('processed');
@@ -148,13 +204,17 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
 
   it('retries a failure after its backoff, and fails the record once attempts are exhausted', async () => {
     await upsert(`${prefix}f`, { n: 1 }, 1);
+    await offer();
     for (let attempt = 1; attempt <= 3; attempt++) {
       // Not claimable before the backoff has passed; claimable after (the injected clock).
       const [claimed] = await (attempt === 1 ? engine.claim(1, 'w1', LEASE) : claimAt(later(120_000)));
       expect(claimed).toMatchObject({ id: `${prefix}f`, attempts: attempt });
       const outcome = await fail(db.pool, { ...claimed!, error: `boom ${attempt}`, permanent: false, maxAttempts: 3, backoffMs: 60_000 });
       expect(outcome).toBe(attempt < 3 ? 'retry' : 'failed');
-      if (attempt < 3) expect(await engine.claim(1, 'w1', LEASE)).toEqual([]);
+      if (attempt < 3) {
+        await offer();
+        expect(await engine.claim(1, 'w1', LEASE)).toEqual([]);
+      }
     }
     expect(await row(`${prefix}f`)).toMatchObject({ status: 'FAILED', last_error: 'boom 3', attempts: 3 });
     const { rows } = await db.pool.query(`SELECT reason, detail FROM rowfleet.event_log WHERE record_id = $1 AND reason = 'failed'`, [`${prefix}f`]);
@@ -166,6 +226,7 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
 
   it('sends a PermanentError straight to FAILED', async () => {
     await upsert(`${prefix}p`, { n: 1 });
+    await offer();
     const worker = await runWorker(
       engine,
       async () => {
@@ -179,6 +240,7 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
 
   it('aborts a handler past its timeout and counts a failed attempt', async () => {
     await upsert(`${prefix}t`, { n: 1 });
+    await offer();
     let aborted: unknown;
     await runWorker(
       engine,
@@ -224,6 +286,7 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
 
   it('refuses a late heartbeat, completion, failure or release once the lease has expired', async () => {
     await upsert(`${prefix}late`, { n: 1 });
+    await offer();
     const [claimed] = await engine.claim(1, 'old-holder', 1_000);
     const afterExpiry = later(5_000);
     expect(await extendLeases(db.pool, { leases: [claimed!], leaseMs: LEASE, now: afterExpiry })).toEqual([`${prefix}late`]);
@@ -235,6 +298,7 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
 
   it('aborts the handler of a lost lease and refuses its writes', async () => {
     await upsert(`${prefix}lost`, { n: 1 }, 1);
+    await offer();
     let reason: unknown;
     const worker = await runWorker(
       engine,
@@ -254,6 +318,7 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
 
   it('releases unfinished records on shutdown without spending an attempt', async () => {
     await upsert(`${prefix}r`, { n: 1 });
+    await offer();
     const worker = await runWorker(
       engine,
       (_record, ctx) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))),
@@ -273,7 +338,7 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
         return { len: JSON.stringify(record.data).length };
       },
       async () => {
-        await upsertMessages(db.pool, Array.from({ length: 50 }, (_, i) => parseMessage({ id: `${prefix}${i}`, data: { i } }, { maxDepth: 64 })));
+        await fx.write(Array.from({ length: 50 }, (_, i) => parseMessage({ id: `${prefix}${i}`, data: { i } }, { maxDepth: 64 })));
         await eventually(async () => seen.length === 50);
       },
       // No polling to speak of: only the notification can wake it in time.
@@ -286,6 +351,7 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
   it('commits a transactional handler\'s writes with its completion, and rolls them back when superseded', async () => {
     await db.pool.query(`CREATE TABLE IF NOT EXISTS effects (record_id text, version bigint, note text)`);
     await upsert(`${prefix}tx`, { n: 1 }, 1);
+    await offer();
     let release: () => void = () => {};
     const gate = new Promise<void>((resolve) => (release = resolve));
     const versions: unknown[] = [];
@@ -300,7 +366,7 @@ describe.each(engines)('engine %s', (name, makeEngine) => {
       async () => {
         await eventually(async () => versions.length === 1);
         // A newer version arrives while version 1 is being handled: its effects must not commit.
-        await upsert(`${prefix}tx`, { n: 2 }, 2);
+        await fx.write([parseMessage({ id: `${prefix}tx`, data: { n: 2 }, version: 2 }, { maxDepth: 64 })]);
         release();
         await eventually(async () => (await row(`${prefix}tx`))?.status === 'PROCESSED');
       },

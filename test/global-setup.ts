@@ -13,7 +13,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { ensureEmbedded, stopEmbedded } from '../src/db/embedded.ts';
-import { runMigrations } from '../src/db/migrate.ts';
+import { migrateAll } from '../src/db/migrate.ts';
+import { loadConfig } from '../src/config.ts';
 import { silentLogger } from '../src/log.ts';
 import { databaseUrl, withAdmin } from './helpers/database.ts';
 
@@ -30,9 +31,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const server = await testServer();
   try {
     await withAdmin(server.adminUrl, (admin) => admin.query(`CREATE DATABASE ${server.template}`));
-    // runMigrations closes its connection: CREATE DATABASE ... TEMPLATE fails while anyone is
-    // connected to the template.
-    await runMigrations(databaseUrl(server.adminUrl, server.template));
+    // migrateAll closes its connections: CREATE DATABASE ... TEMPLATE fails while anyone is
+    // connected to the template. Every test database has pg-boss installed, as after `rowfleet migrate`.
+    await migrateAll(databaseUrl(server.adminUrl, server.template), loadConfig({}).boss, silentLogger);
   } catch (err) {
     await server.release();
     throw err;

@@ -10,7 +10,17 @@ export interface Listener {
   close(): Promise<void>;
 }
 
-export function listen(connectionString: string, channel: string, onNotify: () => void, log: Logger): Listener {
+/**
+ * `onNotify` receives each notification's payload. After every (re)connect `onConnect` runs
+ * (by default `onNotify()`), since work may have arrived while nobody was listening.
+ */
+export function listen(
+  connectionString: string,
+  channel: string,
+  onNotify: (payload?: string) => void,
+  log: Logger,
+  onConnect: () => void = () => onNotify(),
+): Listener {
   let client: pg.Client | undefined;
   let closed = false;
   let failures = 0;
@@ -24,15 +34,14 @@ export function listen(connectionString: string, channel: string, onNotify: () =
       scheduleReconnect(c);
     });
     c.on('end', () => scheduleReconnect(c));
-    c.on('notification', () => onNotify());
+    c.on('notification', (message) => onNotify(message.payload));
     try {
       await c.connect();
       await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
       if (closed) return void (await c.end());
       client = c;
       failures = 0;
-      // Work may have arrived while we were not listening.
-      onNotify();
+      onConnect();
     } catch (err) {
       log.warn({ err: { message: (err as Error).message } }, 'cannot listen for notifications; polling until reconnected');
       scheduleReconnect(c);

@@ -9,6 +9,9 @@ import { drizzle } from 'drizzle-orm/node-postgres';
 import { migrate } from 'drizzle-orm/node-postgres/migrator';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
 import { UserError } from '../errors.ts';
+import type { BossConfig } from '../config.ts';
+import { silentLogger, type Logger } from '../log.ts';
+import { bossInstalled, installBoss } from '../boss/boss.ts';
 
 /** Resolves from both src/db and dist/db to the package's drizzle/ folder. */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.meta.url));
@@ -60,16 +63,41 @@ async function countApplied(db: pg.Pool | pg.Client): Promise<number> {
  * Before a long-running process starts: the embedded Postgres (a development database) is brought
  * up to date; a real one must be migrated by the release step (`rowfleet migrate`), never implicitly.
  */
-export async function ensureSchema(connectionString: string, migrateIfBehind: boolean): Promise<void> {
+export async function ensureSchema(connectionString: string, migrateIfBehind: boolean, boss?: BossConfig): Promise<void> {
   const client = new pg.Client({ connectionString, application_name: 'rowfleet' });
   await client.connect();
   let pending: number;
+  let bossMissing = false;
   try {
     pending = await pendingMigrations(client);
+    if (boss !== undefined) bossMissing = !(await bossInstalled(client, boss.schema));
   } finally {
     await client.end();
   }
-  if (pending === 0) return;
-  if (!migrateIfBehind) throw new UserError(`the database schema is ${pending} migration(s) behind; run \`rowfleet migrate\` first`);
-  await runMigrations(connectionString);
+  if (pending === 0 && !bossMissing) return;
+  if (!migrateIfBehind) {
+    throw new UserError(
+      pending > 0
+        ? `the database schema is ${pending} migration(s) behind; run \`rowfleet migrate\` first`
+        : `pg-boss is not installed in schema "${boss!.schema}"; run \`rowfleet migrate\` first`,
+    );
+  }
+  if (pending > 0) await runMigrations(connectionString);
+  if (boss !== undefined) await withPool(connectionString, (pool) => installBoss({ config: boss, pool, url: connectionString, log: silentLogger }));
+}
+
+/** `rowfleet migrate`: the rowfleet schema, then pg-boss's schema and rowfleet's queues. */
+export async function migrateAll(connectionString: string, boss: BossConfig, log: Logger): Promise<MigrateResult & { boss: { schema: string; version: number | null } }> {
+  const result = await runMigrations(connectionString);
+  const installed = await withPool(connectionString, (pool) => installBoss({ config: boss, pool, url: connectionString, log }));
+  return { ...result, boss: installed };
+}
+
+async function withPool<T>(connectionString: string, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
+  const pool = new pg.Pool({ connectionString, max: 2, application_name: 'rowfleet migrate' });
+  try {
+    return await fn(pool);
+  } finally {
+    await pool.end();
+  }
 }

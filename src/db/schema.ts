@@ -65,6 +65,12 @@ export const records = rowfleet.table(
     result: jsonb('result'),
     processedVersion: bigintText('processed_version'),
     processedAt: timestamptz('processed_at'),
+    /**
+     * Set when the enqueue sweep sent a pg-boss job for this record (engine boss); cleared by the
+     * claim and by every return to COMPLETED, so that the sweep finds new work without reading the
+     * backlog that already has jobs. A hint, never the truth: the row's status is.
+     */
+    enqueuedAt: timestamptz('enqueued_at'),
     createdAt: timestamptz('created_at').notNull().defaultNow(),
     updatedAt: timestamptz('updated_at').notNull().defaultNow(),
   },
@@ -77,6 +83,8 @@ export const records = rowfleet.table(
     index('records_due_idx').on(t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED'`),
     // Rescue finds expired leases without scanning the table.
     index('records_lease_idx').on(t.leaseExpiresAt).where(sql`${t.status} = 'PROCESSING'`),
+    // The sweep's new work: due rows without a job. Its cost follows new work, not the backlog.
+    index('records_unenqueued_idx').on(t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED' and ${t.enqueuedAt} is null`),
     // On id, not on a timestamp: an index on updated_at would make every upsert a non-HOT update.
     index('records_failed_idx').on(t.id).where(sql`${t.status} = 'FAILED'`),
   ],
@@ -127,4 +135,15 @@ export const workers = rowfleet.table('workers', {
   inFlight: integer('in_flight').notNull().default(0),
   startedAt: timestamptz('started_at').notNull().defaultNow(),
   lastSeenAt: timestamptz('last_seen_at').notNull().defaultNow(),
+});
+
+/**
+ * The enqueue sweep's place in its round of checks for lost jobs (rows marked enqueued whose job
+ * is gone): one row per queue, so each sweep checks the next slice of the backlog.
+ */
+export const sweepState = rowfleet.table('sweep_state', {
+  queue: text('queue').primaryKey(),
+  cursorRunAfter: timestamptz('cursor_run_after'),
+  cursorId: text('cursor_id'),
+  updatedAt: timestamptz('updated_at').notNull().defaultNow(),
 });

@@ -12,6 +12,7 @@ import type { Logger } from '../log.ts';
 import { isDatabaseUnavailable } from '../db/pool.ts';
 import { sqlState } from '../db/sql.ts';
 import { MessageError } from '../records/message.ts';
+import type { Enqueue } from '../records/upsert.ts';
 import { bearerAuth } from './auth.ts';
 import { registerUpsertRoute } from './upsert-route.ts';
 import { registerRecordRoutes } from './record-routes.ts';
@@ -22,12 +23,14 @@ export interface ServerOptions {
   config: Config;
   pool: pg.Pool;
   log: Logger;
+  /** Sends each applied record's job in the upsert's transaction (ROWFLEET_ENQUEUE_ON_UPSERT). */
+  enqueue?: Enqueue | undefined;
 }
 
 /** Seconds a client should wait before retrying when the database is unavailable. */
 const RETRY_AFTER_SECONDS = 2;
 
-export function buildServer({ config, pool, log }: ServerOptions): FastifyInstance {
+export function buildServer({ config, pool, log, enqueue }: ServerOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger,
     bodyLimit: config.maxBodyBytes,
@@ -84,7 +87,7 @@ export function buildServer({ config, pool, log }: ServerOptions): FastifyInstan
     return sendError(reply, 500, 'internal_error', 'internal error; see the server log for this request id');
   });
 
-  registerUpsertRoute(app, { pool, config, metrics });
+  registerUpsertRoute(app, { pool, config, metrics, enqueue });
   app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   registerRecordRoutes(app, { pool });
   registerHealthRoutes(app, { pool });

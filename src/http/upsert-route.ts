@@ -4,7 +4,7 @@ import type { Config } from '../config.ts';
 import { MessageError, parseUpsertBody } from '../records/message.ts';
 import { presentResult, statusOf, upsertMessages } from '../records/upsert.ts';
 import { UpsertCoalescer } from '../records/coalescer.ts';
-import type { UpsertResult } from '../records/upsert.ts';
+import type { Enqueue, UpsertResult } from '../records/upsert.ts';
 import type { ApiMetrics } from './metrics.ts';
 
 /**
@@ -12,7 +12,10 @@ import type { ApiMetrics } from './metrics.ts';
  * `{"items": [...]}`. A single message answers 200 (applied or stale), 409 (conflict) or 422
  * (messageId reused); a batch answers 200 with one result per item, in request order.
  */
-export function registerUpsertRoute(app: FastifyInstance, { pool, config, metrics }: { pool: pg.Pool; config: Config; metrics: ApiMetrics }): void {
+export function registerUpsertRoute(
+  app: FastifyInstance,
+  { pool, config, metrics, enqueue }: { pool: pg.Pool; config: Config; metrics: ApiMetrics; enqueue?: Enqueue | undefined },
+): void {
   const count = (results: readonly UpsertResult[]) => {
     for (const r of results) metrics.upserts.inc({ reason: 'duplicate' in r && r.duplicate ? 'duplicate' : r.reason });
   };
@@ -20,13 +23,13 @@ export function registerUpsertRoute(app: FastifyInstance, { pool, config, metric
   // Concurrent single messages share calls. Two in flight measured best on 2 cores (4,900/s over
   // HTTP against 4,700/s with four, and less Postgres CPU per message: larger calls); the rest of
   // the pool stays free for batches and reads.
-  const coalescer = new UpsertCoalescer(pool, { maxInFlight: Math.max(1, Math.min(2, config.poolSize - 1)), maxBatch: config.maxBatch });
+  const coalescer = new UpsertCoalescer(pool, { maxInFlight: Math.max(1, Math.min(2, config.poolSize - 1)), maxBatch: config.maxBatch, enqueue });
   app.post('/upsert', async (request, reply) => {
     const key = request.headers['idempotency-key'];
     if (Array.isArray(key)) throw new MessageError('Idempotency-Key', 'must be sent once');
     const { batch, messages } = parseUpsertBody(request.body, limits, key);
     if (batch) {
-      const results = await upsertMessages(pool, messages);
+      const results = await upsertMessages(pool, messages, { enqueue });
       count(results);
       return reply.send({ results: results.map(presentResult) });
     }

@@ -10,15 +10,16 @@ import { Coalescer } from '../coalescer.ts';
 import { isDatabaseUnavailable } from '../db/pool.ts';
 import type { Queryable } from '../db/sql.ts';
 import type { Message } from './message.ts';
-import { upsertMessages, type UpsertResult } from './upsert.ts';
+import { upsertMessages, type Enqueue, type UpsertResult } from './upsert.ts';
 
 export class UpsertCoalescer {
   readonly #coalescer: Coalescer<Message, UpsertResult>;
 
-  constructor(db: Queryable, options: { maxInFlight: number; maxBatch: number }) {
+  constructor(db: Queryable, options: { maxInFlight: number; maxBatch: number; enqueue?: Enqueue | undefined }) {
+    const { enqueue, ...limits } = options;
     this.#coalescer = new Coalescer({
-      ...options,
-      send: (messages) => upsertMessages(db, messages),
+      ...limits,
+      send: (messages) => upsertMessages(db, messages, { enqueue }),
       isolate: (err) => !isDatabaseUnavailable(err),
     });
   }

@@ -91,7 +91,11 @@ export async function claimIds(db: Queryable, options: { ids: readonly string[];
   return claim(db, due, options);
 }
 
-/** Takes the rows `due` selects (and locks): PROCESSING under a fresh lease, one more attempt. */
+/**
+ * Takes the rows `due` selects (and locks): PROCESSING under a fresh lease, one more attempt. The
+ * enqueued mark goes: whatever job pointed here has served, and the record's next return to
+ * COMPLETED is new work for the sweep.
+ */
 async function claim(db: Queryable, due: SQL, options: { owner: string; leaseMs: number; now?: Date }, name?: string): Promise<Claimed[]> {
   const now = dbNow(options.now);
   const rows = await query<ClaimRow>(
@@ -99,7 +103,8 @@ async function claim(db: Queryable, due: SQL, options: { owner: string; leaseMs:
     sql`WITH due AS (${due})
         UPDATE rowfleet.records r
            SET status = 'PROCESSING', lease_owner = ${options.owner}, lease_token = gen_random_uuid(),
-               lease_expires_at = ${now} + ${millis(options.leaseMs)}, attempts = r.attempts + 1, updated_at = ${now}
+               lease_expires_at = ${now} + ${millis(options.leaseMs)}, attempts = r.attempts + 1, updated_at = ${now},
+               enqueued_at = NULL
          WHERE r.id = ANY (ARRAY(SELECT id FROM due))
         RETURNING r.id, r.version, r.data, r.attempts, r.lease_token`,
     name,

@@ -6,6 +6,7 @@
  * the newest per record, append one event_log row per message. A single message and a batch of
  * a thousand cost one round trip each.
  */
+import type pg from 'pg';
 import { sql, type SQL } from 'drizzle-orm';
 import { query, sqlState, type Queryable } from '../db/sql.ts';
 import { presentVersion, type Message } from './message.ts';
@@ -40,14 +41,25 @@ function isRetryable(err: unknown): boolean {
   return code === '23505' && (err as { constraint?: string }).constraint === 'event_log_message_id_key';
 }
 
+/**
+ * Sends jobs for the records a call applied, inside the call's own transaction (the boss engine's
+ * enqueue-on-upsert): the write and its jobs commit together or not at all.
+ */
+export type Enqueue = (tx: pg.PoolClient, applied: readonly { id: string; version: string }[]) => Promise<void>;
+
+export interface UpsertOptions {
+  enqueue?: Enqueue | undefined;
+}
+
 /** Applies messages in order (several for one id apply in array order); one result per message. */
-export async function upsertMessages(db: Queryable, messages: readonly Message[]): Promise<UpsertResult[]> {
+export async function upsertMessages(db: Queryable, messages: readonly Message[], options: UpsertOptions = {}): Promise<UpsertResult[]> {
   if (messages.length === 0) return [];
   const [name, statement] = messages.length === 1 ? singleStatement(messages[0]!) : batchStatement(messages);
+  const run = options.enqueue === undefined ? (d: Queryable) => query<ResultRow>(d, statement, name) : enqueuing(statement, name, options.enqueue);
 
   for (let attempt = 1; ; attempt++) {
     try {
-      const rows = await query<ResultRow>(db, statement, name);
+      const rows = await run(db);
       return rows.map((row) => toResult(row, messages[row.ord - 1]!));
     } catch (err) {
       if (!isRetryable(err) || attempt >= RETRY_LIMIT) throw err;
@@ -55,6 +67,29 @@ export async function upsertMessages(db: Queryable, messages: readonly Message[]
       await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, 2 ** attempt)));
     }
   }
+}
+
+/** The upsert and its jobs in one transaction (on a client of its own when given a pool). */
+function enqueuing(statement: SQL, name: string, enqueue: Enqueue): (db: Queryable) => Promise<ResultRow[]> {
+  return async (db) => {
+    const pooled = 'totalCount' in db;
+    const client = pooled ? await (db as pg.Pool).connect() : (db as pg.PoolClient);
+    try {
+      await client.query('BEGIN');
+      const rows = await query<ResultRow>(client, statement, name);
+      // Newest applied version per record; a repeated messageId wrote nothing and sends nothing.
+      const applied = new Map<string, string>();
+      for (const row of rows) if (row.applied && !row.duplicate && !row.reused) applied.set(row.record_id, row.version);
+      if (applied.size > 0) await enqueue(client, [...applied].map(([id, version]) => ({ id, version })));
+      await client.query('COMMIT');
+      return rows;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      if (pooled) (client as pg.PoolClient).release();
+    }
+  };
 }
 
 /**

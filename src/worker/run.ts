@@ -2,12 +2,14 @@
  * Runs a worker from a Config until `signal` aborts: the one place that turns settings into a
  * pool, an engine and a Worker. Used by `rowfleet worker` and by the library's createWorker.
  */
+import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { resolveDatabaseUrl } from '../db/connect.ts';
 import { ensureSchema } from '../db/migrate.ts';
 import { createPool } from '../db/pool.ts';
-import { directEngine } from './engine.ts';
+import { startBoss, stopBoss } from '../boss/boss.ts';
+import { bossEngine, directEngine, type Engine } from './engine.ts';
 import type { LoadedHandler } from './handler.ts';
 import { Worker, type WorkerStats } from './worker.ts';
 
@@ -26,9 +28,22 @@ export async function runWorker({ config, handler, log, signal, id }: RunWorkerO
   // A transactional handler holds a connection for as long as it runs.
   const poolSize = handler.transactional ? Math.max(config.poolSize, w.concurrency + 2) : config.poolSize;
   const pool = createPool({ connectionString: url, max: poolSize, log, applicationName: 'rowfleet worker' });
+  let boss: PgBoss | undefined;
+  let engine: Engine;
+  try {
+    if (w.engine === 'boss') {
+      boss = await startBoss({ config: config.boss, pool, url, role: 'worker', log });
+      engine = bossEngine(pool, boss, { queue: config.boss.queue, localConcurrency: config.boss.localConcurrency, pollMs: w.pollMs }, log);
+    } else {
+      engine = directEngine(pool, url, log);
+    }
+  } catch (err) {
+    await pool.end();
+    throw err;
+  }
   const worker = new Worker({
     pool,
-    engine: directEngine(pool, url, log),
+    engine,
     handler,
     log,
     ...(id !== undefined && { id }),
@@ -48,6 +63,7 @@ export async function runWorker({ config, handler, log, signal, id }: RunWorkerO
     await worker.run(signal);
     return worker.stats;
   } finally {
+    if (boss !== undefined) await stopBoss(boss).catch((err) => log.warn({ err: { message: (err as Error).message } }, 'pg-boss did not stop cleanly'));
     await pool.end();
   }
 }

@@ -24,7 +24,7 @@ import {
   type CompletionOutcome,
 } from '../records/lifecycle.ts';
 import { PermanentError, type HandlerContext, type HandlerRecord, type LoadedHandler } from './handler.ts';
-import type { Engine } from './engine.ts';
+import type { Engine, Feed } from './engine.ts';
 import { backoffMs, heartbeatEveryMs } from './policy.ts';
 import { registerWorker, touchWorker, unregisterWorker } from './registry.ts';
 
@@ -93,6 +93,9 @@ export class Worker {
   readonly #completer: Coalescer<Completion, CompletionOutcome>;
   #poked = false;
   #wakeUp: (() => void) | undefined;
+  /** Slots held for an engine's claim in progress. */
+  #reserved = 0;
+  readonly #roomWaiters = new Set<() => void>();
 
   constructor(options: WorkerOptions) {
     this.#o = options;
@@ -119,40 +122,49 @@ export class Worker {
     const o = this.#o;
     await this.#retrying('register', () => registerWorker(o.pool, { id: this.id, engine: o.engine.name, concurrency: o.concurrency }), signal);
     this.#log.info({ engine: o.engine.name, handler: o.handler.name, concurrency: o.concurrency, batch: o.batch, leaseMs: o.leaseMs }, 'worker started');
-    const listener = o.engine.subscribe(() => this.#poke());
     const heartbeat = setInterval(() => void this.#heartbeat(), heartbeatEveryMs(o.leaseMs));
     const rescue = setInterval(() => void this.#rescue(), o.rescueEveryMs);
     const onAbort = () => this.#poke();
     signal.addEventListener('abort', onAbort, { once: true });
-    let failures = 0;
     try {
-      while (!signal.aborted) {
-        const want = this.#claimSize();
-        let claimed: Claimed[] = [];
-        if (want > 0) {
-          try {
-            claimed = await o.engine.claim(want, this.id, o.leaseMs);
-            failures = 0;
-          } catch (err) {
-            failures += 1;
-            this.#warn(err, 'claim failed; retrying');
-            await this.#pause(Math.min(10_000, 100 * 2 ** failures), signal);
-            continue;
-          }
-          for (const record of claimed) this.#execute(record);
-        }
-        // A full claim suggests more is due: claim again at once. Otherwise wait to be woken.
-        if (claimed.length === 0 || claimed.length < want) await this.#idle(signal);
-      }
+      await o.engine.run(this.#feed(), signal);
     } finally {
       signal.removeEventListener('abort', onAbort);
       clearInterval(heartbeat);
       clearInterval(rescue);
-      await listener.close();
       await this.#drain();
       await unregisterWorker(o.pool, this.id).catch((err) => this.#warn(err, 'could not unregister'));
       this.#log.info({ ...this.stats }, 'worker stopped');
     }
+  }
+
+  /** What an engine sees of the worker: free slots, somewhere to put claimed records, wake-ups. */
+  #feed(): Feed {
+    return {
+      owner: this.id,
+      leaseMs: this.#o.leaseMs,
+      batch: this.#o.batch,
+      concurrency: this.#o.concurrency,
+      claimSize: () => this.#claimSize(),
+      execute: (claimed) => {
+        for (const record of claimed) this.#execute(record);
+      },
+      reserve: (n, signal) => this.#reserve(n, signal),
+      unreserve: (n) => {
+        this.#reserved -= n;
+        this.#poke();
+      },
+      waitForRoom: (n, signal) => this.#waitUntil(() => this.#free() >= n, signal),
+      idle: (signal) => this.#idle(signal),
+      pause: (ms, signal) => this.#pause(ms, signal),
+      poke: () => this.#poke(),
+      warn: (err, message) => this.#warn(err, message),
+    };
+  }
+
+  /** Slots neither running a handler nor reserved by an engine's claim in progress. */
+  #free(): number {
+    return this.#o.concurrency - this.#active.size - this.#reserved;
   }
 
   /**
@@ -161,15 +173,42 @@ export class Worker {
    * and 5x the Postgres CPU per record of batch 100), so wait until half a batch is free.
    */
   #claimSize(): number {
-    const free = this.#o.concurrency - this.#active.size;
+    const free = this.#free();
     const enough = Math.ceil(Math.min(this.#o.concurrency, this.#o.batch) / 2);
-    return free >= enough || this.#active.size === 0 ? Math.min(free, this.#o.batch) : 0;
+    return free >= enough || this.#active.size + this.#reserved === 0 ? Math.min(free, this.#o.batch) : 0;
+  }
+
+  /** Holds `n` slots for a claim about to happen; false if `signal` aborted first. */
+  async #reserve(n: number, signal: AbortSignal): Promise<boolean> {
+    const wanted = Math.min(n, this.#o.concurrency);
+    await this.#waitUntil(() => this.#free() >= wanted, signal);
+    if (signal.aborted) return false;
+    this.#reserved += n;
+    return true;
+  }
+
+  /** Resolves once `ready()` holds (checked whenever a slot frees up) or `signal` aborts. */
+  async #waitUntil(ready: () => boolean, signal: AbortSignal): Promise<void> {
+    while (!ready() && !signal.aborted) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          this.#roomWaiters.delete(done);
+          signal.removeEventListener('abort', done);
+          resolve();
+        };
+        this.#roomWaiters.add(done);
+        signal.addEventListener('abort', done, { once: true });
+      });
+    }
   }
 
   /** Wakes the loop (a notification, a finished handler, a rescue, shutdown); several while busy count as one. */
   #poke(): void {
     this.#poked = true;
     this.#wakeUp?.();
+    const waiters = [...this.#roomWaiters];
+    this.#roomWaiters.clear();
+    for (const resolve of waiters) resolve();
   }
 
   async #idle(signal: AbortSignal): Promise<void> {
@@ -296,7 +335,9 @@ export class Worker {
     // Shutdown, or the database went away under a transactional handler: not the record's fault,
     // so give it back without spending an attempt (infrastructure retries stay apart from job retries).
     if (!outcome.ok && (controller.signal.reason instanceof ShutdownError || (this.#o.handler.transactional && isDatabaseUnavailable(outcome.error)))) {
-      this.stats.released += await this.#retrying('release', () => release(this.#o.pool, [claimed]));
+      const released = await this.#retrying('release', () => release(this.#o.pool, [claimed]));
+      this.stats.released += released;
+      if (released > 0) await this.#requeued(claimed, 0);
       return;
     }
     if (outcome.ok) {
@@ -304,6 +345,7 @@ export class Worker {
       if (result === 'processed') this.stats.processed += 1;
       else if (result === 'superseded') {
         this.stats.superseded += 1;
+        await this.#requeued(claimed, 0);
         log().debug('a newer version arrived while processing; the record will be processed again');
       } else {
         this.stats.lost += 1;
@@ -314,15 +356,11 @@ export class Worker {
     const error = outcome.error;
     const permanent = error instanceof PermanentError || (error as Error)?.name === 'PermanentError';
     const message = errorMessage(error);
+    const delay = backoffMs(claimed.attempts, this.#o.backoff, this.#o.random);
     const failed = await this.#retrying('fail', () =>
-      fail(this.#o.pool, {
-        ...claimed,
-        error: message,
-        permanent,
-        maxAttempts: this.#o.maxAttempts,
-        backoffMs: backoffMs(claimed.attempts, this.#o.backoff, this.#o.random),
-      }),
+      fail(this.#o.pool, { ...claimed, error: message, permanent, maxAttempts: this.#o.maxAttempts, backoffMs: delay }),
     );
+    if (failed === 'retry' || failed === 'superseded') await this.#requeued(claimed, failed === 'retry' ? delay : 0);
     if (failed === 'failed') {
       this.stats.failed += 1;
       log().warn({ error: message, permanent }, 'record FAILED');
@@ -331,6 +369,16 @@ export class Worker {
       log().info({ error: message }, 'handler failed; will retry');
     } else if (failed === 'lost') {
       this.stats.lost += 1;
+    }
+  }
+
+  /** Tells the engine a record is COMPLETED again; a failure here only delays it to the next sweep. */
+  async #requeued(claimed: Claimed, delayMs: number): Promise<void> {
+    if (this.#o.engine.requeued === undefined) return;
+    try {
+      await this.#o.engine.requeued({ id: claimed.id, version: claimed.version, delayMs });
+    } catch (err) {
+      this.#warn(err, 'could not send the job of a record given back; the next sweep will');
     }
   }
 

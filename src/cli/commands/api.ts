@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { parseInteger } from '../../config.ts';
 import { ensureSchema } from '../../db/migrate.ts';
 import { buildServer } from '../../http/server.ts';
+import { openEnqueue } from '../../boss/enqueue.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 
 export function registerApi(ctx: CommandContext): Command {
@@ -18,13 +19,18 @@ export function registerApi(ctx: CommandContext): Command {
       });
       const log = ctx.logger(config, 'api');
       await ctx.withPool(config, log, async (pool, url) => {
-        await ensureSchema(url, config.databaseUrl === undefined);
-        const app = buildServer({ config, pool, log });
-        const address = await app.listen({ port: config.port, host: config.host });
-        log.info({ address, tokens: config.apiTokens.length > 0 }, `rowfleet api listening on ${address}`);
-        await waitForShutdown(ctx.io.shutdownSignal);
-        log.info('shutting down: no new connections, finishing requests in flight');
-        await app.close();
+        await ensureSchema(url, config.databaseUrl === undefined, config.boss.enqueueOnUpsert ? config.boss : undefined);
+        const enqueue = await openEnqueue(config, pool, url, log);
+        try {
+          const app = buildServer({ config, pool, log, enqueue: enqueue?.enqueue });
+          const address = await app.listen({ port: config.port, host: config.host });
+          log.info({ address, tokens: config.apiTokens.length > 0, enqueueOnUpsert: enqueue !== undefined }, `rowfleet api listening on ${address}`);
+          await waitForShutdown(ctx.io.shutdownSignal);
+          log.info('shutting down: no new connections, finishing requests in flight');
+          await app.close();
+        } finally {
+          await enqueue?.close();
+        }
       });
     });
 }

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { runMigrations } from '../../db/migrate.ts';
+import { migrateAll } from '../../db/migrate.ts';
 import { getRecord, type RecordView } from '../../records/read.ts';
 import { loadHandler } from '../../worker/handler.ts';
 import { runWorker } from '../../worker/run.ts';
@@ -40,7 +40,7 @@ export function registerDemo(ctx: CommandContext): Command {
       const out = (line = '') => ctx.io.stdout.write(`${line}\n`);
       await ctx.withPool(config, log, async (pool, url) => {
         out(`database   ${config.databaseUrl === undefined ? `embedded Postgres (${config.home}/pg)` : 'DATABASE_URL'}`);
-        const { applied, total } = await runMigrations(url);
+        const { applied, total } = await migrateAll(url, config.boss, log);
         out(`migrations ${applied} applied, ${total} in all`);
         const app = buildServer({ config, pool, log });
         const address = await app.listen({ port: 0, host: '127.0.0.1' });

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { MessageError, parseMessage } from '../../records/message.ts';
 import { presentResult, statusOf, upsertMessages } from '../../records/upsert.ts';
+import { openEnqueue } from '../../boss/enqueue.ts';
 import { UsageError, UserError } from '../../errors.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 
@@ -28,7 +29,14 @@ export function registerUpsert(ctx: CommandContext): Command {
         throw err;
       }
       const log = ctx.logger(config, 'upsert');
-      const [result] = await ctx.withPool(config, log, (pool) => upsertMessages(pool, [message]));
+      const [result] = await ctx.withPool(config, log, async (pool, url) => {
+        const enqueue = await openEnqueue(config, pool, url, log);
+        try {
+          return await upsertMessages(pool, [message], { enqueue: enqueue?.enqueue });
+        } finally {
+          await enqueue?.close();
+        }
+      });
       ctx.print(presentResult(result!), true);
       if (statusOf(result!) !== 200) throw new UserError(result!.reason === 'conflict' ? 'conflict: the record holds other data at this version' : 'the message id was already used for a different message');
     });

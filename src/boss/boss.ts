@@ -1,0 +1,131 @@
+/**
+ * pg-boss, configured per process role. pg-boss carries the cron and, for the boss engine, a queue
+ * of record IDs; the row stays the single source of truth (a job is a pointer to a record, never a
+ * copy of its state).
+ *
+ * pg-boss lives in its own schema (`pgboss` by default) and runs its statements through the
+ * process's own pool (one connection budget per process), plus one LISTEN connection where a role
+ * needs wake-ups. Each role switches on only what it needs:
+ *
+ *   role       migrate  supervise (maintenance)  cron  LISTEN
+ *   migrate    yes      -                        -     -
+ *   scheduler  -        yes                      yes   -
+ *   worker     -        -                        -     yes
+ *   client     -        -                        -     -      (api with enqueue-on-upsert, `enqueue`)
+ */
+import pg from 'pg';
+import { PgBoss, type ConstructorOptions, type Db, type Queue } from 'pg-boss';
+import type { BossConfig } from '../config.ts';
+import type { Logger } from '../log.ts';
+import { listen } from '../db/listen.ts';
+import { UserError } from '../errors.ts';
+
+export type BossRole = 'migrate' | 'scheduler' | 'worker' | 'client';
+
+/** The clock process's queues: one job per cron tick, taken by one scheduler. */
+export const CLOCK_QUEUES = { sweep: 'rowfleet.sweep', rescue: 'rowfleet.rescue', retention: 'rowfleet.retention' } as const;
+
+/**
+ * The process queue. `short` allows one queued job per singletonKey (the record ID), enforced by a
+ * unique index over created jobs; retryLimit 0 keeps jobs out of the `retry` state, which that
+ * index does not cover. Together: at most one pending job per record. Failures are retried on the
+ * row, never by pg-boss. A job only lives between the sweep and the claim, so completed ones are
+ * kept an hour for inspection, and one fetched but never finished (a worker killed between the
+ * fetch and the claim) expires after 5 minutes; the sweep does not wait for that. Creating a job
+ * notifies the boss engine's workers (LISTEN), so they need not poll.
+ */
+export function processQueueOptions(): Omit<Queue, 'name'> {
+  return { policy: 'short', retryLimit: 0, expireInSeconds: 300, deleteAfterSeconds: 3600, retentionSeconds: 14 * 24 * 3600, notify: true };
+}
+
+const CLOCK_QUEUE_OPTIONS: Omit<Queue, 'name'> = { policy: 'standard', retryLimit: 0, expireInSeconds: 900, deleteAfterSeconds: 24 * 3600 };
+
+/** A pg-boss database adapter over a pool or one client (a transaction). */
+export function bossDb(db: pg.Pool | pg.PoolClient): Db {
+  return { executeSql: (text, values) => db.query(text, values as unknown[] | undefined) };
+}
+
+/** The pool adapter, with a LISTEN connection of its own for pg-boss's job notifications. */
+function poolDb(pool: pg.Pool, url: string, log: Logger): Db {
+  return {
+    ...bossDb(pool),
+    listen: async (channel, onNotification, onReconnect) =>
+      listen(url, channel, (payload) => payload !== undefined && onNotification(payload), log, onReconnect),
+    poolCounts: () => ({ max: pool.options.max ?? 10, total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+  };
+}
+
+export interface CreateBossOptions {
+  config: BossConfig;
+  pool: pg.Pool;
+  url: string;
+  role: BossRole;
+  log: Logger;
+}
+
+/** A started pg-boss for `role`. Its errors are logged (pg-boss retries on its own). */
+export async function startBoss({ config, pool, url, role, log }: CreateBossOptions): Promise<PgBoss> {
+  const options: ConstructorOptions = {
+    db: poolDb(pool, url, log),
+    schema: config.schema,
+    migrate: role === 'migrate',
+    createSchema: role === 'migrate',
+    supervise: role === 'scheduler',
+    schedule: role === 'scheduler',
+    useListenNotify: role === 'worker',
+    cronMonitorIntervalSeconds: config.cronCheckSeconds,
+    cronWorkerIntervalSeconds: Math.min(5, config.cronCheckSeconds),
+    registerInstance: role !== 'migrate' && role !== 'client',
+    instanceName: `rowfleet ${role}`,
+    openTelemetry: { enabled: false },
+  };
+  const boss = new PgBoss(options);
+  const bossLog = log.child({ component: 'pg-boss' });
+  boss.on('error', (err) => bossLog.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'pg-boss error'));
+  boss.on('warning', (warning) => bossLog.warn({ data: warning.data }, warning.message));
+  if (role !== 'migrate') await assertInstalled(pool, config.schema);
+  await boss.start();
+  return boss;
+}
+
+/**
+ * Installs or upgrades pg-boss's schema and creates rowfleet's queues (`rowfleet migrate`).
+ * Idempotent; pg-boss serializes concurrent migrations itself.
+ */
+export async function installBoss(options: Omit<CreateBossOptions, 'role'>): Promise<{ schema: string; version: number | null }> {
+  const boss = await startBoss({ ...options, role: 'migrate' });
+  try {
+    await ensureQueue(boss, options.config.queue, processQueueOptions());
+    for (const name of Object.values(CLOCK_QUEUES)) await ensureQueue(boss, name, CLOCK_QUEUE_OPTIONS);
+    return { schema: options.config.schema, version: await boss.schemaVersion() };
+  } finally {
+    await boss.stop({ graceful: false, close: false });
+  }
+}
+
+async function ensureQueue(boss: PgBoss, name: string, options: Omit<Queue, 'name'>): Promise<void> {
+  const existing = await boss.getQueue(name);
+  if (existing === null) return boss.createQueue(name, options);
+  if (existing.policy !== options.policy) {
+    throw new UserError(
+      `pg-boss queue ${name} exists with policy ${existing.policy}, but rowfleet needs ${options.policy}; delete the queue (or pick another with ROWFLEET_QUEUE) and run rowfleet migrate again`,
+    );
+  }
+  const { policy: _policy, ...updatable } = options;
+  await boss.updateQueue(name, updatable);
+}
+
+/** Whether pg-boss's schema is installed; roles other than migrate never install it themselves. */
+export async function bossInstalled(db: pg.Pool | pg.Client, schema: string): Promise<boolean> {
+  const { rows } = await db.query<{ version: string | null }>(`SELECT to_regclass($1)::text AS version`, [`${schema}.version`]);
+  return rows[0]?.version != null;
+}
+
+async function assertInstalled(pool: pg.Pool, schema: string): Promise<void> {
+  if (!(await bossInstalled(pool, schema))) throw new UserError(`pg-boss is not installed in schema "${schema}"; run \`rowfleet migrate\` first`);
+}
+
+/** Stops pg-boss without closing the pool it shares with the process. */
+export async function stopBoss(boss: PgBoss, timeoutMs = 10_000): Promise<void> {
+  await boss.stop({ graceful: true, close: false, timeout: timeoutMs });
+}
