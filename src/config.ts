@@ -47,8 +47,8 @@ export interface BossConfig {
   readonly rescueCron: string;
   /** When the scheduler applies the event_log retention. */
   readonly retentionCron: string;
-  /** Delete event_log rows older than this; undefined keeps everything. */
-  readonly eventRetentionMs: number | undefined;
+  /** Delete event_log rows older than this; null keeps everything. */
+  readonly eventRetentionMs: number | null;
   /** Send the record's job in the upsert's own transaction, instead of waiting for the sweep. */
   readonly enqueueOnUpsert: boolean;
   /** Records the sweep marks and sends per transaction. */
@@ -146,17 +146,24 @@ function loadBossConfig(env: Env, flags: NonNullable<ConfigOverrides['boss']>): 
     sweepCron: pick('sweepCron', 'ROWFLEET_SWEEP_CRON', parseCron, '* * * * *'),
     rescueCron: pick('rescueCron', 'ROWFLEET_RESCUE_CRON', parseCron, '* * * * *'),
     retentionCron: pick('retentionCron', 'ROWFLEET_RETENTION_CRON', parseCron, '17 * * * *'),
-    eventRetentionMs: pick('eventRetentionMs', 'ROWFLEET_EVENT_RETENTION', parseRetention, undefined),
+    eventRetentionMs: pick('eventRetentionMs', 'ROWFLEET_EVENT_RETENTION', parseRetention, null),
     enqueueOnUpsert: pick('enqueueOnUpsert', 'ROWFLEET_ENQUEUE_ON_UPSERT', parseBoolean, false),
     sweepBatch: pick('sweepBatch', 'ROWFLEET_SWEEP_BATCH', (raw, name) => parseInteger(raw, name, 1, 100_000), 5_000),
     localConcurrency: pick('localConcurrency', 'ROWFLEET_LOCAL_CONCURRENCY', (raw, name) => parseInteger(raw, name, 1, 100), 1),
-    cronCheckSeconds: pick('cronCheckSeconds', 'ROWFLEET_CRON_CHECK', (raw, name) => Math.round(durationParser(1_000)(raw, name) / 1000), 30),
+    cronCheckSeconds: pick('cronCheckSeconds', 'ROWFLEET_CRON_CHECK', parseCronCheck, 30),
   };
 }
 
-/** `30d`, `12h`, or `forever` (keep everything). */
-export function parseRetention(raw: string, name: string): number | undefined {
-  if (/^\s*(forever|keep|off)\s*$/i.test(raw)) return undefined;
+/** Seconds between checks for a due cron tick: 1s to 45s (pg-boss's bounds). */
+export function parseCronCheck(raw: string, name: string): number {
+  const ms = durationParser(1_000)(raw, name);
+  if (ms > 45_000) throw new UsageError(`${name} must be at most 45s, got "${raw}"`);
+  return Math.round(ms / 1000);
+}
+
+/** `30d`, `12h`, or `forever` (keep everything: null). */
+export function parseRetention(raw: string, name: string): number | null {
+  if (/^\s*(forever|keep|off)\s*$/i.test(raw)) return null;
   const ms = parseDuration(raw);
   if (ms === undefined || ms < 60_000) throw new UsageError(`${name} must be a duration of at least 1m like 30d or 12h, or "forever", got "${raw}"`);
   return ms;

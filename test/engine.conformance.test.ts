@@ -60,7 +60,9 @@ const fixtures: Array<[string, Fixture]> = [
     'boss',
     {
       make: (pool) => bossEngine(pool, boss, { queue: bossConfig.queue, localConcurrency: 1, pollMs: 50 }, silentLogger),
-      offer: () => sweep(db.pool, boss, { queue: bossConfig.queue, schema: bossConfig.schema, batch: 1000 }),
+      offer: async () => {
+        await sweep(db.pool, boss, { queue: bossConfig.queue, schema: bossConfig.schema, batch: 1000 });
+      },
       write: (messages) => upsertMessages(db.pool, messages, { enqueue: enqueuer(boss, bossConfig.queue) }),
       reset: async () => {
         await boss.deleteQueuedJobs(bossConfig.queue);

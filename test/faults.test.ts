@@ -17,6 +17,9 @@ import pg from 'pg';
 import { ensureEmbedded, stopEmbedded } from '../src/db/embedded.ts';
 import { runMigrations } from '../src/db/migrate.ts';
 import { silentLogger } from '../src/log.ts';
+import { loadConfig } from '../src/config.ts';
+import { startBoss, stopBoss } from '../src/boss/boss.ts';
+import { sweep } from '../src/boss/sweep.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { EXECUTIONS_TABLE, isAlive, Processes, RECORDING_HANDLER, waitFor, type LogLine } from './helpers/processes.ts';
 
@@ -164,6 +167,50 @@ describe('faults', () => {
     const rerun = [...byVersion.values()].filter((list) => list.length > 1);
     expect(rerun.length).toBeGreaterThan(0);
     expect(rerun.every((list) => list.some((s) => killed.has(s.pid)))).toBe(true);
+  });
+
+  it('kill -9 of boss-engine workers mid-batch: nothing lost, no overlap', async () => {
+    const db = await freshDatabase();
+    const total = 1500;
+    await upsertMany(db.pool, Array.from({ length: total }, (_, i) => ({ id: `b-${i}`, data: { n: i } })));
+    // The clock, faster than a real scheduler's minute: a sweep every second.
+    const b = loadConfig({}).boss;
+    const boss = await startBoss({ config: b, pool: db.pool, url: db.url, role: 'client', log: silentLogger });
+    let sweeping = true;
+    const clock = (async () => {
+      while (sweeping) {
+        await sweep(db.pool, boss, { queue: b.queue, schema: b.schema, batch: 1000 });
+        await delay(1_000);
+      }
+    })();
+    try {
+      const fleet = procs.start(
+        ['fleet', '--engine', 'boss', '--workers', '2', '--handler', RECORDING_HANDLER, '--concurrency', '8', '--batch', '16', '--lease', '2s', '--poll', '200ms'],
+        { DATABASE_URL: db.url, RECORDING_SLEEP_MS: '20' },
+      );
+      const killed = new Set<number>();
+      for (const threshold of [300, 900]) {
+        const victim = await waitFor(async () => {
+          if ((await countWhere(db.pool, `status = 'PROCESSED'`)) < threshold) return undefined;
+          const { rows } = await db.pool.query<{ owner: string }>(`SELECT DISTINCT lease_owner AS owner FROM rowfleet.records WHERE status = 'PROCESSING'`);
+          const holders = rows.map((r) => pidOf(r.owner)).filter((pid) => procs.fleetWorkers.includes(pid));
+          return holders[Math.floor(Math.random() * holders.length)];
+        }, 90_000, `${threshold} records processed and a boss worker holding records`, 50);
+        process.kill(victim, 'SIGKILL');
+        procs.forget(victim);
+        killed.add(victim);
+      }
+      await waitFor(async () => (await countWhere(db.pool, `status <> 'PROCESSED'`)) === 0, 120_000, 'every record PROCESSED');
+      expect(await fleet.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+      await expectConsistent(db.pool, total);
+      const { rows: rescued } = await db.pool.query<{ owner: string }>(`SELECT DISTINCT detail->>'owner' AS owner FROM rowfleet.event_log WHERE reason = 'rescued'`);
+      expect(rescued.length).toBeGreaterThan(0);
+      expect(rescued.filter((r) => !killed.has(pidOf(r.owner)))).toEqual([]);
+    } finally {
+      sweeping = false;
+      await clock;
+      await stopBoss(boss);
+    }
   });
 
   it('a worker paused past its lease: others take over, and its late completions are refused', async () => {

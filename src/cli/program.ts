@@ -12,6 +12,8 @@ import { registerUpsert } from './commands/upsert.ts';
 import { registerDemo } from './commands/demo.ts';
 import { registerWorker } from './commands/worker.ts';
 import { registerFleet } from './commands/fleet.ts';
+import { registerScheduler } from './commands/scheduler.ts';
+import { registerEnqueue } from './commands/enqueue.ts';
 
 export function createProgram(io: CliIO): Command {
   const ctx = createContext(io);
@@ -27,7 +29,7 @@ export function createProgram(io: CliIO): Command {
     })
     .exitOverride();
 
-  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet]) {
+  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerScheduler, registerEnqueue]) {
     const command = register(ctx);
     command.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });
     program.addCommand(command);

@@ -42,7 +42,7 @@ export interface RunFleetOptions {
 
 export async function runFleet({ config, size, log, env, output, signal }: RunFleetOptions): Promise<void> {
   const url = await resolveDatabaseUrl(config, log);
-  await ensureSchema(url, config.databaseUrl === undefined);
+  await ensureSchema(url, config.databaseUrl === undefined, config.worker.engine === 'boss' ? config.boss : undefined);
   const pool = createPool({ connectionString: url, max: 2, log, applicationName: 'rowfleet fleet' });
   const fleet = new Fleet({
     worker: {

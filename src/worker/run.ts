@@ -24,7 +24,7 @@ export interface RunWorkerOptions {
 export async function runWorker({ config, handler, log, signal, id }: RunWorkerOptions): Promise<WorkerStats> {
   const w = config.worker;
   const url = await resolveDatabaseUrl(config, log);
-  await ensureSchema(url, config.databaseUrl === undefined);
+  await ensureSchema(url, config.databaseUrl === undefined, w.engine === 'boss' ? config.boss : undefined);
   // A transactional handler holds a connection for as long as it runs.
   const poolSize = handler.transactional ? Math.max(config.poolSize, w.concurrency + 2) : config.poolSize;
   const pool = createPool({ connectionString: url, max: poolSize, log, applicationName: 'rowfleet worker' });

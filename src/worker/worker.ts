@@ -373,7 +373,7 @@ export class Worker {
   }
 
   /** Tells the engine a record is COMPLETED again; a failure here only delays it to the next sweep. */
-  async #requeued(claimed: Claimed, delayMs: number): Promise<void> {
+  async #requeued(claimed: Pick<Claimed, 'id' | 'version'>, delayMs: number): Promise<void> {
     if (this.#o.engine.requeued === undefined) return;
     try {
       await this.#o.engine.requeued({ id: claimed.id, version: claimed.version, delayMs });
@@ -415,6 +415,7 @@ export class Worker {
       this.stats.rescued += rescued.length;
       const poisoned = rescued.filter((r) => r.status === 'FAILED').map((r) => r.id);
       this.#log.info({ rescued: rescued.length, poisoned }, 'rescued records whose lease expired');
+      await Promise.all(rescued.filter((r) => r.status === 'COMPLETED').map((r) => this.#requeued(r, 0)));
       this.#poke();
     } catch (err) {
       this.#warn(err, 'rescue failed');

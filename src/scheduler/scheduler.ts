@@ -1,0 +1,130 @@
+/**
+ * The clock process (`rowfleet scheduler`, Procfile `clock:`). It registers pg-boss schedules for
+ * the enqueue sweep, the lease rescue and the event_log retention, and works their queues. pg-boss
+ * sends one job per cron occurrence however many schedulers run (a singleton per time slot), and
+ * each job is fetched by one of them: every tick runs once across the fleet. Schedulers are
+ * interchangeable; run two for availability.
+ *
+ * pg-boss 12 evaluates cron at minute resolution: a six-field expression (seconds) is accepted,
+ * but at most one job is sent per 60-second slot. For faster pick-up than a minute, send jobs on
+ * upsert (ROWFLEET_ENQUEUE_ON_UPSERT=1) or use the direct engine.
+ */
+import type pg from 'pg';
+import type { PgBoss } from 'pg-boss';
+import { sql } from 'drizzle-orm';
+import type { Config } from '../config.ts';
+import type { Logger } from '../log.ts';
+import { query } from '../db/sql.ts';
+import { rescueExpired } from '../records/lifecycle.ts';
+import { CLOCK_QUEUES, startBoss, stopBoss } from '../boss/boss.ts';
+import { sweep, type SweepResult } from '../boss/sweep.ts';
+import { UsageError } from '../errors.ts';
+
+export interface SchedulerOptions {
+  config: Config;
+  pool: pg.Pool;
+  url: string;
+  log: Logger;
+  signal: AbortSignal;
+  /** Called with each tick's outcome (tests observe ticks through it). */
+  onTick?: (tick: Tick) => void;
+}
+
+export type Tick =
+  | { task: 'sweep'; jobId: string; result: SweepResult }
+  | { task: 'rescue'; jobId: string; rescued: number; poisoned: number }
+  | { task: 'retention'; jobId: string; deleted: number };
+
+/** Runs the scheduler until `signal` aborts. */
+export async function runScheduler({ config, pool, url, log, signal, onTick }: SchedulerOptions): Promise<void> {
+  const b = config.boss;
+  const boss = await startBoss({ config: b, pool, url, role: 'scheduler', log });
+  try {
+    const lookaheadMs = await registerSchedules(boss, config);
+    const tick = (t: Tick) => {
+      log.info(t, `${t.task} ran`);
+      onTick?.(t);
+    };
+    const work = (name: string, fn: (jobId: string) => Promise<void>) =>
+      boss.work(name, { pollingIntervalSeconds: 1 }, async ([job]) => {
+        if (job !== undefined) await fn(job.id);
+      });
+    await work(CLOCK_QUEUES.sweep, async (jobId) => {
+      const result = await sweep(pool, boss, { queue: b.queue, schema: b.schema, batch: b.sweepBatch, lookaheadMs });
+      tick({ task: 'sweep', jobId, result });
+    });
+    await work(CLOCK_QUEUES.rescue, async (jobId) => {
+      let rescued = 0;
+      let poisoned = 0;
+      for (;;) {
+        const batch = await rescueExpired(pool, { maxExpirations: config.worker.maxExpirations, limit: 1000 });
+        rescued += batch.length;
+        poisoned += batch.filter((r) => r.status === 'FAILED').length;
+        if (batch.length < 1000) break;
+      }
+      tick({ task: 'rescue', jobId, rescued, poisoned });
+    });
+    if (b.eventRetentionMs !== null) {
+      const retentionMs = b.eventRetentionMs;
+      await work(CLOCK_QUEUES.retention, async (jobId) => tick({ task: 'retention', jobId, deleted: await applyRetention(pool, retentionMs) }));
+    }
+    log.info(
+      { sweep: b.sweepCron, rescue: b.rescueCron, retention: b.eventRetentionMs === null ? 'keep everything' : b.retentionCron, eventRetentionMs: b.eventRetentionMs },
+      'scheduler started',
+    );
+    await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
+    log.info('scheduler stopping: finishing the tick in progress');
+  } finally {
+    await stopBoss(boss, 30_000);
+  }
+}
+
+/**
+ * Creates or updates the schedules (they live in the database: the last scheduler to start sets
+ * them). Returns the sweep's lookahead: the time between two sweep ticks, so that a record due
+ * before the next tick is sent now, deferred to when it is due.
+ */
+async function registerSchedules(boss: PgBoss, config: Config): Promise<number> {
+  const b = config.boss;
+  const schedule = async (name: string, cron: string, variable: string) => {
+    try {
+      await boss.schedule(name, cron, {}, { tz: 'UTC' });
+    } catch (err) {
+      throw new UsageError(`${variable} "${cron}" is not a valid cron expression: ${(err as Error).message}`);
+    }
+  };
+  await schedule(CLOCK_QUEUES.sweep, b.sweepCron, 'ROWFLEET_SWEEP_CRON');
+  await schedule(CLOCK_QUEUES.rescue, b.rescueCron, 'ROWFLEET_RESCUE_CRON');
+  if (b.eventRetentionMs !== null) await schedule(CLOCK_QUEUES.retention, b.retentionCron, 'ROWFLEET_RETENTION_CRON');
+  else await boss.unschedule(CLOCK_QUEUES.retention);
+  const [next, after] = boss.previewSchedule(b.sweepCron, { count: 2, tz: 'UTC' });
+  // A minute at least (pg-boss's resolution), ten at most.
+  return Math.min(10 * 60_000, Math.max(60_000, after!.getTime() - next!.getTime()));
+}
+
+/**
+ * Deletes event_log rows received before `now - retentionMs`, oldest first, 10,000 per statement.
+ * It walks the primary key from the oldest row and stops at the first newer one, so its cost is
+ * what it deletes, not the table's size. A repeated messageId older than the retention is no
+ * longer recognized, and `replay` can only rebuild from what is kept.
+ */
+export async function applyRetention(pool: pg.Pool, retentionMs: number): Promise<number> {
+  let deleted = 0;
+  for (;;) {
+    const [row] = await query<{ deleted: number; newer: number }>(
+      pool,
+      sql`WITH head AS (
+            SELECT seq, received_at FROM rowfleet.event_log ORDER BY seq LIMIT 10000
+          ),
+          gone AS (
+            DELETE FROM rowfleet.event_log e
+             WHERE e.seq IN (SELECT seq FROM head WHERE received_at < now() - ${retentionMs} * interval '1 millisecond')
+            RETURNING 1
+          )
+          SELECT (SELECT count(*) FROM gone)::int AS deleted,
+                 (SELECT count(*) FROM head WHERE received_at >= now() - ${retentionMs} * interval '1 millisecond')::int AS newer`,
+    );
+    deleted += row!.deleted;
+    if (row!.deleted === 0 || row!.newer > 0) return deleted;
+  }
+}

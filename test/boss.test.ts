@@ -1,0 +1,238 @@
+/**
+ * pg-boss as rowfleet uses it: the queue keeps at most one pending job per record, the sweep sends
+ * each due record once and re-creates jobs lost behind pg-boss's back, a job whose record is not
+ * claimable is a no-op, enqueue-on-upsert commits (or not) with the write, both engines run
+ * against one database at once, and the event_log retention deletes only what is old.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { PgBoss } from 'pg-boss';
+import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { loadConfig } from '../src/config.ts';
+import { silentLogger } from '../src/log.ts';
+import { startBoss, stopBoss } from '../src/boss/boss.ts';
+import { recordJob, sweep, type SweepOptions } from '../src/boss/sweep.ts';
+import { enqueuer } from '../src/boss/enqueue.ts';
+import { applyRetention } from '../src/scheduler/scheduler.ts';
+import { upsertMessages } from '../src/records/upsert.ts';
+import { parseMessage } from '../src/records/message.ts';
+import { bossEngine, directEngine } from '../src/worker/engine.ts';
+import { Worker } from '../src/worker/worker.ts';
+
+const b = loadConfig({}).boss;
+let db: TestDatabase;
+let boss: PgBoss;
+beforeAll(async () => {
+  db = await createTestDatabase({ poolSize: 12 });
+  boss = await startBoss({ config: b, pool: db.pool, url: db.url, role: 'worker', log: silentLogger });
+});
+afterAll(async () => {
+  if (boss) await stopBoss(boss);
+  await db?.drop();
+});
+beforeEach(async () => {
+  await db.pool.query(`TRUNCATE rowfleet.records, rowfleet.event_log, rowfleet.sweep_state`);
+  await boss.deleteAllJobs(b.queue);
+});
+
+const messages = (ids: string[], data: object = {}) => ids.map((id) => parseMessage({ id, data }, { maxDepth: 64 }));
+const ids = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+const options = (extra: Partial<SweepOptions> = {}): SweepOptions => ({ queue: b.queue, schema: b.schema, batch: 1000, ...extra });
+const runSweep = (extra: Partial<SweepOptions> = {}) => sweep(db.pool, boss, options(extra));
+
+/** Pending (created or retry) jobs per record. */
+async function pendingJobs(): Promise<Map<string, number>> {
+  const { rows } = await db.pool.query<{ key: string; n: number }>(
+    `SELECT singleton_key AS key, count(*)::int AS n FROM pgboss.job WHERE name = $1 AND state < 'active' GROUP BY 1`,
+    [b.queue],
+  );
+  return new Map(rows.map((r) => [r.key, r.n]));
+}
+
+describe('the process queue', () => {
+  it('keeps at most one pending job per record, whoever sends and however often', async () => {
+    const all = ids('one-', 200);
+    await upsertMessages(db.pool, messages(all));
+    const send = enqueuer(boss, b.queue);
+    // Sweeps racing each other, producers sending on upsert, and plain duplicate inserts.
+    await Promise.all([
+      runSweep({ batch: 37 }),
+      runSweep({ batch: 50 }),
+      runSweep(),
+      upsertMessages(db.pool, messages(all.slice(0, 100), { again: true }), { enqueue: send }),
+      boss.insert(b.queue, [...all, ...all].map((id) => recordJob(id, '1'))),
+      boss.insert(b.queue, all.map((id) => recordJob(id, '1'))),
+    ]);
+    const pending = await pendingJobs();
+    expect(pending.size).toBe(200);
+    expect(Math.max(...pending.values())).toBe(1);
+    // Why it holds: the `short` policy's unique index covers created jobs, and with no retries a
+    // job never enters `retry`, which that index does not cover.
+    const queue = await boss.getQueue(b.queue);
+    expect(queue).toMatchObject({ policy: 'short', retryLimit: 0 });
+    const { rows } = await db.pool.query(`SELECT DISTINCT retry_limit FROM pgboss.job WHERE name = $1`, [b.queue]);
+    expect(rows).toEqual([{ retry_limit: 0 }]);
+  });
+});
+
+describe('the enqueue sweep', () => {
+  it('sends one job per due record; a second run sends nothing', async () => {
+    await upsertMessages(db.pool, messages(ids('s-', 120)));
+    await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour' WHERE id = 's-0'`);
+    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED' WHERE id = 's-1'`);
+    const progress: number[] = [];
+    expect(await runSweep({ batch: 50, onProgress: (n) => progress.push(n) })).toMatchObject({ enqueued: 118, repaired: 0 });
+    expect(progress).toEqual([50, 100, 118]);
+    expect(await runSweep()).toMatchObject({ enqueued: 0, repaired: 0, checked: 118 });
+    const pending = await pendingJobs();
+    expect(pending.size).toBe(118);
+    expect(pending.has('s-0') || pending.has('s-1')).toBe(false);
+    const [job] = await boss.findJobs<{ id: string; version: string }>(b.queue, { key: 's-5' });
+    expect(job?.data).toEqual({ id: 's-5', version: expect.any(String) });
+  });
+
+  it('stops at --limit, and the next run sends the rest', async () => {
+    await upsertMessages(db.pool, messages(ids('l-', 30)));
+    expect((await runSweep({ limit: 12, batch: 5 })).enqueued).toBe(12);
+    expect((await runSweep()).enqueued).toBe(18);
+  });
+
+  it('sends records due before the next tick now, deferred to when they are due', async () => {
+    await upsertMessages(db.pool, messages(['soon', 'later']));
+    await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '30 seconds' WHERE id = 'soon'`);
+    await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour' WHERE id = 'later'`);
+    expect((await runSweep({ lookaheadMs: 60_000 })).enqueued).toBe(1);
+    const [job] = await boss.findJobs(b.queue, { key: 'soon' });
+    const { rows } = await db.pool.query(`SELECT run_after FROM rowfleet.records WHERE id = 'soon'`);
+    expect(job!.startAfter.getTime()).toBe((rows[0].run_after as Date).getTime());
+  });
+
+  it('re-creates jobs deleted behind pg-boss\'s back', async () => {
+    await upsertMessages(db.pool, messages(ids('d-', 40)));
+    expect((await runSweep()).enqueued).toBe(40);
+    await db.pool.query(`DELETE FROM pgboss.job WHERE name = $1 AND singleton_key = ANY($2)`, [b.queue, ids('d-', 15)]);
+    expect(await runSweep()).toMatchObject({ enqueued: 15, repaired: 15 });
+    expect((await pendingJobs()).size).toBe(40);
+    expect((await runSweep()).enqueued).toBe(0);
+  });
+
+  it('checks a large backlog for lost jobs one slice per sweep, wrapping around', async () => {
+    await upsertMessages(db.pool, messages(ids('w-', 25)));
+    await runSweep();
+    await db.pool.query(`DELETE FROM pgboss.job WHERE name = $1`, [b.queue]);
+    const rounds = [];
+    for (let i = 0; i < 4; i++) rounds.push(await runSweep({ repairLimit: 10 }));
+    expect(rounds.map((r) => r.repaired)).toEqual([10, 10, 5, 0]);
+    expect((await pendingJobs()).size).toBe(25);
+  });
+});
+
+describe('the boss engine', () => {
+  it('completes jobs whose record is not claimable as no-ops, and leaves a COMPLETED record to be sent again', async () => {
+    await upsertMessages(db.pool, messages(['done', 'held', 'notdue', 'gone-not-really']));
+    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED' WHERE id = 'done'`);
+    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSING', lease_token = gen_random_uuid(), lease_expires_at = now() + interval '1 minute' WHERE id = 'held'`);
+    await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour', enqueued_at = now() WHERE id = 'notdue'`);
+    await boss.insert(b.queue, ['done', 'held', 'notdue', 'missing'].map((id) => recordJob(id, '1')));
+    const engine = bossEngine(db.pool, boss, { queue: b.queue, localConcurrency: 1, pollMs: 50 }, silentLogger);
+    expect(await engine.claim(10, 'w1', 30_000)).toEqual([]);
+    const { rows: states } = await db.pool.query(`SELECT DISTINCT state FROM pgboss.job WHERE name = $1`, [b.queue]);
+    expect(states).toEqual([{ state: 'completed' }]);
+    const { rows } = await db.pool.query(`SELECT id, status, enqueued_at IS NOT NULL AS marked FROM rowfleet.records WHERE id IN ('done', 'held', 'notdue') ORDER BY id`);
+    expect(rows).toEqual([
+      { id: 'done', status: 'PROCESSED', marked: false },
+      { id: 'held', status: 'PROCESSING', marked: false },
+      // Its job is spent: unmarked, so that the sweep sends it again.
+      { id: 'notdue', status: 'COMPLETED', marked: false },
+    ]);
+  });
+
+  it('runs beside the direct engine on one database: every record processed, none by both', async () => {
+    const all = ids('mix-', 400);
+    await upsertMessages(db.pool, messages(all));
+    await runSweep();
+    const seen = new Map<string, string[]>();
+    const handler = (engine: string) => async (record: { id: string }) => {
+      seen.set(record.id, [...(seen.get(record.id) ?? []), engine]);
+      await new Promise((r) => setTimeout(r, 2));
+    };
+    const common = {
+      pool: db.pool,
+      log: silentLogger,
+      concurrency: 8,
+      batch: 16,
+      leaseMs: 30_000,
+      timeoutMs: 10_000,
+      maxAttempts: 3,
+      backoff: { baseMs: 1000, capMs: 1000 },
+      maxExpirations: 3,
+      pollMs: 50,
+      rescueEveryMs: 60_000,
+      graceMs: 1000,
+    };
+    const workers = [
+      new Worker({ ...common, engine: directEngine(db.pool, db.url, silentLogger), handler: { name: 'direct', run: handler('direct'), transactional: false } }),
+      new Worker({
+        ...common,
+        engine: bossEngine(db.pool, boss, { queue: b.queue, localConcurrency: 2, pollMs: 50 }, silentLogger),
+        handler: { name: 'boss', run: handler('boss'), transactional: false },
+      }),
+    ];
+    const stop = new AbortController();
+    const running = workers.map((w) => w.run(stop.signal));
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.records WHERE status <> 'PROCESSED'`);
+      if (rows[0].n === 0) break;
+      if (Date.now() > deadline) throw new Error(`${rows[0].n} records not processed in time`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    stop.abort();
+    await Promise.all(running);
+    expect(seen.size).toBe(400);
+    expect([...seen.values()].filter((runs) => runs.length !== 1)).toEqual([]);
+    // Both engines did part of the work.
+    const byEngine = [...seen.values()].map((runs) => runs[0]);
+    expect(byEngine).toContain('direct');
+    expect(byEngine).toContain('boss');
+  });
+});
+
+describe('enqueue on upsert', () => {
+  it('sends a job for each applied record in the upsert\'s transaction, none for stale messages', async () => {
+    const send = enqueuer(boss, b.queue);
+    await upsertMessages(db.pool, [parseMessage({ id: 'e1', data: { v: 2 }, version: 2 }, { maxDepth: 64 })], { enqueue: send });
+    await boss.deleteAllJobs(b.queue);
+    const results = await upsertMessages(
+      db.pool,
+      [
+        parseMessage({ id: 'e1', data: { v: 1 }, version: 1 }, { maxDepth: 64 }),
+        parseMessage({ id: 'e2', data: {} }, { maxDepth: 64 }),
+        parseMessage({ id: 'e2', data: { again: 1 } }, { maxDepth: 64 }),
+      ],
+      { enqueue: send },
+    );
+    expect(results.map((r) => r.reason)).toEqual(['stale', 'applied', 'applied']);
+    expect([...(await pendingJobs()).keys()]).toEqual(['e2']);
+  });
+
+  it('writes nothing when the job cannot be sent: the write and its job commit together', async () => {
+    const failing = async () => {
+      throw new Error('pg-boss refused the job');
+    };
+    await expect(upsertMessages(db.pool, messages(['atomic']), { enqueue: failing })).rejects.toThrow('pg-boss refused the job');
+    const { rows } = await db.pool.query(`SELECT (SELECT count(*) FROM rowfleet.records)::int AS records, (SELECT count(*) FROM rowfleet.event_log)::int AS events`);
+    expect(rows[0]).toEqual({ records: 0, events: 0 });
+  });
+});
+
+describe('event_log retention', () => {
+  it('deletes events older than the retention, oldest first, and keeps the rest', async () => {
+    await upsertMessages(db.pool, messages(ids('old-', 30)));
+    await db.pool.query(`UPDATE rowfleet.event_log SET received_at = now() - interval '40 days'`);
+    await upsertMessages(db.pool, messages(ids('new-', 5)));
+    expect(await applyRetention(db.pool, 30 * 24 * 3600_000)).toBe(30);
+    expect(await applyRetention(db.pool, 30 * 24 * 3600_000)).toBe(0);
+    const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.event_log`);
+    expect(rows[0].n).toBe(5);
+  });
+});
