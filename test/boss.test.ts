@@ -17,6 +17,8 @@ import { upsertMessages } from '../src/records/upsert.ts';
 import { parseMessage } from '../src/records/message.ts';
 import { bossEngine, directEngine } from '../src/worker/engine.ts';
 import { Worker } from '../src/worker/worker.ts';
+import { buildServer } from '../src/http/server.ts';
+import { createClient } from '../src/index.ts';
 
 const b = loadConfig({}).boss;
 let db: TestDatabase;
@@ -213,6 +215,24 @@ describe('enqueue on upsert', () => {
     );
     expect(results.map((r) => r.reason)).toEqual(['stale', 'applied', 'applied']);
     expect([...(await pendingJobs()).keys()]).toEqual(['e2']);
+  });
+
+  it('works through POST /upsert and the library when ROWFLEET_ENQUEUE_ON_UPSERT is on', async () => {
+    const config = loadConfig({ ROWFLEET_ENQUEUE_ON_UPSERT: '1' }, { databaseUrl: db.url });
+    const app = buildServer({ config, pool: db.pool, log: silentLogger, enqueue: enqueuer(boss, b.queue) });
+    const single = await app.inject({ method: 'POST', url: '/upsert', payload: { id: 'http-1', data: { a: 1 } } });
+    const batch = await app.inject({ method: 'POST', url: '/upsert', payload: { items: [{ id: 'http-2', data: {} }, { id: 'http-3', data: {} }] } });
+    expect([single.statusCode, batch.statusCode]).toEqual([200, 200]);
+    await app.close();
+    process.env.ROWFLEET_ENQUEUE_ON_UPSERT = '1';
+    const client = createClient({ pool: db.pool, databaseUrl: db.url });
+    try {
+      await client.upsert({ id: 'lib-1', data: { a: 1 } });
+    } finally {
+      delete process.env.ROWFLEET_ENQUEUE_ON_UPSERT;
+      await client.close();
+    }
+    expect([...(await pendingJobs()).keys()].sort()).toEqual(['http-1', 'http-2', 'http-3', 'lib-1']);
   });
 
   it('writes nothing when the job cannot be sent: the write and its job commit together', async () => {

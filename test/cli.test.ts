@@ -75,7 +75,62 @@ describe('rowfleet migrate', () => {
   it('reports an up-to-date schema as JSON', async () => {
     const run = await rowfleet(env, 'migrate', '--json');
     expect(run.error).toBeUndefined();
-    expect(JSON.parse(run.stdout)).toMatchObject({ applied: 0 });
+    expect(JSON.parse(run.stdout)).toMatchObject({ applied: 0, boss: { schema: 'pgboss', version: expect.any(Number) } });
+  });
+
+  it('installs pg-boss in the configured schema, with the process queue', async () => {
+    const fresh = await createTestDatabase();
+    try {
+      const run = await rowfleet({ ...env, DATABASE_URL: fresh.url, ROWFLEET_BOSS_SCHEMA: 'jobs_boss', ROWFLEET_QUEUE: 'orders.process' }, 'migrate');
+      expect(run.error).toBeUndefined();
+      expect(run.stdout).toContain('pg-boss schema "jobs_boss" is at version');
+      const { rows } = await fresh.pool.query(`SELECT name, policy FROM jobs_boss.queue WHERE name = 'orders.process'`);
+      expect(rows).toEqual([{ name: 'orders.process', policy: 'short' }]);
+    } finally {
+      await fresh.drop();
+    }
+  });
+});
+
+describe('rowfleet enqueue', () => {
+  it('sends one job per due record; run twice, the second sends 0', async () => {
+    await rowfleet(env, 'enqueue'); // what earlier tests left due
+    for (const id of ['enq-1', 'enq-2', 'enq-3']) await rowfleet(env, 'upsert', id, '{"n": 1}');
+    const first = await rowfleet(env, 'enqueue', '--json', '--limit', '2');
+    expect(first.error).toBeUndefined();
+    expect(JSON.parse(first.stdout)).toEqual({ enqueued: 2 });
+    expect(JSON.parse((await rowfleet(env, 'enqueue', '--json')).stdout)).toEqual({ enqueued: 1 });
+    const again = await rowfleet(env, 'enqueue');
+    expect(again.stdout.trim()).toBe('enqueued 0 job(s) on rowfleet.process');
+  });
+
+  it('refuses bad settings with a usage error naming them', async () => {
+    for (const [extra, message] of [
+      [{ ROWFLEET_QUEUE: 'no spaces please' }, 'ROWFLEET_QUEUE may contain letters, digits, _ . - and /, got "no spaces please"'],
+      [{ ROWFLEET_BOSS_SCHEMA: 'Bad-Schema' }, 'ROWFLEET_BOSS_SCHEMA must be a lower-case Postgres schema name like pgboss, got "Bad-Schema"'],
+      [{ ROWFLEET_SWEEP_CRON: 'every minute' }, 'ROWFLEET_SWEEP_CRON must be a cron expression like "* * * * *" (minute hour day month weekday), got "every minute"'],
+      [{ ROWFLEET_ENQUEUE_ON_UPSERT: 'maybe' }, 'ROWFLEET_ENQUEUE_ON_UPSERT must be 1 or 0 (true or false), got "maybe"'],
+      [{ ROWFLEET_CRON_CHECK: '2m' }, 'ROWFLEET_CRON_CHECK must be at most 45s, got "2m"'],
+    ] as const) {
+      const run = await rowfleet({ ...env, ...extra }, 'enqueue');
+      expect(run.error).toBeInstanceOf(UsageError);
+      expect((run.error as Error).message).toBe(message);
+    }
+    const limit = await rowfleet(env, 'enqueue', '--limit', '0');
+    expect(limit.error).toBeDefined();
+  });
+});
+
+describe('rowfleet scheduler', () => {
+  it('refuses an invalid cron expression before it starts', async () => {
+    const run = await rowfleet(env, 'scheduler', '--sweep-cron', '61 * * * *');
+    expect(run.error).toBeInstanceOf(UsageError);
+    expect((run.error as Error).message).toMatch(/^ROWFLEET_SWEEP_CRON "61 \* \* \* \*" is not a valid cron expression/);
+  });
+
+  it('refuses a bad retention', async () => {
+    const run = await rowfleet(env, 'scheduler', '--event-retention', 'soon');
+    expect((run.error as Error).message).toBe('--event-retention must be a duration of at least 1m like 30d or 12h, or "forever", got "soon"');
   });
 });
 
