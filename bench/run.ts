@@ -7,7 +7,8 @@ import { upsertBench } from './upsert.ts';
 import { drainBench } from './drain.ts';
 import { claimBench } from './claim.ts';
 import { wakeupBench } from './wakeup.ts';
+import { sweepBench } from './sweep.ts';
 
-const BENCHES: readonly Bench[] = [upsertBench, drainBench, claimBench, wakeupBench];
+const BENCHES: readonly Bench[] = [upsertBench, drainBench, claimBench, wakeupBench, sweepBench];
 
 main(BENCHES);

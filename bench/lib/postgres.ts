@@ -7,8 +7,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { loadConfig } from '../../src/config.ts';
 import { ensureEmbedded, stopEmbedded } from '../../src/db/embedded.ts';
-import { runMigrations } from '../../src/db/migrate.ts';
+import { migrateAll } from '../../src/db/migrate.ts';
 import { silentLogger } from '../../src/log.ts';
 import { processTree, processesNamed } from './cpu.ts';
 
@@ -19,7 +20,7 @@ export interface BenchPostgres {
   settings: Record<string, string>;
   /** The server's processes, for CPU accounting. */
   pids(): number[];
-  /** Creates and migrates a database of its own; `drop` removes it. */
+  /** Creates and migrates a database of its own (rowfleet's schema, pg-boss and its queues, as `rowfleet migrate`); `drop` removes it. */
   createDatabase(prefix: string): Promise<BenchDatabase>;
   stop(): Promise<void>;
 }
@@ -69,7 +70,8 @@ async function describe(
       await withClient(adminUrl, (client) => client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`));
       const url = new URL(adminUrl);
       url.pathname = `/${name}`;
-      await runMigrations(url.href);
+      // pg-boss too, in its default schema with rowfleet's queues: the boss engine's workers need it.
+      await migrateAll(url.href, loadConfig({}).boss, silentLogger);
       return {
         url: url.href,
         drop: () => withClient(adminUrl, (client) => client.query(`DROP DATABASE IF EXISTS ${client.escapeIdentifier(name)} WITH (FORCE)`)).then(() => {}),

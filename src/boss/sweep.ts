@@ -124,10 +124,14 @@ async function repairLostJobs(db: Queryable, queue: string, schema: string, limi
            ORDER BY r.run_after, r.id
            LIMIT ${limit}
         ),
+        -- One index probe per record (LATERAL ... LIMIT 1). Written as NOT EXISTS, it was planned
+        -- as a hash anti join over every pending job of the queue: O(backlog), 150 ms at 200,000.
         lost AS (
           SELECT s.id FROM slice s
-           WHERE s.enqueued_at IS NOT NULL
-             AND NOT EXISTS (SELECT 1 FROM ${jobs} j WHERE j.name = ${queue} AND j.singleton_key = s.id AND j.state < 'active')
+            LEFT JOIN LATERAL (
+              SELECT true AS found FROM ${jobs} j WHERE j.name = ${queue} AND j.singleton_key = s.id AND j.state < 'active' LIMIT 1
+            ) pending ON true
+           WHERE s.enqueued_at IS NOT NULL AND pending.found IS NULL
         ),
         cleared AS (
           UPDATE rowfleet.records r SET enqueued_at = NULL
