@@ -14,6 +14,10 @@ import { registerWorker } from './commands/worker.ts';
 import { registerFleet } from './commands/fleet.ts';
 import { registerScheduler } from './commands/scheduler.ts';
 import { registerEnqueue } from './commands/enqueue.ts';
+import { registerRequeue } from './commands/requeue.ts';
+import { registerStatus } from './commands/status.ts';
+import { registerInspect } from './commands/inspect.ts';
+import { registerReplay } from './commands/replay.ts';
 
 export function createProgram(io: CliIO): Command {
   const ctx = createContext(io);
@@ -29,7 +33,7 @@ export function createProgram(io: CliIO): Command {
     })
     .exitOverride();
 
-  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerScheduler, registerEnqueue]) {
+  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerScheduler, registerEnqueue, registerRequeue, registerStatus, registerInspect, registerReplay]) {
     const command = register(ctx);
     command.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });
     program.addCommand(command);

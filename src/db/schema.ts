@@ -28,8 +28,11 @@ export type RecordStatus = (typeof RECORD_STATUSES)[number];
 
 /** Outcomes of a message. `duplicate` is only ever a response: a repeated messageId writes nothing. */
 export const MESSAGE_REASONS = ['applied', 'stale', 'duplicate', 'conflict'] as const;
-/** Lifecycle events a worker or operator appends. */
-export const LIFECYCLE_REASONS = ['failed', 'requeued', 'rescued'] as const;
+/**
+ * Lifecycle events a worker or operator appends: a failed attempt that will be retried, a record
+ * FAILED, a lease rescued, a requeue, a replay that rewrote the record.
+ */
+export const LIFECYCLE_REASONS = ['retried', 'failed', 'requeued', 'rescued', 'replayed'] as const;
 export type EventReason = (typeof MESSAGE_REASONS)[number] | (typeof LIFECYCLE_REASONS)[number];
 
 /**
@@ -146,4 +149,17 @@ export const sweepState = rowfleet.table('sweep_state', {
   cursorRunAfter: timestamptz('cursor_run_after'),
   cursorId: text('cursor_id'),
   updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+});
+
+/**
+ * Outcomes per minute, added up by every worker at each heartbeat: throughput and failure rates
+ * for `rowfleet status` without reading records or event_log. Rows older than a day are removed.
+ */
+export const stats = rowfleet.table('stats', {
+  minute: timestamptz('minute').primaryKey(),
+  processed: bigint('processed', { mode: 'number' }).notNull().default(0),
+  failed: bigint('failed', { mode: 'number' }).notNull().default(0),
+  retried: bigint('retried', { mode: 'number' }).notNull().default(0),
+  superseded: bigint('superseded', { mode: 'number' }).notNull().default(0),
+  rescued: bigint('rescued', { mode: 'number' }).notNull().default(0),
 });

@@ -3,7 +3,7 @@
  *
  *   COMPLETED --claimDue / claimIds--> PROCESSING --complete--> PROCESSED
  *                                          |  \--complete, newer version arrived--> COMPLETED (conflation)
- *                                          |--fail--> COMPLETED (run_after = backoff) | FAILED (+ event)
+ *                                          |--fail--> COMPLETED (run_after = backoff) | FAILED (+ event either way)
  *                                          |--release (shutdown)--> COMPLETED, attempt not spent
  *                                          \--rescueExpired (lease ran out)--> COMPLETED | FAILED poison (+ event)
  *
@@ -189,8 +189,8 @@ export interface Failure extends Lease {
 export type FailureOutcome = 'retry' | 'failed' | 'superseded' | 'lost';
 
 /**
- * Records a failed attempt: back to COMPLETED after `backoffMs`, or FAILED (attempts exhausted or
- * a permanent error) with a `failed` event in the same statement. A failure of a version that
+ * Records a failed attempt: back to COMPLETED after `backoffMs` with a `retried` event, or FAILED
+ * (attempts exhausted or a permanent error) with a `failed` event, in the same statement. A failure of a version that
  * has since been replaced is not counted: the record goes back to COMPLETED for the new data.
  */
 export async function fail(db: Queryable, failure: Failure, now?: Date): Promise<FailureOutcome> {
@@ -213,13 +213,14 @@ export async function fail(db: Queryable, failure: Failure, now?: Date): Promise
                  lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = ${at}
            WHERE r.id = ${failure.id} AND r.lease_token = ${failure.leaseToken}::uuid AND r.status = 'PROCESSING'
              AND ${leaseHeld(at)}
-          RETURNING r.id, r.version, r.status, r.attempts
+          RETURNING r.id, r.version, r.status, r.attempts, r.run_after
         ),
         logged AS (
           INSERT INTO rowfleet.event_log (record_id, version, applied, reason, detail)
-          SELECT u.id, u.version, false, 'failed',
+          SELECT u.id, u.version, false, CASE WHEN u.status = 'FAILED' THEN 'failed' ELSE 'retried' END,
                  jsonb_build_object('error', ${failure.error}::text, 'attempts', u.attempts, 'permanent', ${failure.permanent}::boolean)
-            FROM updated u WHERE u.status = 'FAILED'
+                   || CASE WHEN u.status = 'FAILED' THEN '{}'::jsonb ELSE jsonb_build_object('retryAt', u.run_after) END
+            FROM updated u WHERE u.version = ${failure.version}::bigint
         )
         SELECT CASE
                  WHEN u.version <> ${failure.version}::bigint THEN 'superseded'

@@ -37,3 +37,24 @@ export async function unregisterWorker(db: Queryable, id: string): Promise<void>
 export async function unregisterProcess(db: Queryable, host: string, pid: number): Promise<void> {
   await query(db, sql`DELETE FROM rowfleet.workers WHERE host = ${host} AND pid = ${pid}`);
 }
+
+/** Outcomes since the last flush, added to the current minute of rowfleet.stats. */
+export interface StatsDelta {
+  processed: number;
+  failed: number;
+  retried: number;
+  superseded: number;
+  rescued: number;
+}
+
+export async function addStats(db: Queryable, d: StatsDelta): Promise<void> {
+  if (d.processed + d.failed + d.retried + d.superseded + d.rescued === 0) return;
+  await query(
+    db,
+    sql`WITH old AS (DELETE FROM rowfleet.stats WHERE minute < now() - interval '1 day')
+        INSERT INTO rowfleet.stats AS s (minute, processed, failed, retried, superseded, rescued)
+        VALUES (date_trunc('minute', now()), ${d.processed}, ${d.failed}, ${d.retried}, ${d.superseded}, ${d.rescued})
+        ON CONFLICT (minute) DO UPDATE SET processed = s.processed + excluded.processed, failed = s.failed + excluded.failed,
+          retried = s.retried + excluded.retried, superseded = s.superseded + excluded.superseded, rescued = s.rescued + excluded.rescued`,
+  );
+}

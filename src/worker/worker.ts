@@ -26,7 +26,7 @@ import {
 import { PermanentError, type HandlerContext, type HandlerRecord, type LoadedHandler } from './handler.ts';
 import type { Engine, Feed } from './engine.ts';
 import { backoffMs, heartbeatEveryMs } from './policy.ts';
-import { registerWorker, touchWorker, unregisterWorker } from './registry.ts';
+import { addStats, registerWorker, touchWorker, unregisterWorker } from './registry.ts';
 
 export interface WorkerOptions {
   pool: pg.Pool;
@@ -93,6 +93,8 @@ export class Worker {
   readonly #completer: Coalescer<Completion, CompletionOutcome>;
   #poked = false;
   #wakeUp: (() => void) | undefined;
+  /** `stats` as last added to rowfleet.stats. */
+  #flushed: WorkerStats = { processed: 0, superseded: 0, retried: 0, failed: 0, lost: 0, released: 0, rescued: 0 };
   /** Slots held for an engine's claim in progress. */
   #reserved = 0;
   readonly #roomWaiters = new Set<() => void>();
@@ -133,6 +135,7 @@ export class Worker {
       clearInterval(heartbeat);
       clearInterval(rescue);
       await this.#drain();
+      await this.#flushStats().catch((err) => this.#warn(err, 'could not record the last outcomes in rowfleet.stats'));
       await unregisterWorker(o.pool, this.id).catch((err) => this.#warn(err, 'could not unregister'));
       this.#log.info({ ...this.stats }, 'worker stopped');
     }
@@ -372,6 +375,20 @@ export class Worker {
     }
   }
 
+  /** Adds the outcomes since the last flush to rowfleet.stats (for `rowfleet status`). */
+  async #flushStats(): Promise<void> {
+    const now = { ...this.stats };
+    const before = this.#flushed;
+    await addStats(this.#o.pool, {
+      processed: now.processed - before.processed,
+      failed: now.failed - before.failed,
+      retried: now.retried - before.retried,
+      superseded: now.superseded - before.superseded,
+      rescued: now.rescued - before.rescued,
+    });
+    this.#flushed = now;
+  }
+
   /** Tells the engine a record is COMPLETED again; a failure here only delays it to the next sweep. */
   async #requeued(claimed: Pick<Claimed, 'id' | 'version'>, delayMs: number): Promise<void> {
     if (this.#o.engine.requeued === undefined) return;
@@ -403,6 +420,7 @@ export class Worker {
         this.#loseLease(execution);
       }
       await touchWorker(this.#o.pool, this.id, this.#active.size);
+      await this.#flushStats();
     } catch (err) {
       this.#warn(err, 'heartbeat failed');
     }

@@ -1,0 +1,152 @@
+/**
+ * `rowfleet status`: what the fleet is doing, from a handful of cheap queries. Counts of
+ * COMPLETED, PROCESSING and FAILED records read their partial indexes; PROCESSED, usually most of
+ * the table, is counted exactly up to a million rows and estimated from the planner's statistics
+ * above that (`estimated` says which). Throughput comes from rowfleet.stats, which every worker
+ * adds its outcomes to at each heartbeat.
+ */
+import type pg from 'pg';
+import { sql } from 'drizzle-orm';
+import { query } from '../db/sql.ts';
+import { RECORD_STATUSES, type RecordStatus } from '../db/schema.ts';
+
+/** A worker not heard from for this long is reported as not alive (heartbeats come every lease/3). */
+export const ALIVE_WITHIN_SECONDS = 60;
+const EXACT_PROCESSED_UP_TO = 1_000_000;
+
+export interface WorkerStatus {
+  id: string;
+  host: string;
+  pid: number;
+  engine: string;
+  concurrency: number;
+  /** Records it holds under a lease right now. */
+  inFlight: number;
+  startedAt: string;
+  lastSeenAt: string;
+  alive: boolean;
+}
+
+export interface Status {
+  counts: Record<RecordStatus, number>;
+  /** Counts read from statistics rather than counted. */
+  estimated: RecordStatus[];
+  /** COMPLETED records due now. */
+  due: number;
+  /** How long the oldest due record has waited; 0 when nothing is due. */
+  oldestDueAgeSeconds: number;
+  /** Records PROCESSED per second, averaged over the last 1, 5 and 15 minutes. */
+  throughput: { '1m': number; '5m': number; '15m': number };
+  lastHour: { processed: number; failed: number; retried: number; rescued: number };
+  workers: WorkerStatus[];
+  at: string;
+}
+
+export async function readStatus(pool: pg.Pool): Promise<Status> {
+  const [row] = await query<{
+    completed: number;
+    processing: number;
+    failed: number;
+    estimate: number;
+    due: number;
+    oldest: number | null;
+    at: Date;
+  }>(
+    pool,
+    sql`SELECT (SELECT count(*) FROM rowfleet.records WHERE status = 'COMPLETED')::int AS completed,
+               (SELECT count(*) FROM rowfleet.records WHERE status = 'PROCESSING')::int AS processing,
+               (SELECT count(*) FROM rowfleet.records WHERE status = 'FAILED')::int AS failed,
+               (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'rowfleet.records'::regclass)::float8 AS estimate,
+               (SELECT count(*) FROM rowfleet.records WHERE status = 'COMPLETED' AND run_after <= now())::int AS due,
+               (SELECT extract(epoch FROM now() - min(run_after)) FROM rowfleet.records WHERE status = 'COMPLETED' AND run_after <= now())::float8 AS oldest,
+               now() AS at`,
+  );
+  const r = row!;
+  let processed: number;
+  const estimated: RecordStatus[] = [];
+  if (r.estimate <= EXACT_PROCESSED_UP_TO) {
+    const [exact] = await query<{ n: number }>(pool, sql`SELECT count(*)::int AS n FROM rowfleet.records WHERE status = 'PROCESSED'`);
+    processed = exact!.n;
+  } else {
+    processed = Math.max(0, Math.round(r.estimate) - r.completed - r.processing - r.failed);
+    estimated.push('PROCESSED');
+  }
+  const [window] = await query<{ m1: number; m5: number; m15: number; processed: number; failed: number; retried: number; rescued: number }>(
+    pool,
+    sql`SELECT coalesce(sum(processed) FILTER (WHERE minute > now() - interval '1 minute'), 0)::float8 AS m1,
+               coalesce(sum(processed) FILTER (WHERE minute > now() - interval '5 minutes'), 0)::float8 AS m5,
+               coalesce(sum(processed) FILTER (WHERE minute > now() - interval '15 minutes'), 0)::float8 AS m15,
+               coalesce(sum(processed), 0)::float8 AS processed, coalesce(sum(failed), 0)::float8 AS failed,
+               coalesce(sum(retried), 0)::float8 AS retried, coalesce(sum(rescued), 0)::float8 AS rescued
+          FROM rowfleet.stats WHERE minute > now() - interval '1 hour'`,
+  );
+  const w = window!;
+  const workers = await query<{
+    id: string;
+    host: string;
+    pid: number;
+    engine: string;
+    concurrency: number;
+    in_flight: number;
+    started_at: Date;
+    last_seen_at: Date;
+    alive: boolean;
+  }>(
+    pool,
+    sql`SELECT w.id, w.host, w.pid, w.engine, w.concurrency, coalesce(h.n, 0)::int AS in_flight, w.started_at, w.last_seen_at,
+               w.last_seen_at > now() - ${ALIVE_WITHIN_SECONDS} * interval '1 second' AS alive
+          FROM rowfleet.workers w
+          LEFT JOIN (SELECT lease_owner, count(*) AS n FROM rowfleet.records WHERE status = 'PROCESSING' GROUP BY lease_owner) h ON h.lease_owner = w.id
+         ORDER BY w.host, w.pid, w.id`,
+  );
+  const perSecond = (n: number, minutes: number) => Math.round((n / (minutes * 60)) * 100) / 100;
+  const counts = Object.fromEntries(RECORD_STATUSES.map((s) => [s, 0])) as Record<RecordStatus, number>;
+  Object.assign(counts, { COMPLETED: r.completed, PROCESSING: r.processing, PROCESSED: processed, FAILED: r.failed });
+  return {
+    counts,
+    estimated,
+    due: r.due,
+    oldestDueAgeSeconds: r.oldest === null ? 0 : Math.round(r.oldest * 10) / 10,
+    throughput: { '1m': perSecond(w.m1, 1), '5m': perSecond(w.m5, 5), '15m': perSecond(w.m15, 15) },
+    lastHour: { processed: w.processed, failed: w.failed, retried: w.retried, rescued: w.rescued },
+    workers: workers.map((x) => ({
+      id: x.id,
+      host: x.host,
+      pid: x.pid,
+      engine: x.engine,
+      concurrency: x.concurrency,
+      inFlight: x.in_flight,
+      startedAt: x.started_at.toISOString(),
+      lastSeenAt: x.last_seen_at.toISOString(),
+      alive: x.alive,
+    })),
+    at: r.at.toISOString(),
+  };
+}
+
+/** The status as a table for a terminal. */
+export function renderStatus(s: Status): string {
+  const n = (x: number) => x.toLocaleString('en-US');
+  const lines = [
+    `records    ${RECORD_STATUSES.map((st) => `${st} ${s.estimated.includes(st) ? '≈' : ''}${n(s.counts[st])}`).join('   ')}`,
+    `due        ${n(s.due)}${s.due > 0 ? `   oldest waiting ${formatAge(s.oldestDueAgeSeconds)}` : ''}`,
+    `throughput ${s.throughput['1m']}/s (1m)   ${s.throughput['5m']}/s (5m)   ${s.throughput['15m']}/s (15m)`,
+    `last hour  processed ${n(s.lastHour.processed)}   retried ${n(s.lastHour.retried)}   failed ${n(s.lastHour.failed)}   rescued ${n(s.lastHour.rescued)}`,
+    '',
+  ];
+  const alive = s.workers.filter((w) => w.alive);
+  lines.push(`workers    ${alive.length} alive${s.workers.length > alive.length ? `, ${s.workers.length - alive.length} silent (no heartbeat for ${ALIVE_WITHIN_SECONDS}s)` : ''}`);
+  if (s.workers.length > 0) {
+    const rows = s.workers.map((w) => [w.id, w.engine, `${w.inFlight}/${w.concurrency}`, w.alive ? 'alive' : 'silent', formatAge((Date.parse(s.at) - Date.parse(w.lastSeenAt)) / 1000) + ' ago']);
+    const widths = [0, 1, 2, 3, 4].map((i) => Math.max(...[['worker', 'engine', 'in flight', 'state', 'last seen'][i]!, ...rows.map((r) => r[i]!)].map((c) => c.length)));
+    const fmt = (cells: string[]) => `  ${cells.map((c, i) => c.padEnd(widths[i]!)).join('  ')}`.trimEnd();
+    lines.push(fmt(['worker', 'engine', 'in flight', 'state', 'last seen']), ...rows.map(fmt));
+  }
+  return lines.join('\n');
+}
+
+function formatAge(seconds: number): string {
+  if (seconds < 60) return `${Math.round(seconds)}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m${String(Math.round(seconds % 60)).padStart(2, '0')}s`;
+  return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`;
+}
