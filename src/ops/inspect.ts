@@ -46,7 +46,10 @@ function eventEntry(e: EventView): TimelineEntry {
     conflict: () => `message refused as a conflict: other data at the same version${message}`,
     duplicate: () => `repeated message${message}`,
     retried: () => `attempt ${detail.attempts} failed: ${detail.error}; retry at ${detail.retryAt}`,
-    failed: () => `FAILED${detail.attempts === undefined ? '' : ` after attempt ${detail.attempts}`}: ${detail.error ?? detail.leaseExpirations ?? ''}`,
+    failed: () =>
+      detail.leaseExpirations !== undefined
+        ? `FAILED as poison: the lease of ${detail.owner} expired ${detail.leaseExpirations} times without a completion`
+        : `FAILED after attempt ${detail.attempts}${detail.permanent === true ? ' (permanent error)' : ''}: ${detail.error}`,
     rescued: () => `lease of ${detail.owner} expired (${detail.leaseExpirations} so far); back to COMPLETED`,
     requeued: () => `requeued from ${detail.from}${detail.lastError ? ` (last error: ${detail.lastError})` : ''}`,
     replayed: () => `replayed from event_log: version ${detail.from ?? '(none)'} → ${e.version}`,
