@@ -31,11 +31,12 @@ Examples:
           return ctx.print(status, flags.json === true, renderStatus);
         }
         const signal = ctx.io.shutdownSignal;
-        while (signal?.aborted !== true) {
+        const stopped = () => signal?.aborted === true;
+        while (!stopped()) {
           const status = await readStatus(pool);
           if (flags.json === true) ctx.print(status, true);
           else ctx.io.stdout.write(`${ctx.io.isTTY === true ? '\x1b[H\x1b[2J' : ''}${renderStatus(status)}\n\n(every ${WATCH_EVERY_MS / 1000}s; Ctrl-C to stop)\n`);
-          if (signal?.aborted === true) break;
+          if (stopped()) break;
           await new Promise<void>((resolve) => {
             const timer = setTimeout(done, WATCH_EVERY_MS);
             function done() {
