@@ -10,7 +10,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { loadConfig } from '../src/config.ts';
 import { silentLogger } from '../src/log.ts';
 import { startBoss, stopBoss } from '../src/boss/boss.ts';
-import { recordJob, sweep, type SweepOptions } from '../src/boss/sweep.ts';
+import { inKeyOrder, recordJob, sweep, type SweepOptions } from '../src/boss/sweep.ts';
 import { enqueuer } from '../src/boss/enqueue.ts';
 import { applyRetention } from '../src/scheduler/scheduler.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
@@ -61,8 +61,9 @@ describe('the process queue', () => {
       runSweep({ batch: 50 }),
       runSweep(),
       upsertMessages(db.pool, messages(all.slice(0, 100), { again: true }), { enqueue: send }),
-      boss.insert(b.queue, [...all, ...all].map((id) => recordJob(id, '1'))),
-      boss.insert(b.queue, all.map((id) => recordJob(id, '1'))),
+      // As a worker sends the jobs of records it gave back: in key order, like every rowfleet sender.
+      boss.insert(b.queue, inKeyOrder([...all, ...all].map((id) => recordJob(id, '1')))),
+      boss.insert(b.queue, inKeyOrder(all.map((id) => recordJob(id, '1')))),
     ]);
     const pending = await pendingJobs();
     expect(pending.size).toBe(200);

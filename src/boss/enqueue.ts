@@ -10,14 +10,14 @@ import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import type { Enqueue } from '../records/upsert.ts';
 import { bossDb, startBoss, stopBoss } from './boss.ts';
-import { recordJob } from './sweep.ts';
+import { inKeyOrder, recordJob } from './sweep.ts';
 
 /** Jobs for applied records, in the caller's transaction. */
 export function enqueuer(boss: PgBoss, queue: string): Enqueue {
   return async (tx, applied) => {
     await boss.insert(
       queue,
-      applied.map((a) => recordJob(a.id, a.version)),
+      inKeyOrder(applied.map((a) => recordJob(a.id, a.version))),
       { db: bossDb(tx) },
     );
   };
@@ -35,7 +35,7 @@ export async function sendRequeued(boss: PgBoss, queue: string, records: readonl
   if (records.length === 0) return;
   await boss.insert(
     queue,
-    records.map((r) => ({ ...recordJob(r.id, r.version), ...(r.delayMs > 0 && { startAfter: `${Math.ceil(r.delayMs)} milliseconds` }) })),
+    inKeyOrder(records.map((r) => recordJob(r.id, r.version, r.delayMs > 0 ? `${Math.ceil(r.delayMs)} milliseconds` : undefined))),
   );
 }
 

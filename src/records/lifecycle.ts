@@ -84,8 +84,10 @@ export async function claimDue(db: Queryable, options: { owner: string; limit: n
  * a job points to. Records held by another worker, not due, or gone are skipped.
  */
 export async function claimIds(db: Queryable, options: { ids: readonly string[]; owner: string; leaseMs: number; now?: Date }): Promise<Claimed[]> {
+  // IS TRUE keeps the planner on the primary key: with the plain condition it chose
+  // records_due_idx and read every due entry (26-28 ms for 500 ids at a 100,000 backlog, 7 ms by id).
   const due = sql`SELECT id FROM rowfleet.records
-                   WHERE id = ANY (${sql.param([...options.ids])}::text[]) AND status = 'COMPLETED' AND run_after <= ${dbNow(options.now)}
+                   WHERE id = ANY (${sql.param([...options.ids])}::text[]) AND (status = 'COMPLETED' AND run_after <= ${dbNow(options.now)}) IS TRUE
                    ORDER BY id
                    FOR UPDATE SKIP LOCKED`;
   return claim(db, due, options);
