@@ -1,23 +1,43 @@
 /**
  * How fast a fleet empties a backlog: records per second drained from 100,000 due records by
- * `rowfleet worker --engine direct --handler noop`, for 1, 2 and 4 worker processes and claim
- * batches of 10 / 100 / 1000, beside pg-boss 12 draining 100,000 no-op jobs on the same Postgres in
- * the same run (its own schema; batchSize 1000 with localConcurrency 2, the fastest settings seen
- * on this machine, plus burstWhenBatchFull, in one, two and four processes; without the burst and
- * with its defaults, over a short window, for reference).
+ * `rowfleet worker --handler noop` with each engine, beside pg-boss 12 draining 100,000 no-op jobs
+ * on the same Postgres in the same run, and what the boss engine's row claim costs on top of
+ * pg-boss's own fetch and complete.
+ *
+ * - direct: `--engine direct` for 1, 2 and 4 worker processes and claim batches of 10 / 100 / 1000.
+ * - boss engine: `--engine boss` (pg-boss work() fetches `{id, version}` jobs, the worker claims
+ *   their records with the shared SKIP LOCKED claim and completes each row with a versioned
+ *   compare-and-set), for 1 and 2 processes, batch 1000 (and 100 in the full run), with 1 and 2
+ *   pg-boss fetch loops per process (ROWFLEET_LOCAL_CONCURRENCY).
+ * - pg-boss alone, in its own schema: batchSize 1000 with localConcurrency 2, the fastest settings
+ *   seen on this machine, plus burstWhenBatchFull, in one, two and four processes; without the
+ *   burst and with its defaults, over a short window, for reference. And for each boss-engine
+ *   scenario, pg-boss alone as the boss engine runs it: the same work() options (batchSize half the
+ *   batch, the same localConcurrency, burstWhenBatchFull), the same `{id, version}` jobs with their
+ *   singletonKey, in a queue with rowfleet's process-queue options (policy short), a no-op handler.
+ *   The boss engine's rate against that one is the cost of the row claim and the row completion.
  * Target (the issue's): the direct engine's best rate >= 1.5x pg-boss's best.
  *
  * What is timed. Direct: the workers start on an empty table and are left to register (process
  * startup is not part of a drain); the backlog is then committed in one INSERT with a NOTIFY, and
- * the drain runs from that commit to the last completion (max(processed_at)). pg-boss: its jobs
- * are inserted first and its workers started after; the drain runs from the first job's
- * started_on to the last completed_on, so pg-boss pays neither startup nor a poll interval.
+ * the drain runs from that commit to the last completion (max(processed_at)). Boss engine: the
+ * backlog is written first (the workers see no job, so no work), the workers start and register,
+ * then the enqueue sweep sends the 100,000 jobs in one transaction (its NOTIFY wakes the workers);
+ * the drain runs from the sweep's commit to the last completion, as direct's runs from the INSERT's.
+ * The sweep itself is timed apart: before the drain (one transaction), and once alone at the
+ * configured ROWFLEET_SWEEP_BATCH, as `rowfleet` runs it. pg-boss: its jobs are inserted first and
+ * its workers started after; the drain runs from the first job's started_on to the last
+ * completed_on, so pg-boss pays neither startup nor a poll interval.
  *
  *   npm run bench -- drain [--quick]
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
-import { PgBoss, type WorkOptions } from 'pg-boss';
+import { PgBoss, type JobInsert, type WorkOptions } from 'pg-boss';
+import { loadConfig, type BossConfig, type EngineName } from '../src/config.ts';
+import { processQueueOptions, startBoss, stopBoss } from '../src/boss/boss.ts';
+import { recordJob, sweep } from '../src/boss/sweep.ts';
+import { silentLogger } from '../src/log.ts';
 import { anyUnprocessed, insertBacklog, jobData } from './lib/backlog.ts';
 import { spawnTsx, stopChild, type Child } from './lib/child.ts';
 import { cpuMeter, type CpuMeter, type CpuUsage } from './lib/cpu.ts';
@@ -50,6 +70,29 @@ const BOSS_INSERT_CHUNK = 10_000;
 const BOSS_WINDOW_MS = 6_000;
 const BOSS_START_TIMEOUT_MS = 60_000;
 
+interface BossEngineScenario {
+  processes: number;
+  batch: number;
+  /** pg-boss fetch loops per process (ROWFLEET_LOCAL_CONCURRENCY). */
+  localConcurrency: number;
+  /** Left out of `--quick`. */
+  full?: boolean;
+}
+
+/**
+ * Batch 1000 at 1 and 2 processes with 1 and 2 fetch loops each; the full run adds batch 100 with
+ * one loop. Each scenario is run twice (the engine, then pg-boss alone with its options), so the
+ * matrix is kept to what fits the run's watchdog.
+ */
+const BOSS_ENGINE_SCENARIOS: readonly BossEngineScenario[] = [
+  { processes: 1, batch: 1000, localConcurrency: 1 },
+  { processes: 2, batch: 1000, localConcurrency: 1 },
+  { processes: 1, batch: 1000, localConcurrency: 2 },
+  { processes: 2, batch: 1000, localConcurrency: 2 },
+  { processes: 1, batch: 100, localConcurrency: 1, full: true },
+  { processes: 2, batch: 100, localConcurrency: 1, full: true },
+];
+
 interface BossVariant {
   label: string;
   processes: number;
@@ -58,6 +101,10 @@ interface BossVariant {
   windowed?: boolean;
   /** Left out of `--quick`. */
   full?: boolean;
+  /** The boss engine's jobs (`{id, version}`, singletonKey) in a queue with rowfleet's options, instead of plain ones. */
+  recordJobs?: boolean;
+  /** The boss-engine scenario this variant is the baseline of. */
+  match?: string;
 }
 
 /**
@@ -75,12 +122,18 @@ const BOSS_VARIANTS: readonly BossVariant[] = [
 ];
 
 interface Row {
-  engine: 'direct' | 'pg-boss';
+  engine: 'direct' | 'boss engine' | 'pg-boss';
   scenario: string;
   processes: number;
   batch: number;
-  /** Handlers per process (direct: --concurrency). */
+  /** Handlers per process (rowfleet: --concurrency). */
   concurrency?: number;
+  /** Boss engine: pg-boss fetch loops per process. */
+  localConcurrency?: number;
+  /** Boss engine: the sweep that sent the jobs, timed before the drain. */
+  sweep?: SweepTiming;
+  /** A boss-engine row and its pg-boss-alone baseline share this. */
+  match?: string;
   /** Transactions the workers committed per 1,000 records (claims, completions, heartbeats): batching at work. */
   commitsPer1k?: number;
   /** Measured over the first seconds rather than to the end of the backlog. */
@@ -97,7 +150,7 @@ interface Row {
 
 export const drainBench: Bench = {
   name: 'drain',
-  summary: `records/s draining a ${BACKLOG.toLocaleString('en-US')}-record backlog: direct engine (1/2/4 processes x batch 10/100/1000) vs pg-boss 12`,
+  summary: `records/s draining a ${BACKLOG.toLocaleString('en-US')}-record backlog: direct engine (1/2/4 processes x batch 10/100/1000) and boss engine vs pg-boss 12`,
   async run(ctx) {
     const db = await ctx.postgres.createDatabase('rowfleet_bench_drain');
     try {
@@ -106,7 +159,10 @@ export const drainBench: Bench = {
       for (const batch of batches) {
         for (const processes of WORKER_COUNTS) rows.push(await drainDirect(ctx, db.url, processes, batch));
       }
-      rows.push(...(await drainBoss(ctx, db.url, BOSS_VARIANTS.filter((v) => !(ctx.quick && v.full)))));
+      const engineScenarios = BOSS_ENGINE_SCENARIOS.filter((s) => !(ctx.quick && s.full));
+      const { rows: engineRows, sweepAlone } = await drainBossEngine(ctx, db.url, engineScenarios);
+      rows.push(...engineRows);
+      rows.push(...(await drainBoss(ctx, db.url, [...BOSS_VARIANTS.filter((v) => !(ctx.quick && v.full)), ...engineScenarios.map(bossAloneAsEngine)])));
 
       const bossBest = best(rows.filter((row) => row.engine === 'pg-boss'));
       const directBest = best(rows.filter((row) => row.engine === 'direct'));
@@ -119,78 +175,232 @@ export const drainBench: Bench = {
         ratio,
         pass: ratio >= TARGET_RATIO,
       };
-      return { text: report(ctx, rows, verdict), data: { backlog: BACKLOG, verdict, scenarios: rows } };
+      const claimCosts = claimCostsOf(rows);
+      return {
+        text: report(ctx, rows, verdict, claimCosts, sweepAlone),
+        data: { backlog: BACKLOG, verdict, claimCosts, sweepAlone, scenarios: rows },
+      };
     } finally {
       await db.drop();
     }
   },
 };
 
+/** A drain of rowfleet records by `rowfleet worker` processes. */
+interface RecordDrain {
+  engine: EngineName;
+  scenario: string;
+  processes: number;
+  batch: number;
+  localConcurrency?: number;
+}
+
+/**
+ * How a backlog reaches the workers: `prepare` runs before they start (what they must not yet see
+ * as work); `release` makes the backlog visible and resolves right after its commit, which starts
+ * the clock, with the number of transactions it committed (not the workers').
+ */
+interface BacklogDelivery {
+  prepare?(pool: pg.Pool): Promise<void>;
+  release(pool: pg.Pool): Promise<{ commits: number; sweep?: SweepTiming }>;
+}
+
 async function drainDirect(ctx: BenchContext, url: string, processes: number, batch: number): Promise<Row> {
-  const scenario = `direct, ${processes} process${processes > 1 ? 'es' : ''}, batch ${batch}`;
-  const concurrency = batch * CONCURRENCY_PER_BATCH;
+  const drain: RecordDrain = { engine: 'direct', scenario: `direct, ${processes} process${processes > 1 ? 'es' : ''}, batch ${batch}`, processes, batch };
   return withPool(url, 1, async (pool) => {
     await resetRecords(pool);
-    await awaitQuiet(ctx.postgres.pids, ctx.progress);
-    const fleet = await startWorkers(processes, { databaseUrl: url, concurrency, batch, handler: 'noop' }, pool);
-    let stopped = false;
+    return drainRecords(ctx, url, pool, drain, {
+      async release(db) {
+        await db.query('BEGIN');
+        try {
+          await insertBacklog(db, { count: BACKLOG, prefix: 'drain-', status: 'COMPLETED' });
+          // upsertMessages notifies once per call; a bulk load does the same, in the same transaction.
+          await db.query(`SELECT pg_notify('rowfleet_due', '')`);
+          await db.query('COMMIT');
+        } catch (err) {
+          await db.query('ROLLBACK');
+          throw err;
+        }
+        return { commits: 1 };
+      },
+    });
+  });
+}
+
+/** Starts the workers on a reset database, delivers the backlog, and times the drain to its last completion. */
+async function drainRecords(ctx: BenchContext, url: string, pool: pg.Pool, drain: RecordDrain, delivery: BacklogDelivery): Promise<Row> {
+  const { scenario, processes, batch, engine } = drain;
+  const concurrency = batch * CONCURRENCY_PER_BATCH;
+  await delivery.prepare?.(pool);
+  await awaitQuiet(ctx.postgres.pids, ctx.progress);
+  const fleet = await startWorkers(
+    processes,
+    { databaseUrl: url, engine, concurrency, batch, handler: 'noop', ...(drain.localConcurrency !== undefined && { localConcurrency: drain.localConcurrency }) },
+    pool,
+  );
+  let stopped = false;
+  try {
+    const committedBefore = await commitsSoFar(pool);
+    const maintenanceBefore = await maintenanceSoFar(pool);
+    const released = await delivery.release(pool);
+    const committedAt = performance.now();
+    const cpu = meter(ctx, fleet.pids);
+    cpu.start();
+    if (released.sweep !== undefined) ctx.progress(`${scenario}: ${describeSweep(released.sweep)}`);
+    ctx.progress(`${scenario}: draining ${BACKLOG.toLocaleString('en-US')} records`);
+    let polls = 0;
+    const poll = await pollUntil(async () => (polls++, !(await anyUnprocessed(pool))), { intervalMs: POLL_MS, timeoutMs: DRAIN_TIMEOUT_MS });
+    const usage = cpu.stop();
+    // The last completion's time, as an age on the database's clock, placed on ours: exact to the
+    // completing statement, not to the poll interval, and immune to skew between the two clocks.
+    const askedAt = performance.now();
+    const { rows } = await pool.query<{ processed: number; repeated: number; age_ms: number | null }>(
+      `SELECT count(*) FILTER (WHERE status = 'PROCESSED')::int AS processed,
+              count(*) FILTER (WHERE attempts > 1)::int AS repeated,
+              extract(epoch FROM clock_timestamp() - max(processed_at)) * 1000 AS age_ms
+         FROM rowfleet.records`,
+    );
+    const { processed, repeated, age_ms: ageMs } = rows[0]!;
+    const seconds = ((poll.timedOut ? poll.at : askedAt - Number(ageMs ?? 0)) - committedAt) / 1000;
+    await fleet.stop();
+    stopped = true;
+    // The bench's own transactions: the first reading's and the maintenance count's, the delivery, the polls and the query above.
+    const workerCommits = (await commitsSoFar(pool)) - committedBefore - (polls + 3 + released.commits);
+    const notes: string[] = [];
+    if (poll.timedOut) notes.push(`timed out after ${DRAIN_TIMEOUT_MS / 1000}s with ${processed} of ${BACKLOG} processed`);
+    if (repeated > 0) notes.push(`${repeated} records were claimed more than once`);
+    const maintenance = (await maintenanceSoFar(pool)) - maintenanceBefore;
+    if (maintenance > 0) notes.push(`autovacuum or autoanalyze finished ${maintenance} time(s) on its tables meanwhile (their CPU counts as pg)`);
+    if (usage.other > BUSY_OTHER_PERCENT) notes.push(`other processes used ${usage.other}% CPU meanwhile: the rate is low`);
+    const perSecond = Math.round(processed / seconds);
+    ctx.progress(`${scenario}: ${perSecond.toLocaleString('en-US')} records/s (${seconds.toFixed(2)}s)${notes.length > 0 ? ` (${notes.join('; ')})` : ''}`);
+    return {
+      engine: engine === 'direct' ? 'direct' : 'boss engine',
+      scenario,
+      processes,
+      batch,
+      concurrency,
+      ...(drain.localConcurrency !== undefined && { localConcurrency: drain.localConcurrency, match: engineMatch(processes, batch, drain.localConcurrency) }),
+      ...(released.sweep !== undefined && { sweep: released.sweep }),
+      records: processed,
+      seconds,
+      perSecond,
+      commitsPer1k: processed > 0 ? Math.round((workerCommits * 1000) / processed) : 0,
+      cpu: usage,
+      notes,
+    };
+  } finally {
+    if (!stopped) await fleet.stop();
+  }
+}
+
+/** What one enqueue sweep did and how long it took. */
+interface SweepTiming {
+  jobs: number;
+  /** Records marked and sent per transaction. */
+  batch: number;
+  ms: number;
+  /** Transactions it committed: the lost-job check, then one per batch and a last, empty one. */
+  transactions: number;
+}
+
+/**
+ * The boss-engine scenarios, and the sweep timed alone. One pg-boss instance (role client, as the
+ * scheduler's sweep) sends the jobs throughout.
+ */
+async function drainBossEngine(ctx: BenchContext, url: string, scenarios: readonly BossEngineScenario[]): Promise<{ rows: Row[]; sweepAlone: SweepTiming }> {
+  const config = loadConfig({}).boss;
+  // Three connections: the sweep's transaction holds one while pg-boss reads its queue through the pool.
+  return withPool(url, 3, async (pool) => {
+    const boss = await startBoss({ config, pool, url, role: 'client', log: silentLogger });
     try {
-      const committedBefore = await commitsSoFar(pool);
-      await pool.query('BEGIN');
-      try {
-        await insertBacklog(pool, { count: BACKLOG, prefix: 'drain-', status: 'COMPLETED' });
-        // upsertMessages notifies once per call; a bulk load does the same, in the same transaction.
-        await pool.query(`SELECT pg_notify('rowfleet_due', '')`);
-        await pool.query('COMMIT');
-      } catch (err) {
-        await pool.query('ROLLBACK');
-        throw err;
+      const sweepAlone = await sweepAloneTiming(ctx, pool, boss, config);
+      // Statistics of a sent backlog, kept through the TRUNCATEs that reset each scenario (only the
+      // row and page counts go). On tables never analyzed, pg-boss's fetch of 500 sorted all 100,000
+      // queued jobs (bitmap scan, external sort: 50-58 ms) instead of reading its index (8-9 ms),
+      // and whether autovacuum had analyzed them yet decided the rate. With these statistics the claim
+      // by IDs reads the primary key; with those of a table that is mostly PROCESSED history it walks
+      // records_due_idx instead (26-28 ms per 500 IDs against 7 ms at 100,000 due): not measured here.
+      await pool.query(`ANALYZE rowfleet.records, ${pg.escapeIdentifier(config.schema)}.job`);
+      const rows: Row[] = [];
+      for (const { processes, batch, localConcurrency } of scenarios) {
+        const scenario = `boss engine, ${processes} process${processes > 1 ? 'es' : ''}, batch ${batch}, localConcurrency ${localConcurrency}`;
+        await resetRecords(pool, boss);
+        const row = await drainRecords(
+          ctx,
+          url,
+          pool,
+          { engine: 'boss', scenario, processes, batch, localConcurrency },
+          {
+            // Records without jobs: nothing the workers can see until the sweep commits.
+            prepare: (db) => insertBacklog(db, { count: BACKLOG, prefix: 'drain-', status: 'COMPLETED' }),
+            // One transaction, so that the drain starts at one commit as direct's does.
+            release: async (db) => {
+              const timing = await timedSweep(db, boss, config, BACKLOG);
+              return { commits: timing.transactions, sweep: timing };
+            },
+          },
+        );
+        if (row.sweep !== undefined && row.sweep.jobs !== BACKLOG) row.notes.push(`the sweep sent ${row.sweep.jobs} jobs for ${BACKLOG} records`);
+        rows.push(row);
       }
-      const committedAt = performance.now();
-      const cpu = meter(ctx, fleet.pids);
-      cpu.start();
-      ctx.progress(`${scenario}: draining ${BACKLOG.toLocaleString('en-US')} records`);
-      let polls = 0;
-      const poll = await pollUntil(async () => (polls++, !(await anyUnprocessed(pool))), { intervalMs: POLL_MS, timeoutMs: DRAIN_TIMEOUT_MS });
-      const usage = cpu.stop();
-      // The last completion's time, as an age on the database's clock, placed on ours: exact to the
-      // completing statement, not to the poll interval, and immune to skew between the two clocks.
-      const askedAt = performance.now();
-      const { rows } = await pool.query<{ processed: number; repeated: number; age_ms: number | null }>(
-        `SELECT count(*) FILTER (WHERE status = 'PROCESSED')::int AS processed,
-                count(*) FILTER (WHERE attempts > 1)::int AS repeated,
-                extract(epoch FROM clock_timestamp() - max(processed_at)) * 1000 AS age_ms
-           FROM rowfleet.records`,
-      );
-      const { processed, repeated, age_ms: ageMs } = rows[0]!;
-      const seconds = ((poll.timedOut ? poll.at : askedAt - Number(ageMs ?? 0)) - committedAt) / 1000;
-      await fleet.stop();
-      stopped = true;
-      // The bench's own transactions: the load, the polls and the query above.
-      const workerCommits = (await commitsSoFar(pool)) - committedBefore - (polls + 3);
-      const notes: string[] = [];
-      if (poll.timedOut) notes.push(`timed out after ${DRAIN_TIMEOUT_MS / 1000}s with ${processed} of ${BACKLOG} processed`);
-      if (repeated > 0) notes.push(`${repeated} records were claimed more than once`);
-      if (usage.other > BUSY_OTHER_PERCENT) notes.push(`other processes used ${usage.other}% CPU meanwhile: the rate is low`);
-      const perSecond = Math.round(processed / seconds);
-      ctx.progress(`${scenario}: ${perSecond.toLocaleString('en-US')} records/s (${seconds.toFixed(2)}s)${notes.length > 0 ? ` (${notes.join('; ')})` : ''}`);
-      return {
-        engine: 'direct',
-        scenario,
-        processes,
-        batch,
-        concurrency,
-        records: processed,
-        seconds,
-        perSecond,
-        commitsPer1k: processed > 0 ? Math.round((workerCommits * 1000) / processed) : 0,
-        cpu: usage,
-        notes,
-      };
+      await resetRecords(pool, boss);
+      return { rows, sweepAlone };
     } finally {
-      if (!stopped) await fleet.stop();
+      await stopBoss(boss);
     }
   });
+}
+
+/** The sweep at the configured batch, no worker running: what the scheduler's sweep costs per job. */
+async function sweepAloneTiming(ctx: BenchContext, pool: pg.Pool, boss: PgBoss, config: BossConfig): Promise<SweepTiming> {
+  await resetRecords(pool, boss);
+  await insertBacklog(pool, { count: BACKLOG, prefix: 'drain-', status: 'COMPLETED' });
+  await pool.query('CHECKPOINT').catch(() => undefined);
+  await awaitQuiet(ctx.postgres.pids, ctx.progress);
+  const timing = await timedSweep(pool, boss, config, config.sweepBatch);
+  ctx.progress(`sweep alone, ROWFLEET_SWEEP_BATCH ${config.sweepBatch}: ${describeSweep(timing)}`);
+  return timing;
+}
+
+async function timedSweep(pool: pg.Pool, boss: PgBoss, config: BossConfig, batch: number): Promise<SweepTiming> {
+  const startedAt = performance.now();
+  const { enqueued } = await sweep(pool, boss, { queue: config.queue, schema: config.schema, batch });
+  const ms = performance.now() - startedAt;
+  return { jobs: enqueued, batch, ms, transactions: 1 + Math.floor(enqueued / batch) + 1 };
+}
+
+function describeSweep({ jobs, batch, ms }: SweepTiming): string {
+  const perSecond = ms > 0 ? Math.round((jobs * 1000) / ms) : 0;
+  return `sweep: ${jobs.toLocaleString('en-US')} jobs in ${Math.round(ms).toLocaleString('en-US')} ms = ${perSecond.toLocaleString('en-US')} jobs/s (${batch.toLocaleString('en-US')} per transaction)`;
+}
+
+/** Pairs a boss-engine row with its pg-boss-alone baseline. */
+function engineMatch(processes: number, batch: number, localConcurrency: number): string {
+  return `${processes} x batch ${batch} x localConcurrency ${localConcurrency}`;
+}
+
+/**
+ * The work() options bossEngine (src/worker/engine.ts) passes for a batch and localConcurrency at
+ * the default 1 s poll: each fetch takes half of what a worker may hold. The notify interval is
+ * left out: the baseline's workers do not LISTEN, and while batches come back full neither waits.
+ */
+function engineWorkOptions(batch: number, localConcurrency: number): WorkOptions {
+  const concurrency = batch * CONCURRENCY_PER_BATCH;
+  return { batchSize: Math.max(1, Math.ceil(Math.min(batch, concurrency) / 2)), localConcurrency, pollingIntervalSeconds: 1, burstWhenBatchFull: true };
+}
+
+/** pg-boss alone doing the boss engine's share of a scenario: its fetches and completions of the same jobs. */
+function bossAloneAsEngine({ processes, batch, localConcurrency, full }: BossEngineScenario): BossVariant {
+  const options = engineWorkOptions(batch, localConcurrency);
+  return {
+    label: `pg-boss as the boss engine runs it, batchSize ${options.batchSize}, localConcurrency ${localConcurrency}, burstWhenBatchFull`,
+    processes,
+    options,
+    recordJobs: true,
+    match: engineMatch(processes, batch, localConcurrency),
+    ...(full !== undefined && { full }),
+  };
 }
 
 /**
@@ -201,6 +411,15 @@ async function drainDirect(ctx: BenchContext, url: string, processes: number, ba
 async function commitsSoFar(pool: pg.Pool): Promise<number> {
   await delay(STATS_SETTLE_MS);
   const { rows } = await pool.query<{ n: string }>('SELECT xact_commit AS n FROM pg_stat_database WHERE datname = current_database()');
+  return Number(rows[0]!.n);
+}
+
+/**
+ * Autovacuum and autoanalyze runs finished on this database's tables so far (pg_stat_user_tables).
+ * A drain churns 100,000 rows, so one may start inside it: a rate that dips is then explained.
+ */
+async function maintenanceSoFar(pool: pg.Pool): Promise<number> {
+  const { rows } = await pool.query<{ n: string }>('SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0) AS n FROM pg_stat_user_tables');
   return Number(rows[0]!.n);
 }
 
@@ -218,12 +437,16 @@ async function drainBoss(ctx: BenchContext, url: string, variants: readonly Boss
       boss.on('error', (err) => ctx.progress(`pg-boss error: ${err.message}`));
       await boss.start();
       try {
-        await boss.createQueue(queue.name);
+        await boss.createQueue(queue.name, variant.recordJobs ? processQueueOptions() : undefined);
+        // The boss engine's jobs are what the sweep sends: a pointer, keyed by the record's ID.
+        const job = (n: number): JobInsert => (variant.recordJobs ? recordJob(`drain-${n}`, '1') : { data: jobData(n) });
         ctx.progress(`${scenario}: inserting ${BACKLOG.toLocaleString('en-US')} jobs`);
         for (let from = 1; from <= BACKLOG; from += BOSS_INSERT_CHUNK) {
           const count = Math.min(BOSS_INSERT_CHUNK, BACKLOG - from + 1);
-          await boss.insert(queue.name, Array.from({ length: count }, (_, k) => ({ data: jobData(from + k) })));
+          await boss.insert(queue.name, Array.from({ length: count }, (_, k) => job(from + k)));
         }
+        // As for the boss engine's queue (drainBossEngine): the fetch plans from statistics, not from a guess.
+        await pool.query(`ANALYZE ${queue.schema}.job`);
         await pool.query('CHECKPOINT').catch(() => undefined);
         await awaitQuiet(ctx.postgres.pids, ctx.progress);
         rows.push(await drainQueue(ctx, url, pool, queue, scenario, variant));
@@ -244,6 +467,7 @@ interface BossQueue {
 
 async function drainQueue(ctx: BenchContext, url: string, pool: pg.Pool, queue: BossQueue, scenario: string, variant: BossVariant): Promise<Row> {
   const committedBefore = await commitsSoFar(pool);
+  const maintenanceBefore = await maintenanceSoFar(pool);
   const children = Array.from({ length: variant.processes }, () => spawnBossWorker(url, queue, variant.options));
   const pids = children.map((child) => child.pid);
   const cpu = meter(ctx, pids);
@@ -272,7 +496,9 @@ async function drainQueue(ctx: BenchContext, url: string, pool: pg.Pool, queue: 
   } finally {
     await Promise.all(children.map((child) => stopChild(child)));
   }
-  const workerCommits = (await commitsSoFar(pool)) - committedBefore - (polls + 2);
+  const workerCommits = (await commitsSoFar(pool)) - committedBefore - (polls + 3);
+  const maintenance = (await maintenanceSoFar(pool)) - maintenanceBefore;
+  if (maintenance > 0) notes.push(`autovacuum or autoanalyze finished ${maintenance} time(s) on its tables meanwhile (their CPU counts as pg)`);
   if (usage.other > BUSY_OTHER_PERCENT) notes.push(`other processes used ${usage.other}% CPU meanwhile: the rate is low`);
   const perSecond = span.seconds > 0 ? Math.round(span.records / span.seconds) : 0;
   ctx.progress(`${scenario}: ${perSecond.toLocaleString('en-US')} jobs/s (${span.records} in ${span.seconds.toFixed(2)}s)`);
@@ -288,6 +514,7 @@ async function drainQueue(ctx: BenchContext, url: string, pool: pg.Pool, queue: 
     ...(variant.windowed ? { windowed: true } : span.records > 0 && { commitsPer1k: Math.round((workerCommits * 1000) / span.records) }),
     cpu: usage,
     options: variant.options,
+    ...(variant.match !== undefined && { match: variant.match }),
     notes,
   };
 }
@@ -346,9 +573,14 @@ function spawnBossWorker(url: string, queue: BossQueue, options: WorkOptions): C
   return spawnTsx(['bench/lib/boss-worker.ts', queue.schema, queue.name, JSON.stringify(options)], { DATABASE_URL: url });
 }
 
-/** Every direct scenario starts from an empty table and a fresh checkpoint. */
-async function resetRecords(pool: pg.Pool): Promise<void> {
-  await pool.query('TRUNCATE rowfleet.records');
+/**
+ * Every rowfleet scenario starts from empty tables and a fresh checkpoint. With `boss`, pg-boss's
+ * jobs go too: deleteAllJobs() truncates its job table (no dead rows left for the next fetch to
+ * skip) and zeroes its cached queue counts.
+ */
+async function resetRecords(pool: pg.Pool, boss?: PgBoss): Promise<void> {
+  await pool.query('TRUNCATE rowfleet.records, rowfleet.event_log, rowfleet.sweep_state');
+  await boss?.deleteAllJobs();
   // CHECKPOINT needs superuser (or pg_checkpoint); on a server where we lack it, skip it.
   await pool.query('CHECKPOINT').catch(() => undefined);
 }
@@ -369,7 +601,49 @@ interface Verdict {
   pass: boolean;
 }
 
-function report(ctx: BenchContext, rows: readonly Row[], verdict: Verdict): string {
+/** What the boss engine's row claim and row completion add to pg-boss's own fetch and complete. */
+interface ClaimCost {
+  scenario: string;
+  /** Records/s, boss engine. */
+  engine: number;
+  /** Jobs/s, pg-boss alone with the same work() options and jobs. */
+  alone: number;
+  engineVsAlone: number;
+  engineVsBossBest: number;
+  /** Records/s, direct engine with the same processes and batch (when measured). */
+  direct?: number;
+  engineVsDirect?: number;
+  /** Wall time per record: 1/engine - 1/alone, in µs (equally, ms per 1,000 records). */
+  addedMicros: number;
+  /** CPU per record, workers and Postgres together, in µs. */
+  cpuMicros: { engine: number; alone: number };
+}
+
+function claimCostsOf(rows: readonly Row[]): ClaimCost[] {
+  return rows
+    .filter((row) => row.engine === 'boss engine' && row.perSecond > 0)
+    .flatMap((row) => {
+      const alone = rows.find((other) => other.engine === 'pg-boss' && other.match === row.match);
+      if (alone === undefined || alone.perSecond === 0) return [];
+      const direct = rows.find((other) => other.engine === 'direct' && other.processes === row.processes && other.batch === row.batch);
+      return [{
+        scenario: row.scenario,
+        engine: row.perSecond,
+        alone: alone.perSecond,
+        engineVsAlone: row.perSecond / alone.perSecond,
+        engineVsBossBest: row.ratio ?? 0,
+        ...(direct !== undefined && direct.perSecond > 0 && { direct: direct.perSecond, engineVsDirect: row.perSecond / direct.perSecond }),
+        addedMicros: 1e6 / row.perSecond - 1e6 / alone.perSecond,
+        cpuMicros: { engine: cpuMicrosPerRecord(row), alone: cpuMicrosPerRecord(alone) },
+      }];
+    });
+}
+
+function cpuMicrosPerRecord(row: Row): number {
+  return Math.round((((row.cpu.workers ?? 0) + (row.cpu.postgres ?? 0)) / 100) * (1e6 / row.perSecond));
+}
+
+function report(ctx: BenchContext, rows: readonly Row[], verdict: Verdict, claimCosts: readonly ClaimCost[], sweepAlone: SweepTiming): string {
   const { settings } = ctx.postgres;
   const table = renderTable(
     'lrrrrrrrrl',
@@ -398,14 +672,48 @@ function report(ctx: BenchContext, rows: readonly Row[], verdict: Verdict): stri
       verdict.pass ? 'PASS' : 'MISS',
     ]],
   );
+  const costs = renderTable(
+    'lrrrrrrrr',
+    ['boss engine', 'records/s', 'pg-boss alone, same options', 'engine / alone', 'engine / pg-boss best', 'direct, same procs & batch', 'engine / direct', 'row claim adds, µs/record (ms/1k)', 'CPU µs/record engine / alone / added'],
+    claimCosts.map((cost) => [
+      cost.scenario,
+      cost.engine.toLocaleString('en-US'),
+      `${cost.alone.toLocaleString('en-US')}/s`,
+      `${cost.engineVsAlone.toFixed(2)}x`,
+      `${cost.engineVsBossBest.toFixed(2)}x`,
+      cost.direct === undefined ? '-' : `${cost.direct.toLocaleString('en-US')}/s`,
+      cost.engineVsDirect === undefined ? '-' : `${cost.engineVsDirect.toFixed(2)}x`,
+      cost.addedMicros.toFixed(1),
+      `${cost.cpuMicros.engine} / ${cost.cpuMicros.alone} / ${cost.cpuMicros.engine - cost.cpuMicros.alone}`,
+    ]),
+  );
+  const sweeps = rows.flatMap((row) => (row.sweep === undefined ? [] : [row.sweep]));
+  const sweepLines = [
+    `sweep alone (ROWFLEET_SWEEP_BATCH, no worker running): ${describeSweep(sweepAlone)}`,
+    ...(sweeps.length > 0 ? [`sweep before each boss-engine drain (not in its time): ${sweepRange(sweeps)}`] : []),
+  ];
   const notes = rows.flatMap((row) => row.notes.map((note) => `note: ${row.scenario}: ${note}`));
   const header = [
     `drain bench: postgres ${settings.server_version} (${ctx.postgres.origin}), fsync=${settings.fsync}, synchronous_commit=${settings.synchronous_commit}; backlog ${BACKLOG.toLocaleString('en-US')} records / jobs, no-op handlers`,
     `direct: \`rowfleet worker --engine direct --handler noop --batch B --concurrency ${CONCURRENCY_PER_BATCH}xB\` per process, timed from the backlog commit to the last completion;`,
+    `boss engine: \`rowfleet worker --engine boss --handler noop --batch B --concurrency ${CONCURRENCY_PER_BATCH}xB\` with ROWFLEET_LOCAL_CONCURRENCY per process (pg-boss batchSize B/2), timed from the sweep's commit to the last completion;`,
     'pg-boss: work() in its own processes (conc. = localConcurrency), timed from the first job started to the last completed; windowed rows: jobs completed in the first seconds;',
+    "  \"as the boss engine runs it\": the boss engine's work() options, its {id, version} jobs and queue options, a no-op handler: the boss engine without the row claim;",
     'txns/1k records: transactions the workers committed per 1,000 records (pg_stat_database; ~ +-1 s of the bench\'s polling); CPU: % of one core',
   ].join('\n');
-  return [header, '', table, '', summary, ...notes].join('\n');
+  const costHeader = [
+    'the cost of the row claim: the boss engine against pg-boss alone with the same options and jobs (same run, same Postgres);',
+    'row claim adds = 1/engine rate - 1/pg-boss-alone rate (wall time per record, all processes together); CPU: workers + Postgres per record',
+  ].join('\n');
+  return [header, '', table, '', summary, '', costHeader, '', costs, '', ...sweepLines, ...notes].join('\n');
+}
+
+function sweepRange(sweeps: readonly SweepTiming[]): string {
+  const ms = sweeps.map((s) => s.ms);
+  const rates = sweeps.map((s) => (s.jobs * 1000) / s.ms);
+  const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+  const jobs = sweeps[0]!.jobs;
+  return `${jobs.toLocaleString('en-US')} jobs in one transaction, ${fmt(Math.min(...ms))}-${fmt(Math.max(...ms))} ms = ${fmt(Math.min(...rates))}-${fmt(Math.max(...rates))} jobs/s`;
 }
 
 function microsPerRecord(row: Row, group: string): string {

@@ -4,15 +4,22 @@
  * registered its row in rowfleet.workers and its LISTEN connection is up (the worker registers
  * first and listens after), so that a measurement starts after process startup (a second or more
  * of tsx and module loading) rather than including it, and no wake-up waits for the 1 s poll.
+ * The direct engine listens on rowfleet_due; the boss engine's pg-boss listens on its own channel
+ * (`pgboss_<hash of the schema>`), opened when pg-boss starts, before the worker registers.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type pg from 'pg';
+import type { EngineName } from '../../src/config.ts';
 import { spawnTsx, stopChild, type Child } from './child.ts';
 
 const READY_TIMEOUT_MS = 30_000;
 
 export interface WorkerProcessOptions {
   databaseUrl: string;
+  /** `--engine`; direct unless given. */
+  engine?: EngineName;
+  /** The boss engine's pg-boss fetch loops per process (ROWFLEET_LOCAL_CONCURRENCY); rowfleet's default unless given. */
+  localConcurrency?: number;
   concurrency: number;
   batch: number;
   /** `noop`, or a handler module's path relative to the repository. */
@@ -32,7 +39,7 @@ export async function startWorkers(count: number, options: WorkerProcessOptions,
   const children: Child[] = Array.from({ length: count }, () => spawnWorker(options));
   const stop = () => Promise.all(children.map((child) => stopChild(child))).then(() => {});
   try {
-    await waitUntilReady(children, pool);
+    await waitUntilReady(children, pool, options.engine ?? 'direct');
   } catch (err) {
     await stop();
     throw err;
@@ -40,15 +47,23 @@ export async function startWorkers(count: number, options: WorkerProcessOptions,
   return { pids: children.map((child) => child.pid), stop };
 }
 
-function spawnWorker({ databaseUrl, concurrency, batch, handler, env = {} }: WorkerProcessOptions): Child {
+function spawnWorker({ databaseUrl, engine = 'direct', localConcurrency, concurrency, batch, handler, env = {} }: WorkerProcessOptions): Child {
   return spawnTsx(
-    ['src/cli/main.ts', 'worker', '--engine', 'direct', '--handler', handler, '--concurrency', String(concurrency), '--batch', String(batch)],
+    ['src/cli/main.ts', 'worker', '--engine', engine, '--handler', handler, '--concurrency', String(concurrency), '--batch', String(batch)],
     // Per-record log lines would cost the worker more CPU than the noop handler it runs.
-    { ...env, DATABASE_URL: databaseUrl, ROWFLEET_LOG_LEVEL: 'warn' },
+    {
+      ...env,
+      DATABASE_URL: databaseUrl,
+      ROWFLEET_LOG_LEVEL: 'warn',
+      ...(localConcurrency !== undefined && { ROWFLEET_LOCAL_CONCURRENCY: String(localConcurrency) }),
+    },
   );
 }
 
-async function waitUntilReady(children: readonly Child[], pool: pg.Pool): Promise<void> {
+/** What each engine's LISTEN statement looks like in pg_stat_activity. */
+const LISTEN_PATTERNS: Record<EngineName, string> = { direct: 'LISTEN%rowfleet_due%', boss: 'LISTEN%pgboss_%' };
+
+async function waitUntilReady(children: readonly Child[], pool: pg.Pool, engine: EngineName): Promise<void> {
   const pids = children.map((child) => child.pid);
   const gone = new Map<number, number | null>();
   for (const child of children) void child.exited.then((code) => gone.set(child.pid, code));
@@ -59,8 +74,8 @@ async function waitUntilReady(children: readonly Child[], pool: pg.Pool): Promis
     const { rows } = await pool.query<{ registered: number; listening: number }>(
       `SELECT (SELECT count(DISTINCT pid) FROM rowfleet.workers WHERE pid = ANY ($1))::int AS registered,
               (SELECT count(*) FROM pg_stat_activity
-                WHERE datname = current_database() AND query ILIKE 'LISTEN%rowfleet_due%')::int AS listening`,
-      [pids],
+                WHERE datname = current_database() AND query ILIKE $2)::int AS listening`,
+      [pids, LISTEN_PATTERNS[engine]],
     );
     if (rows[0]!.registered === pids.length && rows[0]!.listening >= pids.length) return;
     await delay(50);
