@@ -43,7 +43,7 @@ interface Row {
 
 export const sweepBench: Bench = {
   name: 'sweep',
-  summary: 'enqueue sweep duration for 100 new records beside 10,000 and 200,000 already sent (it must stay flat)',
+  summary: 'enqueue sweep duration for 100 new records beside 20,000 and 200,000 already sent (it must stay flat)',
   async run(ctx) {
     const db = await ctx.postgres.createDatabase('rowfleet_bench_sweep');
     const b = loadConfig({}).boss;

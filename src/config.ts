@@ -99,14 +99,18 @@ const DEFAULTS = {
   logLevel: 'info',
 } as const;
 
-export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = {}): Config {
-  const pick = <T>(key: Exclude<keyof Config, 'worker' | 'boss'>, envName: string, parse: (raw: string, name: string) => T, fallback: T): T => {
-    const fromFlag = overrides[key];
-    if (fromFlag !== undefined) return fromFlag as T;
+/** A setting: the flag if given, else the environment variable parsed, else the default. */
+function picker<C>(env: Env, flags: { readonly [K in keyof C]?: C[K] | undefined }) {
+  return <K extends keyof C>(key: K, envName: string, parse: (raw: string, name: string) => C[K], fallback: C[K]): C[K] => {
+    const fromFlag = flags[key];
+    if (fromFlag !== undefined) return fromFlag as C[K];
     const raw = env[envName];
-    if (raw === undefined || raw === '') return fallback;
-    return parse(raw, envName);
+    return raw === undefined || raw === '' ? fallback : parse(raw, envName);
   };
+}
+
+export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = {}): Config {
+  const pick = picker<Omit<Config, 'worker' | 'boss'>>(env, overrides);
 
   const databaseUrl = overrides.databaseUrl ?? nonEmpty(env.DATABASE_URL);
   if (databaseUrl !== undefined) checkDatabaseUrl(databaseUrl);
@@ -134,12 +138,7 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
 }
 
 function loadBossConfig(env: Env, flags: NonNullable<ConfigOverrides['boss']>): BossConfig {
-  const pick = <K extends keyof BossConfig>(key: K, envName: string, parse: (raw: string, name: string) => BossConfig[K], fallback: BossConfig[K]) => {
-    const fromFlag = flags[key];
-    if (fromFlag !== undefined) return fromFlag as BossConfig[K];
-    const raw = env[envName];
-    return raw === undefined || raw === '' ? fallback : parse(raw, envName);
-  };
+  const pick = picker<BossConfig>(env, flags);
   return {
     schema: pick('schema', 'ROWFLEET_BOSS_SCHEMA', parseSchemaName, 'pgboss'),
     queue: pick('queue', 'ROWFLEET_QUEUE', parseQueueName, 'rowfleet.process'),
@@ -197,12 +196,7 @@ export function parseCron(raw: string, name: string): string {
 }
 
 function loadWorkerConfig(env: Env, flags: NonNullable<ConfigOverrides['worker']>): WorkerConfig {
-  const pick = <K extends keyof WorkerConfig>(key: K, envName: string, parse: (raw: string, name: string) => WorkerConfig[K], fallback: WorkerConfig[K]) => {
-    const fromFlag = flags[key];
-    if (fromFlag !== undefined) return fromFlag as WorkerConfig[K];
-    const raw = env[envName];
-    return raw === undefined || raw === '' ? fallback : parse(raw, envName);
-  };
+  const pick = picker<WorkerConfig>(env, flags);
   const int = (min: number, max: number) => (raw: string, name: string) => parseInteger(raw, name, min, max);
   const worker: WorkerConfig = {
     engine: pick('engine', 'ROWFLEET_ENGINE', parseEngine, 'direct'),

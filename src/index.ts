@@ -62,10 +62,10 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
   let opened: Promise<{ pool: pg.Pool; enqueue: Awaited<ReturnType<typeof openEnqueue>> }> | undefined;
   const open = () =>
     (opened ??= (async () => {
-      const url = options.databaseUrl ?? (options.pool ? undefined : await resolveDatabaseUrl(config, log));
-      const pool = options.pool ?? createPool({ connectionString: url!, max: config.poolSize, log });
-      const enqueue = config.boss.enqueueOnUpsert ? await openEnqueue(config, pool, url ?? (await resolveDatabaseUrl(config, log)), log) : undefined;
-      return { pool, enqueue };
+      // A given pool needs no URL, unless pg-boss needs one for its LISTEN connection.
+      const url = options.pool === undefined || config.boss.enqueueOnUpsert ? await resolveDatabaseUrl(config, log) : '';
+      const pool = options.pool ?? createPool({ connectionString: url, max: config.poolSize, log });
+      return { pool, enqueue: await openEnqueue(config, pool, url, log) };
     })());
 
   async function upsert(input: MessageInput | readonly MessageInput[]): Promise<UpsertResponse | UpsertResponse[]> {

@@ -19,7 +19,7 @@
 import type pg from 'pg';
 import { sql } from 'drizzle-orm';
 import type { PgBoss, JobInsert } from 'pg-boss';
-import { query, type Queryable } from '../db/sql.ts';
+import { inTransaction, query, type Queryable } from '../db/sql.ts';
 import { bossDb } from './boss.ts';
 
 /** Jobs sent by one sweep after which pg-boss's job table is analyzed. */
@@ -76,11 +76,9 @@ export async function sweep(pool: pg.Pool, boss: PgBoss, options: SweepOptions):
 
 /** Marks up to `limit` new records and sends their jobs, in one transaction. */
 async function sendBatch(pool: pg.Pool, boss: PgBoss, queue: string, limit: number, lookaheadMs: number): Promise<{ sent: number; marked: number }> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  return inTransaction(pool, async (tx) => {
     const rows = await query<{ id: string; version: string; start_after: Date | null }>(
-      client,
+      tx,
       sql`WITH fresh AS (
             SELECT id FROM rowfleet.records
              WHERE status = 'COMPLETED' AND enqueued_at IS NULL AND run_after <= now() + ${lookaheadMs} * interval '1 millisecond'
@@ -92,19 +90,11 @@ async function sendBatch(pool: pg.Pool, boss: PgBoss, queue: string, limit: numb
            WHERE r.id = ANY (ARRAY(SELECT id FROM fresh))
           RETURNING r.id, r.version, CASE WHEN r.run_after > now() THEN r.run_after END AS start_after`,
     );
-    let sent = 0;
-    if (rows.length > 0) {
-      const jobs = inKeyOrder(rows.map((r) => recordJob(r.id, r.version, r.start_after ?? undefined)));
-      sent = (await boss.insert(queue, jobs, { db: bossDb(client), returnId: true }))?.length ?? 0;
-    }
-    await client.query('COMMIT');
+    if (rows.length === 0) return { sent: 0, marked: 0 };
+    const jobs = inKeyOrder(rows.map((r) => recordJob(r.id, r.version, r.start_after ?? undefined)));
+    const sent = (await boss.insert(queue, jobs, { db: bossDb(tx), returnId: true }))?.length ?? 0;
     return { sent, marked: rows.length };
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 /** The job for a record: keyed by its ID, so pg-boss keeps one pending per record. */

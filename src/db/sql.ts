@@ -22,3 +22,20 @@ export async function query<Row extends object>(db: Queryable, statement: SQL, n
 export function sqlState(err: unknown): string | undefined {
   return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
 }
+
+/** Runs `fn` in a transaction: on a client of its own when given a pool, else on the client given. */
+export async function inTransaction<T>(db: Queryable, fn: (tx: pg.PoolClient) => Promise<T>): Promise<T> {
+  const pooled = 'totalCount' in db;
+  const client = pooled ? await (db as pg.Pool).connect() : (db as pg.PoolClient);
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    if (pooled) client.release();
+  }
+}

@@ -10,6 +10,7 @@ import { sql, type SQL } from 'drizzle-orm';
 import { query, sqlState } from '../db/sql.ts';
 import { UsageError } from '../errors.ts';
 import { DUE_CHANNEL } from '../worker/engine.ts';
+import { parseDuration } from '../worker/policy.ts';
 
 export const REQUEUE_STATUSES = ['FAILED', 'PROCESSED'] as const;
 export type RequeueStatus = (typeof REQUEUE_STATUSES)[number];
@@ -152,7 +153,7 @@ async function checkRegex(pool: pg.Pool, pattern: string | undefined): Promise<v
 }
 
 /** `2h` (that long ago), or a timestamp like 2026-11-01T12:00:00Z. */
-export function parseMoment(raw: string, name: string, parseDuration: (raw: string) => number | undefined, now = Date.now()): Date {
+export function parseMoment(raw: string, name: string, now = Date.now()): Date {
   const ms = parseDuration(raw);
   if (ms !== undefined) return new Date(now - ms);
   const t = Date.parse(raw);

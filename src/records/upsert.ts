@@ -8,7 +8,7 @@
  */
 import type pg from 'pg';
 import { sql, type SQL } from 'drizzle-orm';
-import { query, sqlState, type Queryable } from '../db/sql.ts';
+import { inTransaction, query, sqlState, type Queryable } from '../db/sql.ts';
 import { presentVersion, type Message } from './message.ts';
 
 export type UpsertResult =
@@ -71,25 +71,15 @@ export async function upsertMessages(db: Queryable, messages: readonly Message[]
 
 /** The upsert and its jobs in one transaction (on a client of its own when given a pool). */
 function enqueuing(statement: SQL, name: string, enqueue: Enqueue): (db: Queryable) => Promise<ResultRow[]> {
-  return async (db) => {
-    const pooled = 'totalCount' in db;
-    const client = pooled ? await (db as pg.Pool).connect() : (db as pg.PoolClient);
-    try {
-      await client.query('BEGIN');
-      const rows = await query<ResultRow>(client, statement, name);
+  return (db) =>
+    inTransaction(db, async (tx) => {
+      const rows = await query<ResultRow>(tx, statement, name);
       // Newest applied version per record; a repeated messageId wrote nothing and sends nothing.
       const applied = new Map<string, string>();
       for (const row of rows) if (row.applied && !row.duplicate && !row.reused) applied.set(row.record_id, row.version);
-      if (applied.size > 0) await enqueue(client, [...applied].map(([id, version]) => ({ id, version })));
-      await client.query('COMMIT');
+      if (applied.size > 0) await enqueue(tx, [...applied].map(([id, version]) => ({ id, version })));
       return rows;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      if (pooled) (client as pg.PoolClient).release();
-    }
-  };
+    });
 }
 
 /**

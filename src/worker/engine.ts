@@ -16,7 +16,6 @@ import type { PgBoss } from 'pg-boss';
 import { ENGINES, type EngineName } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { listen } from '../db/listen.ts';
-import { isDatabaseUnavailable } from '../db/pool.ts';
 import { claimDue, claimIds, type Claimed } from '../records/lifecycle.ts';
 import { clearMarks, type RecordJob } from '../boss/sweep.ts';
 import { sendRequeued, type Requeued } from '../boss/enqueue.ts';
@@ -46,6 +45,8 @@ export interface Feed {
   /** Waits for a wake-up (notification, finished handler, rescue, shutdown) or the poll interval. */
   idle(signal: AbortSignal): Promise<void>;
   pause(ms: number, signal: AbortSignal): Promise<void>;
+  /** Runs a database step, retrying a few times while the database is unavailable (a restart). */
+  retry<T>(what: string, fn: () => Promise<T>): Promise<T>;
   poke(): void;
   warn(err: unknown, message: string): void;
 }
@@ -169,7 +170,7 @@ export function bossEngine(pool: pg.Pool, boss: PgBoss, options: BossEngineOptio
           }
           let claimed: Claimed[] = [];
           try {
-            claimed = await retryWhileUnavailable(() => claimJobs(jobs, feed.owner, feed.leaseMs), signal);
+            claimed = await feed.retry('claim', () => claimJobs(jobs, feed.owner, feed.leaseMs));
           } finally {
             feed.unreserve(jobs.length);
             feed.execute(claimed);
@@ -183,16 +184,4 @@ export function bossEngine(pool: pg.Pool, boss: PgBoss, options: BossEngineOptio
       await boss.offWork(queue, { id: workId, wait: true });
     },
   };
-}
-
-/** Retries `fn` while the database is unavailable (a restart), up to about 30 s or until `signal` aborts. */
-async function retryWhileUnavailable<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (!isDatabaseUnavailable(err) || attempt >= 8 || signal.aborted) throw err;
-      await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** attempt)));
-    }
-  }
 }

@@ -160,6 +160,7 @@ export class Worker {
       waitForRoom: (n, signal) => this.#waitUntil(() => this.#free() >= n, signal),
       idle: (signal) => this.#idle(signal),
       pause: (ms, signal) => this.#pause(ms, signal),
+      retry: (what, fn) => this.#retrying(what, fn),
       poke: () => this.#poke(),
       warn: (err, message) => this.#warn(err, message),
     };

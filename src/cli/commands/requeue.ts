@@ -1,7 +1,6 @@
 import { Command, Option } from 'commander';
 import { parseInteger } from '../../config.ts';
 import { UsageError } from '../../errors.ts';
-import { parseDuration } from '../../worker/policy.ts';
 import { REQUEUE_STATUSES, parseMoment, requeue, type RequeueStatus } from '../../ops/requeue.ts';
 import { progressBar } from '../progress.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
@@ -50,8 +49,8 @@ Examples:
       if (!hasFilter && flags.all !== true) {
         throw new UsageError(`no filter given: pass --id, --error, --since, --before or --limit, or --all to requeue every ${flags.status} record`);
       }
-      const since = flags.since === undefined ? undefined : parseMoment(flags.since, '--since', parseDuration);
-      const before = flags.before === undefined ? undefined : parseMoment(flags.before, '--before', parseDuration);
+      const since = flags.since === undefined ? undefined : parseMoment(flags.since, '--since');
+      const before = flags.before === undefined ? undefined : parseMoment(flags.before, '--before');
       const config = ctx.config(overridesFrom(flags));
       const log = ctx.logger(config, 'requeue');
       const json = flags.json === true;
