@@ -14,6 +14,8 @@ export interface Config {
   readonly databaseUrl: string | undefined;
   /** Folder for the embedded Postgres and local state (`.rowfleet` in the working directory). */
   readonly home: string;
+  /** Whether `home` was chosen (ROWFLEET_HOME, a flag): then it is used as is, never relocated. */
+  readonly homeChosen: boolean;
   readonly host: string;
   readonly port: number;
   /** Bearer tokens accepted by the API; empty means the API is open. */
@@ -113,11 +115,13 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
   const pick = picker<Omit<Config, 'worker' | 'boss'>>(env, overrides);
 
   const databaseUrl = overrides.databaseUrl ?? nonEmpty(env.DATABASE_URL);
+  const chosenHome = overrides.home ?? nonEmpty(env.ROWFLEET_HOME);
   if (databaseUrl !== undefined) checkDatabaseUrl(databaseUrl);
 
   const config: Config = {
     databaseUrl,
-    home: path.resolve(overrides.home ?? nonEmpty(env.ROWFLEET_HOME) ?? '.rowfleet'),
+    home: path.resolve(chosenHome ?? '.rowfleet'),
+    homeChosen: chosenHome !== undefined,
     host: pick('host', 'ROWFLEET_HOST', (raw) => raw, DEFAULTS.host),
     port: pick('port', 'PORT', (raw, name) => parseInteger(raw, name, 0, 65535), DEFAULTS.port),
     apiTokens: overrides.apiTokens ?? parseTokens(env.ROWFLEET_API_TOKENS),

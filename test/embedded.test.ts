@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { embeddedStatus, ensureEmbedded, stopEmbedded, type EmbeddedServer } from '../src/db/embedded.ts';
+import { embeddedStatus, ensureEmbedded, relocatedHome, stopEmbedded, type EmbeddedServer } from '../src/db/embedded.ts';
 import { UserError } from '../src/errors.ts';
 import { silentLogger } from '../src/log.ts';
 
@@ -129,4 +129,79 @@ describe('embedded Postgres', () => {
       await fs.rm(privateParent, { recursive: true, force: true });
     }
   });
+
+  describe.runIf(process.getuid?.() === 0)('as root, with the default home in a private folder', () => {
+    let privateParent: string;
+    let privateHome: string;
+    let elsewhere: string;
+    beforeAll(async () => {
+      privateParent = await fs.mkdtemp(path.join(os.tmpdir(), 'rowfleet-private-'));
+      privateHome = path.join(privateParent, 'checkout', '.rowfleet');
+      elsewhere = relocatedHome(privateHome);
+    });
+    afterAll(async () => {
+      await stopEmbedded(privateHome, silentLogger, { relocate: true });
+      await fs.rm(elsewhere, { recursive: true, force: true });
+      await fs.rm(privateParent, { recursive: true, force: true });
+    });
+
+    it('keeps the data in a folder of its own under /var/tmp, says so once, and finds it again', async () => {
+      expect(elsewhere).toMatch(/^\/var\/tmp\/rowfleet-checkout-[0-9a-f]{10}$/);
+      const { log, lines } = capturingLogger();
+      const first = await ensureEmbedded({ home: privateHome, log, relocate: true });
+      expect(first.dataDir).toBe(path.join(elsewhere, 'pg'));
+      const said = lines.filter((l) => l.msg.includes('cannot reach'));
+      expect(said).toHaveLength(1);
+      expect(said[0]!.msg).toContain(elsewhere);
+      expect(await fs.readFile(path.join(privateHome, 'README'), 'utf8')).toContain(elsewhere);
+      expect(await query<{ one: number }>(first.url, 'SELECT 1 AS one')).toEqual([{ one: 1 }]);
+
+      // Another process of the same checkout, and status and stop, find the same server.
+      const { server } = await ensureInChildProcessRelocating(privateHome);
+      expect(server.pid).toBe(first.pid);
+      expect(await embeddedStatus(privateHome, { relocate: true })).toMatchObject({ running: true, pid: first.pid, dataDir: first.dataDir });
+      expect(await stopEmbedded(privateHome, silentLogger, { relocate: true })).toEqual({ stopped: true });
+
+      // Started again: same place, and nothing more said about it.
+      const { log: quiet, lines: later } = capturingLogger();
+      const again = await ensureEmbedded({ home: privateHome, log: quiet, relocate: true });
+      expect(again.dataDir).toBe(first.dataDir);
+      expect(later.map((l) => l.msg)).toEqual(['embedded Postgres started']);
+    });
+
+    it('refuses a folder under /var/tmp that someone else could have planted', async () => {
+      const planted = path.join(privateParent, 'planted', '.rowfleet');
+      const target = relocatedHome(planted);
+      await fs.mkdir(target, { mode: 0o777 });
+      await fs.chmod(target, 0o777);
+      await fs.writeFile(path.join(target, 'server.json'), '{"password": "x", "port": 1}');
+      try {
+        const attempt = ensureEmbedded({ home: planted, log: silentLogger, relocate: true });
+        await expect(attempt).rejects.toBeInstanceOf(UserError);
+        await expect(attempt).rejects.toThrow(/is not a folder of ours that only we can write/);
+      } finally {
+        await fs.rm(target, { recursive: true, force: true });
+      }
+    });
+  });
 });
+
+/** ensureEmbedded with relocation in another Node process, as another command of the checkout would call it. */
+async function ensureInChildProcessRelocating(home: string): Promise<{ server: EmbeddedServer }> {
+  const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) => {
+    const script = `
+      import { silentLogger } from ${JSON.stringify(fileURLToPath(new URL('../src/log.ts', import.meta.url)))};
+      const { ensureEmbedded } = await import(${JSON.stringify(EMBEDDED_MODULE)});
+      const server = await ensureEmbedded({ home: ${JSON.stringify(home)}, log: silentLogger, relocate: true });
+      process.stdout.write(JSON.stringify({ server }) + '\\n');
+    `;
+    const child = spawn(process.execPath, ['--experimental-strip-types', '--no-warnings', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve({ stdout: out }) : reject(new Error(`child exited with ${code}: ${err}`))));
+  });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as { server: EmbeddedServer };
+}

