@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { migrateAll } from '../../db/migrate.ts';
+import { embeddedStatus } from '../../db/embedded.ts';
 import { getRecord, type RecordView } from '../../records/read.ts';
 import { loadHandler } from '../../worker/handler.ts';
 import { runWorker } from '../../worker/run.ts';
@@ -15,10 +16,17 @@ interface Step {
 /** Out-of-order, duplicate and conflicting messages, as a real network delivers them. */
 function steps(id: string): Step[] {
   return [
-    { say: 'server B writes version 2 first', body: { id, data: { status: 'shipped', items: 3 }, version: 2 } },
-    { say: 'server A, slow, delivers the older version 1 late', body: { id, data: { status: 'paid', items: 3 }, version: 1 } },
-    { say: 'a retry of version 2 with an idempotency key', body: { id, data: { status: 'shipped', items: 3 }, version: 2, messageId: `${id}-evt-2` } },
-    { say: 'the same retry again (network timeout, client retried)', body: { id, data: { status: 'shipped', items: 3 }, version: 2 }, headers: { 'idempotency-key': `${id}-evt-2` } },
+    { say: 'server B writes version 2 first, with an idempotency key', body: { id, data: { status: 'shipped', items: 3 }, version: 2, messageId: `${id}-evt-2` } },
+    { say: 'server A, slow, delivers the older version 1 late: refused as stale, never overwrites', body: { id, data: { status: 'paid', items: 3 }, version: 1 } },
+    {
+      say: 'server B timed out and retries version 2 with the same key: the first answer again (duplicate), nothing written',
+      body: { id, data: { status: 'shipped', items: 3 }, version: 2 },
+      headers: { 'idempotency-key': `${id}-evt-2` },
+    },
+    {
+      say: 'version 2 again from another producer, with no key: stale, not duplicate (no key ties it to the first; the same data at the same version is a harmless repeat)',
+      body: { id, data: { status: 'shipped', items: 3 }, version: 2 },
+    },
     { say: 'a different payload claiming the same version 2', body: { id, data: { status: 'cancelled' }, version: 2 } },
     { say: 'version 3 arrives', body: { id, data: { status: 'delivered', items: 3 }, version: 3 } },
     { say: 'a message with no version: the database assigns one', body: { id: `${id}-note`, data: { text: 'no version given' } } },
@@ -39,7 +47,8 @@ export function registerDemo(ctx: CommandContext): Command {
       const log = ctx.logger(config, 'demo');
       const out = (line = '') => ctx.io.stdout.write(`${line}\n`);
       await ctx.withPool(config, log, async (pool, url) => {
-        out(`database   ${config.databaseUrl === undefined ? `embedded Postgres (${config.home}/pg)` : 'DATABASE_URL'}`);
+        const where = config.databaseUrl === undefined ? `embedded Postgres (data in ${(await embeddedStatus(config.home, { relocate: !config.homeChosen })).dataDir})` : 'DATABASE_URL';
+        out(`database   ${where}`);
         const { applied, total } = await migrateAll(url, config.boss, log);
         out(`migrations ${applied} applied, ${total} in all`);
         const app = buildServer({ config, pool, log });
