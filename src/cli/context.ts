@@ -6,7 +6,10 @@ import { Option, type Command } from 'commander';
 import { loadConfig, type Config, type ConfigOverrides, type Env } from '../config.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { resolveDatabaseUrl } from '../db/connect.ts';
-import { createPool, type Pool } from '../db/pool.ts';
+import { pendingMigrations } from '../db/migrate.ts';
+import { createPool, explainConnectionFailure, isMissingObject, sqlStateOf, type Pool } from '../db/pool.ts';
+import { bossInstalled } from '../boss/boss.ts';
+import { SchemaNotReadyError, UserError, type SchemaState } from '../errors.ts';
 
 export interface Output {
   write(text: string): unknown;
@@ -20,7 +23,10 @@ export interface CliIO {
   isTTY?: boolean;
   /** Resolves when the process is asked to stop (SIGINT / SIGTERM); long-running commands await it. */
   shutdownSignal?: AbortSignal;
-  /** Forces JSON logs (tests), instead of deciding by whether stderr is a terminal. */
+  /**
+   * JSON logs (for machines) or pretty ones (for a person at a terminal); unset, the logger decides
+   * by whether stderr is a terminal. src/cli/main.ts always sets it.
+   */
   jsonLogs?: boolean;
 }
 
@@ -30,11 +36,24 @@ export interface CommandContext {
   logger(config: Config, name?: string): Logger;
   /** Prints a value: JSON with `json`, otherwise the text `human(value)` returns. */
   print<T>(value: T, json: boolean, human?: (value: T) => string): void;
-  /** Resolves the database (embedded when no DATABASE_URL), opens a pool, runs `fn`, closes it. */
+  /**
+   * Resolves the database (embedded when no DATABASE_URL), opens a pool, runs `fn`, closes it.
+   * Known database conditions come out as one-line UserErrors: Postgres unreachable or refusing the
+   * connection, and a schema that `rowfleet migrate` has not created or upgraded.
+   */
   withPool<T>(config: Config, log: Logger, fn: (pool: Pool, url: string) => Promise<T>): Promise<T>;
+  /**
+   * Logs a failure meant for a person as one structured entry for machines (JSON logs only: on a
+   * terminal the person already reads the one line main.ts prints), and returns it to throw.
+   */
+  failure(log: Logger, error: UserError, fields?: Record<string, unknown>): UserError;
 }
 
 export function createContext(io: CliIO): CommandContext {
+  const failure = (log: Logger, error: UserError, fields: Record<string, unknown> = {}): UserError => {
+    if (io.jsonLogs !== false) log.error({ ...fields, exitCode: error.exitCode }, error.message);
+    return error;
+  };
   return {
     io,
     config: (overrides = {}) => loadConfig(io.env, overrides),
@@ -47,11 +66,50 @@ export function createContext(io: CliIO): CommandContext {
       const pool = createPool({ connectionString: url, max: config.poolSize, log });
       try {
         return await fn(pool, url);
+      } catch (err) {
+        const known = await explainDatabaseFailure(err, pool, config.boss.schema);
+        if (known === undefined) throw err;
+        const cause = sqlStateOf(err);
+        throw failure(log, known, { code: cause?.code, cause: cause?.error.message, ...(known instanceof SchemaNotReadyError && { schema: known.state }) });
       } finally {
         await pool.end();
       }
     },
+    failure,
   };
+}
+
+/**
+ * A UserError for the database conditions a person can fix, or undefined (then the error is a bug
+ * or unforeseen, and keeps its stack). A missing table or schema costs one more look at the schema,
+ * on this error path only: every command's happy path stays one round trip shorter than a check
+ * before each command would make it.
+ */
+async function explainDatabaseFailure(err: unknown, pool: Pool, bossSchema: string): Promise<UserError | undefined> {
+  if (err instanceof UserError) return undefined;
+  const connection = explainConnectionFailure(err);
+  if (connection !== undefined) return new UserError(connection, 1, { cause: err });
+  if (!isMissingObject(err)) return undefined;
+  let state: SchemaState | undefined;
+  try {
+    state = await schemaState(pool, bossSchema, sqlStateOf(err)!.error.message);
+  } catch {
+    return undefined; // the look failed too: report the original error as it is
+  }
+  return state === undefined ? undefined : new SchemaNotReadyError(state, { cause: err });
+}
+
+/** Why a statement found no table: rowfleet's schema missing or behind, or pg-boss not installed (if the error names it). */
+async function schemaState(pool: Pool, bossSchema: string, message: string): Promise<SchemaState | undefined> {
+  const pending = await pendingMigrations(pool);
+  if (pending > 0) {
+    const { rows } = await pool.query<{ present: boolean }>(`SELECT to_regnamespace('rowfleet') IS NOT NULL AS present`);
+    return rows[0]?.present === true ? { kind: 'behind', pending } : { kind: 'missing' };
+  }
+  // Names stay as they are in every server language: relation "pgboss.job", schema "pgboss".
+  const namesBoss = message.includes(`"${bossSchema}.`) || message.includes(`"${bossSchema}"`);
+  if (namesBoss && !(await bossInstalled(pool, bossSchema))) return { kind: 'no-boss', schema: bossSchema };
+  return undefined;
 }
 
 /** Options every database command shares. */

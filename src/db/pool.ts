@@ -50,8 +50,75 @@ const UNAVAILABLE_CODES = new Set([
 ]);
 
 export function isDatabaseUnavailable(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const code = (err as { code?: string }).code;
-  if (code !== undefined && UNAVAILABLE_CODES.has(code)) return true;
-  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(err.message);
+  return unavailableCause(err) !== undefined;
+}
+
+/** The first of the error and its causes that says the database is unavailable. */
+function unavailableCause(err: unknown): Error | undefined {
+  for (const e of chain(err)) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && UNAVAILABLE_CODES.has(code)) return e;
+    if (/Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(e.message)) return e;
+  }
+  return undefined;
+}
+
+/**
+ * The error and its causes, outermost first. drizzle wraps pg's error ("Failed query: ...") and
+ * keeps it as `cause`, so a SQLSTATE may sit one level down.
+ */
+function* chain(err: unknown): Generator<Error> {
+  let e = err;
+  // A bound: a cause cycle must not hang the error path.
+  for (let depth = 0; e instanceof Error && depth < 10; depth += 1) {
+    yield e;
+    e = e.cause;
+  }
+}
+
+/** The first SQLSTATE (or socket error code) found on the error or its causes, and that error. */
+export function sqlStateOf(err: unknown): { code: string; error: Error } | undefined {
+  for (const e of chain(err)) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string') return { code, error: e };
+  }
+  return undefined;
+}
+
+/**
+ * SQLSTATEs of a statement that names something the database lacks: a table or schema (42P01,
+ * 3F000), a column, function or type (42703, 42883, 42704). Before `rowfleet migrate`, or after an
+ * upgrade without it, rowfleet's own statements fail this way; whether that is the cause takes a
+ * look at the schema (the CLI does it on this error path only).
+ */
+const MISSING_OBJECT_CODES = new Set(['42P01', '3F000', '42703', '42883', '42704']);
+
+export function isMissingObject(err: unknown): boolean {
+  const state = sqlStateOf(err);
+  return state !== undefined && MISSING_OBJECT_CODES.has(state.code);
+}
+
+/**
+ * One line for a person when Postgres could not be used at all: unreachable, or it refused the
+ * connection (no such database 3D000, no such role or not allowed 28000, wrong password 28P01).
+ * undefined for anything else. Postgres's own message names the database or role, in the server's
+ * language, and never the password; the URL is not repeated because it may carry one.
+ */
+export function explainConnectionFailure(err: unknown): string | undefined {
+  const unavailable = unavailableCause(err);
+  if (unavailable !== undefined) {
+    return `cannot reach Postgres (${unavailable.message}); check DATABASE_URL, or run \`rowfleet db start\` for the embedded one`;
+  }
+  const state = sqlStateOf(err);
+  const said = state?.error.message;
+  switch (state?.code) {
+    case '3D000':
+      return `Postgres refused the connection: ${said}; create that database, or correct the database name in DATABASE_URL (or --database-url)`;
+    case '28P01':
+      return `Postgres refused the connection: ${said}; check the user name and password in DATABASE_URL (or --database-url)`;
+    case '28000':
+      return `Postgres refused the connection: ${said}; check the user name in DATABASE_URL (or --database-url), or the server's pg_hba.conf`;
+    default:
+      return undefined;
+  }
 }
