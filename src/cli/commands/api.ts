@@ -3,6 +3,8 @@ import { parseInteger } from '../../config.ts';
 import { ensureSchema } from '../../db/migrate.ts';
 import { buildServer } from '../../http/server.ts';
 import { openEnqueue } from '../../boss/enqueue.ts';
+import { UserError } from '../../errors.ts';
+import type { Logger } from '../../log.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 
 export function registerApi(ctx: CommandContext): Command {
@@ -23,7 +25,13 @@ export function registerApi(ctx: CommandContext): Command {
         const enqueue = await openEnqueue(config, pool, url, log);
         try {
           const app = buildServer({ config, pool, log, enqueue: enqueue?.enqueue });
-          const address = await app.listen({ port: config.port, host: config.host });
+          let address: string;
+          try {
+            address = await app.listen({ port: config.port, host: config.host });
+          } catch (err) {
+            await app.close();
+            throw listenFailure(ctx, log, err, config.host, config.port);
+          }
           log.info({ address, tokens: config.apiTokens.length > 0, enqueueOnUpsert: enqueue !== undefined }, `rowfleet api listening on ${address}`);
           await waitForShutdown(ctx.io.shutdownSignal);
           log.info('shutting down: no new connections, finishing requests in flight');
@@ -33,6 +41,26 @@ export function registerApi(ctx: CommandContext): Command {
         }
       });
     });
+}
+
+/** The address cannot be listened on: a line saying which and what to do; other errors as they are. */
+function listenFailure(ctx: CommandContext, log: Logger, err: unknown, host: string, port: number): unknown {
+  const code = (err as NodeJS.ErrnoException).code;
+  const where = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const say = (message: string) => ctx.failure(log, new UserError(message, 1, { cause: err }), { code, host, port });
+  switch (code) {
+    case 'EADDRINUSE':
+      return say(`cannot listen on ${where}: the port is in use (another rowfleet api?); choose another with --port or PORT, or stop what holds it`);
+    case 'EACCES':
+      return say(`cannot listen on ${where}: not allowed (ports below 1024 need privileges); choose another with --port or PORT`);
+    case 'EADDRNOTAVAIL':
+      return say(`cannot listen on ${where}: ${host} is not an address of this machine; check --host or ROWFLEET_HOST`);
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return say(`cannot listen on ${where}: the name ${host} does not resolve to an address; check --host or ROWFLEET_HOST`);
+    default:
+      return err;
+  }
 }
 
 function waitForShutdown(signal: AbortSignal | undefined): Promise<void> {
