@@ -1,7 +1,6 @@
 import { Command, Option } from 'commander';
 import { UserError, UsageError } from '../../errors.ts';
-import { replay } from '../../ops/replay.ts';
-import { progressBar } from '../progress.ts';
+import { replay, type ReplayResult } from '../../ops/replay.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 
 interface ReplayFlags extends DatabaseFlags {
@@ -64,6 +63,35 @@ Examples:
         if (r.dryRun) return `dry run: checked ${r.checked} record(s); ${r.differ - r.byKind.ahead} would be rebuilt (${kinds}); nothing changed`;
         return `checked ${r.checked} record(s); rebuilt ${r.rebuilt} (${kinds}${r.byKind.ahead > 0 ? '; records ahead are left as they are' : ''})`;
       });
-      if (result.verify && result.differ > 0) throw new UserError(`${result.differ} record(s) differ from their messages; run rowfleet replay to rebuild them`);
+      if (result.verify && result.differ > 0) throw new UserError(verifyFailure(result, flags));
     });
+}
+
+/**
+ * What to do about the differences --verify found. Replay rebuilds missing, behind and other-data
+ * records; it never rewrites one ahead of its messages (that would lower a version), so for those
+ * the advice is to look, not to run replay.
+ */
+function verifyFailure(r: ReplayResult, flags: ReplayFlags): string {
+  const ahead = r.byKind.ahead;
+  const rebuildable = r.differ - ahead;
+  const look = 'look at them with `rowfleet inspect <id>`';
+  const why =
+    flags.toSeq === undefined
+      ? 'their latest messages were likely deleted by the event_log retention, or records was written outside rowfleet'
+      : `records with messages after --to-seq ${flags.toSeq} are ahead of it by design`;
+  if (rebuildable === 0) {
+    return `${ahead} record(s) hold a newer version than their messages replay to; replay never rewrites them (it never lowers a version), so running it changes nothing: ${why}; ${look}`;
+  }
+  const same = [
+    ...(flags.id ?? []).map((id) => ` --id ${shellWord(id)}`),
+    ...(flags.fromSeq === undefined ? [] : [` --from-seq ${flags.fromSeq}`]),
+    ...(flags.toSeq === undefined ? [] : [` --to-seq ${flags.toSeq}`]),
+  ].join('');
+  const aheadNote = ahead === 0 ? '' : `; ${ahead} more are ahead of their messages, which replay never rewrites: ${look}`;
+  return `${rebuildable} record(s) differ from their messages; run \`rowfleet replay${same}\` to rebuild them${aheadNote}`;
+}
+
+function shellWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
 }
