@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { UsageError } from './errors.ts';
-import { parseDuration } from './worker/policy.ts';
+import { durationProblem, parseDuration } from './worker/policy.ts';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -64,8 +64,8 @@ export interface BossConfig {
 /** `rowfleet worker` and `rowfleet fleet`: environment ROWFLEET_<NAME>, flags --<name>. */
 export interface WorkerConfig {
   readonly engine: EngineName;
-  /** Built-in handler name or module path. */
-  readonly handler: string;
+  /** Built-in handler name or module path; required by `rowfleet worker` and `fleet` (no default). */
+  readonly handler: string | undefined;
   readonly concurrency: number;
   readonly batch: number;
   readonly leaseMs: number;
@@ -168,7 +168,8 @@ export function parseCronCheck(raw: string, name: string): number {
 export function parseRetention(raw: string, name: string): number | null {
   if (/^\s*(forever|keep|off)\s*$/i.test(raw)) return null;
   const ms = parseDuration(raw);
-  if (ms === undefined || ms < 60_000) throw new UsageError(`${name} must be a duration of at least 1m like 30d or 12h, or "forever", got "${raw}"`);
+  if (ms === undefined) throw new UsageError(`${durationProblem(raw, name)}, or "forever"`);
+  if (ms < 60_000) throw new UsageError(`${name} must be at least 1m (like 30d or 12h), or "forever", got "${raw}"`);
   return ms;
 }
 
@@ -204,7 +205,7 @@ function loadWorkerConfig(env: Env, flags: NonNullable<ConfigOverrides['worker']
   const int = (min: number, max: number) => (raw: string, name: string) => parseInteger(raw, name, min, max);
   const worker: WorkerConfig = {
     engine: pick('engine', 'ROWFLEET_ENGINE', parseEngine, 'direct'),
-    handler: pick('handler', 'ROWFLEET_HANDLER', (raw) => raw.trim(), 'noop'),
+    handler: pick('handler', 'ROWFLEET_HANDLER', (raw) => raw.trim(), undefined),
     concurrency: pick('concurrency', 'ROWFLEET_CONCURRENCY', int(1, 10_000), 10),
     batch: pick('batch', 'ROWFLEET_BATCH', int(1, 10_000), 100),
     leaseMs: pick('leaseMs', 'ROWFLEET_LEASE', durationParser(100), 30_000),
@@ -228,7 +229,7 @@ function loadWorkerConfig(env: Env, flags: NonNullable<ConfigOverrides['worker']
 export function durationParser(minMs: number): (raw: string, name: string) => number {
   return (raw, name) => {
     const ms = parseDuration(raw);
-    if (ms === undefined) throw new UsageError(`${name} must be a duration like 500ms, 30s, 5m or 1h, got "${raw}"`);
+    if (ms === undefined) throw new UsageError(durationProblem(raw, name));
     if (ms < minMs) throw new UsageError(`${name} must be at least ${minMs} ms, got "${raw}"`);
     return ms;
   };

@@ -54,7 +54,9 @@ describe('rowfleet upsert', () => {
 describe('rowfleet worker', () => {
   it.each([
     [['--concurrency', '0'], /--concurrency must be between 1 and 10000/],
-    [['--lease', 'soon'], /--lease must be a duration like 500ms, 30s, 5m or 1h/],
+    [['--lease', 'soon'], /--lease must be a duration with a unit \(ms, s, m, h or d\) like 500ms, 30s, 5m or 1h, got "soon"/],
+    [['--handler', 'noop', '--timeout', '30'], /--timeout needs a unit: "30" could be 30ms or 30s; write it as 30s/],
+    [[], /no handler: give --handler \.\/handler\.js .* or a built-in \(noop, sleep, flaky, checksum\), or set ROWFLEET_HANDLER/],
     [['--fail-rate', '2'], /--fail-rate must be a number from 0 to 1/],
     [['--handler', 'nope'], /--handler nope is not a built-in \(noop, sleep, flaky, checksum\)/],
     [['--handler', './missing-handler.js'], /--handler \.\/missing-handler\.js: cannot load/],
@@ -68,6 +70,15 @@ describe('rowfleet worker', () => {
   it('refuses a bad ROWFLEET_* variable the same way', async () => {
     const run = await rowfleet({ ...env, ROWFLEET_MAX_ATTEMPTS: 'many' }, 'worker');
     expect((run.error as Error).message).toBe('ROWFLEET_MAX_ATTEMPTS must be a whole number, got "many"');
+    const bare = await rowfleet({ ...env, ROWFLEET_POLL: '250' }, 'worker', '--handler', 'noop');
+    expect(bare.error).toBeInstanceOf(UsageError);
+    expect((bare.error as Error).message).toMatch(/^ROWFLEET_POLL needs a unit: "250" could be 250ms or 250s/);
+  });
+
+  it('fleet refuses to start without a handler, before touching the database', async () => {
+    const run = await rowfleet({ ...env, DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none' }, 'fleet', '--workers', '1');
+    expect(run.error).toBeInstanceOf(UsageError);
+    expect((run.error as Error).message).toMatch(/^no handler: give --handler/);
   });
 });
 
@@ -130,7 +141,9 @@ describe('rowfleet scheduler', () => {
 
   it('refuses a bad retention', async () => {
     const run = await rowfleet(env, 'scheduler', '--event-retention', 'soon');
-    expect((run.error as Error).message).toBe('--event-retention must be a duration of at least 1m like 30d or 12h, or "forever", got "soon"');
+    expect((run.error as Error).message).toBe('--event-retention must be a duration with a unit (ms, s, m, h or d) like 500ms, 30s, 5m or 1h, got "soon", or "forever"');
+    const short = await rowfleet(env, 'scheduler', '--event-retention', '30s');
+    expect((short.error as Error).message).toBe('--event-retention must be at least 1m (like 30d or 12h), or "forever", got "30s"');
   });
 });
 

@@ -83,7 +83,7 @@ describe('fleet options', () => {
     [['--workers', 'many'], '--workers must be a whole number, got "many"'],
     [['--workers', '1000'], '--workers must be between 0 and 256, got 1000'],
     [['--scale-every', '10ms', '--min', '1', '--max', '2'], '--scale-every must be at least 100 ms, got "10ms"'],
-    [['--lease', 'soon'], '--lease must be a duration like 500ms, 30s, 5m or 1h, got "soon"'],
+    [['--lease', 'soon'], '--lease must be a duration with a unit (ms, s, m, h or d) like 500ms, 30s, 5m or 1h, got "soon"'],
   ])('refuses %j: %s', async (args, message) => {
     // No database is touched: the options are refused first.
     const run = await rowfleet({ DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' }, 'fleet', ...args);
@@ -120,7 +120,7 @@ describe('a fleet of worker processes', () => {
   const sameSet = (a: number[], b: number[]) => a.length === b.length && [...a].sort().every((x, i) => x === [...b].sort()[i]);
 
   it('runs N workers, replaces one killed with SIGKILL, and stops them all on SIGTERM', async () => {
-    const fleet = procs.start(['fleet', '--workers', '2', '--poll', '200ms'], { DATABASE_URL: db.url });
+    const fleet = procs.start(['fleet', '--workers', '2', '--handler', 'noop', '--poll', '200ms'], { DATABASE_URL: db.url });
     const first = await waitFor(async () => {
       const pids = procs.fleetWorkers;
       return pids.length === 2 && sameSet(await registered(), pids) ? pids : undefined;
@@ -149,7 +149,7 @@ describe('a fleet of worker processes', () => {
   });
 
   it('leaves no orphans: when the fleet is killed with SIGKILL, its workers drain and exit', async () => {
-    const fleet = procs.start(['fleet', '--workers', '2', '--poll', '200ms'], { DATABASE_URL: db.url });
+    const fleet = procs.start(['fleet', '--workers', '2', '--handler', 'noop', '--poll', '200ms'], { DATABASE_URL: db.url });
     const workers = await waitFor(async () => {
       const pids = procs.fleetWorkers;
       return pids.length === 2 && sameSet(await registered(), pids) ? pids : undefined;

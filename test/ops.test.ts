@@ -128,6 +128,7 @@ describe('rowfleet requeue', () => {
       [['requeue'], /^no filter given: pass --id, --error, --since, --before or --limit, or --all/],
       [['requeue', '--error', '(unclosed'], /^--error "\(unclosed" is not a valid regular expression/],
       [['requeue', '--since', 'yesterday-ish'], /^--since must be a duration like 2h or 30m, or a timestamp/],
+      [['requeue', '--since', '2'], /^--since needs a unit: "2" could be 2ms or 2s; .*, or a timestamp like/],
     ] as const) {
       const run = await rowfleet(env, ...args);
       expect(run.error).toBeInstanceOf(UsageError);

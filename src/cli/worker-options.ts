@@ -5,6 +5,7 @@
 import { Option, type Command } from 'commander';
 import { durationParser, parseInteger, parseRate, type ConfigOverrides, type WorkerConfig } from '../config.ts';
 import { ENGINES } from '../worker/engine.ts';
+import { requireHandler } from '../worker/handler.ts';
 
 /** Parsed flags, named as commander names them (`--lease` → `lease`). */
 export interface WorkerFlags {
@@ -30,7 +31,7 @@ const duration = (name: string, minMs: number) => (raw: string) => durationParse
 export function withWorkerOptions(command: Command): Command {
   return command
     .addOption(new Option('--engine <engine>', 'how work is found (default: $ROWFLEET_ENGINE or direct)').choices([...ENGINES]))
-    .option('--handler <name|path>', 'built-in (noop, sleep, flaky, checksum) or a module default-exporting async (record, ctx) => result (default: noop)')
+    .option('--handler <name|path>', 'required: a module default-exporting async (record, ctx) => result, or a built-in (noop, sleep, flaky, checksum) (default: $ROWFLEET_HANDLER)')
     .addOption(new Option('--concurrency <n>', 'handlers running at once per process (default: 10)').argParser(int('--concurrency', 1, 10_000)))
     .addOption(new Option('--batch <n>', 'most records claimed per statement (default: 100)').argParser(int('--batch', 1, 10_000)))
     .addOption(new Option('--lease <duration>', 'lease per claim, extended by heartbeats every lease/3 (default: 30s)').argParser(duration('--lease', 100)))
@@ -66,7 +67,7 @@ const WORKER_KEYS: Record<keyof WorkerConfig, true> = {
 /** The same settings as command-line flags, for a fleet to pass to its worker processes. */
 export function workerArgs(config: WorkerConfig): string[] {
   return [
-    '--engine', config.engine, '--handler', config.handler, '--concurrency', String(config.concurrency), '--batch', String(config.batch),
+    '--engine', config.engine, '--handler', requireHandler(config.handler), '--concurrency', String(config.concurrency), '--batch', String(config.batch),
     '--lease', `${config.leaseMs}ms`, '--timeout', `${config.timeoutMs}ms`, '--max-attempts', String(config.maxAttempts),
     '--backoff-base', `${config.backoffBaseMs}ms`, '--backoff-cap', `${config.backoffCapMs}ms`,
     '--max-expirations', String(config.maxExpirations), '--poll', `${config.pollMs}ms`, '--grace', `${config.graceMs}ms`,

@@ -10,7 +10,7 @@ import { sql, type SQL } from 'drizzle-orm';
 import { query, sqlState } from '../db/sql.ts';
 import { UsageError } from '../errors.ts';
 import { DUE_CHANNEL } from '../worker/engine.ts';
-import { parseDuration } from '../worker/policy.ts';
+import { durationProblem, parseDuration } from '../worker/policy.ts';
 
 export const REQUEUE_STATUSES = ['FAILED', 'PROCESSED'] as const;
 export type RequeueStatus = (typeof REQUEUE_STATUSES)[number];
@@ -158,5 +158,6 @@ export function parseMoment(raw: string, name: string, now = Date.now()): Date {
   if (ms !== undefined) return new Date(now - ms);
   const t = Date.parse(raw);
   if (/^\d{4}-\d{2}-\d{2}/.test(raw.trim()) && Number.isFinite(t)) return new Date(t);
+  if (/^\s*\d+(\.\d+)?\s*$/.test(raw)) throw new UsageError(`${durationProblem(raw, name)}, or a timestamp like 2026-11-01T12:00:00Z`);
   throw new UsageError(`${name} must be a duration like 2h or 30m, or a timestamp like 2026-11-01T12:00:00Z, got "${raw}"`);
 }

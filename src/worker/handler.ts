@@ -94,8 +94,20 @@ function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/**
+ * The handler setting, which has no default: a worker that silently marked real records PROCESSED
+ * with a null result (as a `noop` default did) loses work without a word.
+ */
+export function requireHandler(spec: string | undefined): string {
+  if (spec !== undefined && spec !== '') return spec;
+  throw new UsageError(
+    `no handler: give --handler ./handler.js (a module default-exporting async (record, ctx) => result) or a built-in (${Object.keys(builtinHandlers({ sleepMs: 0, failRate: 0 })).join(', ')}), or set ROWFLEET_HANDLER`,
+  );
+}
+
 /** A built-in by name, or a module path resolved from `cwd`. */
-export async function loadHandler(spec: string, cwd: string, options: BuiltinOptions): Promise<LoadedHandler> {
+export async function loadHandler(setting: string | undefined, cwd: string, options: BuiltinOptions): Promise<LoadedHandler> {
+  const spec = requireHandler(setting);
   const builtin = builtinHandlers(options)[spec];
   if (builtin !== undefined) return { name: spec, run: builtin, transactional: false };
   if (!spec.includes('/') && !spec.includes('.')) {

@@ -2,6 +2,7 @@ import os from 'node:os';
 import { Command, Option } from 'commander';
 import { durationParser, parseInteger } from '../../config.ts';
 import { UsageError } from '../../errors.ts';
+import { requireHandler } from '../../worker/handler.ts';
 import { IDLE_SAMPLES, runFleet, type FleetSize } from '../../fleet/run.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 import { withWorkerOptions, workerOverrides, type WorkerFlags } from '../worker-options.ts';
@@ -42,6 +43,7 @@ Examples:
     .action(async (flags: DatabaseFlags & WorkerFlags & FleetFlags) => {
       const config = ctx.config({ ...overridesFrom(flags), worker: workerOverrides(flags) });
       const size = fleetSize(flags);
+      requireHandler(config.worker.handler);
       const log = ctx.logger(config, 'fleet');
       await runFleet({ config, size, log, env: ctx.io.env, output: ctx.io.stderr, signal: ctx.io.shutdownSignal ?? new AbortController().signal });
     });
