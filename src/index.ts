@@ -20,7 +20,7 @@ import { runWorker } from './worker/run.ts';
 import { openEnqueue } from './boss/enqueue.ts';
 import { runFleet } from './fleet/run.ts';
 import { fleetSize } from './cli/commands/fleet.ts';
-import type { WorkerStats } from './worker/worker.ts';
+import type { Worker, WorkerStats } from './worker/worker.ts';
 
 export { MessageError, type Message, type MessageInput, type JsonObject, type JsonValue } from './records/message.ts';
 export type { UpsertResponse } from './records/upsert.ts';
@@ -117,11 +117,21 @@ export interface CreateWorkerOptions extends Partial<Omit<WorkerConfig, 'handler
 
 export interface RowfleetWorker {
   readonly id: string;
+  /** Outcomes so far, updated as records finish (the same object before, during and after the run). */
   readonly stats: WorkerStats;
   /** Runs until `stop()`; resolves once drained. */
   start(): Promise<void>;
   /** Stops claiming, lets in-flight handlers finish within the grace period, releases the rest. */
   stop(): Promise<void>;
+}
+
+const STAT_NAMES = ['processed', 'superseded', 'retried', 'failed', 'lost', 'released', 'rescued'] as const satisfies readonly (keyof WorkerStats)[];
+
+/** A read-only view of the running Worker's stats: zeros until it exists, then its live counts. */
+function liveStats(current: () => WorkerStats | undefined): WorkerStats {
+  const view = {};
+  for (const name of STAT_NAMES) Object.defineProperty(view, name, { enumerable: true, get: () => current()?.[name] ?? 0 });
+  return Object.freeze(view) as WorkerStats;
 }
 
 /**
@@ -140,17 +150,17 @@ export function createWorker(options: CreateWorkerOptions): RowfleetWorker {
   });
   const stop = new AbortController();
   let running: Promise<void> | undefined;
-  const stats: WorkerStats = { processed: 0, superseded: 0, retried: 0, failed: 0, lost: 0, released: 0, rescued: 0 };
+  let worker: Worker | undefined;
   const id = `${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
 
   const run = async () => {
     const loaded = typeof handler === 'string' ? await loadHandler(handler, process.cwd(), config.worker) : { name: handler.name || 'handler', run: handler, transactional };
-    Object.assign(stats, await runWorker({ config, handler: loaded, log, signal: stop.signal, id }));
+    await runWorker({ config, handler: loaded, log, signal: stop.signal, id, onWorker: (w) => (worker = w) });
   };
 
   return {
     id,
-    stats,
+    stats: liveStats(() => worker?.stats),
     start: () => (running ??= run()),
     async stop() {
       stop.abort();

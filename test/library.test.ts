@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { waitFor } from './helpers/processes.ts';
 import { createClient, createFleet, createWorker, MessageError, PermanentError, type RowfleetClient } from '../src/index.ts';
 
 let db: TestDatabase;
@@ -33,7 +34,7 @@ describe('library', () => {
     expect(await client.getRecord('lib-3')).toBeUndefined();
   });
 
-  it('runs a worker in-process with createWorker: results stored, PermanentError fails the record', async () => {
+  it('runs a worker in-process with createWorker: results stored, PermanentError fails the record, stats live while it runs', async () => {
     // Only this test's records are due.
     await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED'`);
     const worker = createWorker({
@@ -45,22 +46,27 @@ describe('library', () => {
         return { doubled: (record.data as { n: number }).n * 2 };
       },
     });
+    // Taken before the start: the same view, updated as the worker goes.
+    const stats = worker.stats;
+    expect(stats).toEqual({ processed: 0, superseded: 0, retried: 0, failed: 0, lost: 0, released: 0, rescued: 0 });
     const running = worker.start();
     await client.upsert([
       { id: 'w-1', data: { n: 1 } },
       { id: 'w-2', data: { n: 2 } },
       { id: 'w-3', data: { bad: true } },
     ]);
-    const deadline = Date.now() + 10_000;
-    while ((await db.pool.query(`SELECT 1 FROM rowfleet.records WHERE id LIKE 'w-%' AND status IN ('COMPLETED', 'PROCESSING')`)).rowCount! > 0) {
-      if (Date.now() > deadline) throw new Error('records not processed in time');
-      await new Promise((r) => setTimeout(r, 20));
+    try {
+      // While it runs: the counts arrive with the completions, not when stop() resolves.
+      await waitFor(() => stats.processed + stats.failed === 3, 10_000, 'the worker to count three finished records');
+      expect(stats).toMatchObject({ processed: 2, failed: 1, retried: 0 });
+      expect(await client.getRecord('w-2')).toMatchObject({ status: 'PROCESSED', result: { doubled: 4 } });
+      expect(await client.getRecord('w-3')).toMatchObject({ status: 'FAILED', lastError: 'PermanentError: bad record' });
+    } finally {
+      await worker.stop();
+      await running;
     }
-    await worker.stop();
-    await running;
     expect(worker.stats).toMatchObject({ processed: 2, failed: 1 });
-    expect(await client.getRecord('w-2')).toMatchObject({ status: 'PROCESSED', result: { doubled: 4 } });
-    expect(await client.getRecord('w-3')).toMatchObject({ status: 'FAILED', lastError: 'PermanentError: bad record' });
+    expect(() => Object.assign(worker.stats, { processed: 0 })).toThrow(TypeError);
   });
 
   it('supervises worker processes with createFleet', async () => {

@@ -19,9 +19,14 @@ export interface RunWorkerOptions {
   log: Logger;
   signal: AbortSignal;
   id?: string;
+  /**
+   * Called with the Worker as soon as it exists, before it registers: the library reads its
+   * `stats` while it runs (they grow as records finish, not only once it has stopped).
+   */
+  onWorker?: (worker: Worker) => void;
 }
 
-export async function runWorker({ config, handler, log, signal, id }: RunWorkerOptions): Promise<WorkerStats> {
+export async function runWorker({ config, handler, log, signal, id, onWorker }: RunWorkerOptions): Promise<WorkerStats> {
   const w = config.worker;
   const url = await resolveDatabaseUrl(config, log);
   await ensureSchema(url, config.databaseUrl === undefined, w.engine === 'boss' ? config.boss : undefined);
@@ -60,6 +65,7 @@ export async function runWorker({ config, handler, log, signal, id }: RunWorkerO
     graceMs: w.graceMs,
   });
   try {
+    onWorker?.(worker);
     await worker.run(signal);
     return worker.stats;
   } finally {
