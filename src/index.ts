@@ -5,12 +5,14 @@
  *   await upsert({ id: 'order-1', data: { total: 12 }, version: 3 });
  *
  * `upsert` uses a shared client configured from the environment (DATABASE_URL, else the embedded
- * Postgres of the working directory); `createClient` gives an explicit one.
+ * Postgres of the working directory, migrated on first use); `createClient` gives an explicit one.
  */
 import type pg from 'pg';
 import { loadConfig, type Config, type WorkerConfig } from './config.ts';
 import { resolveDatabaseUrl } from './db/connect.ts';
+import { ensureSchema, pendingMigrations } from './db/migrate.ts';
 import { createPool } from './db/pool.ts';
+import { UserError } from './errors.ts';
 import { silentLogger, type Logger } from './log.ts';
 import { parseBatch, parseMessage, type MessageInput, type MessageLimits } from './records/message.ts';
 import { getRecord, type RecordView } from './records/read.ts';
@@ -32,7 +34,7 @@ export type { WorkerStats } from './worker/worker.ts';
 export interface ClientOptions {
   /** Postgres URL; default DATABASE_URL, else the embedded Postgres in `.rowfleet/`. */
   databaseUrl?: string;
-  /** Use this pool instead of opening one (the client will not close it). */
+  /** Use this `pg` Pool instead of opening one (the client will not close it, nor migrate through it). */
   pool?: pg.Pool;
   /** Connections to open (default ROWFLEET_POOL_SIZE or 10). */
   poolSize?: number;
@@ -51,6 +53,17 @@ export interface RowfleetClient {
   close(): Promise<void>;
 }
 
+interface Opened {
+  pool: pg.Pool;
+  enqueue: Awaited<ReturnType<typeof openEnqueue>>;
+}
+
+/**
+ * A client with its own connections, opened on first use. Opening checks the schema once: the
+ * embedded Postgres (no DATABASE_URL) is migrated there, as `rowfleet api` does; any other
+ * database must be current already, or every call rejects with a UserError saying to run
+ * `rowfleet migrate`. A failed open is not kept: the next call tries again.
+ */
 export function createClient(options: ClientOptions = {}): RowfleetClient {
   const config: Config = loadConfig(process.env, {
     ...(options.databaseUrl !== undefined && { databaseUrl: options.databaseUrl }),
@@ -59,14 +72,32 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
   });
   const limits: MessageLimits = { maxBatch: options.limits?.maxBatch ?? config.maxBatch, maxDepth: options.limits?.maxDepth ?? config.maxDepth };
   const log = options.log ?? silentLogger;
-  let opened: Promise<{ pool: pg.Pool; enqueue: Awaited<ReturnType<typeof openEnqueue>> }> | undefined;
-  const open = () =>
-    (opened ??= (async () => {
-      // A given pool needs no URL, unless pg-boss needs one for its LISTEN connection.
-      const url = options.pool === undefined || config.boss.enqueueOnUpsert ? await resolveDatabaseUrl(config, log) : '';
-      const pool = options.pool ?? createPool({ connectionString: url, max: config.poolSize, log });
+  const boss = config.boss.enqueueOnUpsert ? config.boss : undefined;
+
+  async function connect(): Promise<Opened> {
+    if (options.pool !== undefined) {
+      const pool = options.pool;
+      await requireMigrated(pool);
+      // pg-boss (enqueue on upsert) opens its own LISTEN connection, so it needs the URL anyway.
+      const url = boss !== undefined ? await resolveDatabaseUrl(config, log) : '';
       return { pool, enqueue: await openEnqueue(config, pool, url, log) };
-    })());
+    }
+    const url = await resolveDatabaseUrl(config, log);
+    await ensureSchema(url, config.databaseUrl === undefined, boss);
+    const pool = createPool({ connectionString: url, max: config.poolSize, log });
+    try {
+      return { pool, enqueue: await openEnqueue(config, pool, url, log) };
+    } catch (err) {
+      await pool.end();
+      throw err;
+    }
+  }
+  let opened: Promise<Opened> | undefined;
+  const open = () =>
+    (opened ??= connect().catch((err: unknown) => {
+      opened = undefined;
+      throw err;
+    }));
 
   async function upsert(input: MessageInput | readonly MessageInput[]): Promise<UpsertResponse | UpsertResponse[]> {
     // Validate everything before writing anything: a bad item refuses the whole batch.
@@ -80,18 +111,26 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
     upsert: upsert as RowfleetClient['upsert'],
     getRecord: async (id, opts) => getRecord((await open()).pool, id, opts),
     async close() {
-      if (opened === undefined) return;
-      const { pool, enqueue } = await opened;
+      const current = opened;
       opened = undefined;
+      if (current === undefined) return;
+      // An open that failed left nothing to close.
+      const { pool, enqueue } = await current.catch(() => ({ pool: undefined, enqueue: undefined }));
       await enqueue?.close();
-      if (!options.pool) await pool.end();
+      if (pool !== undefined && options.pool === undefined) await pool.end();
     },
   };
 }
 
+/** A given pool is never migrated through: the schema must be current, as for a DATABASE_URL. */
+async function requireMigrated(pool: pg.Pool): Promise<void> {
+  const pending = await pendingMigrations(pool);
+  if (pending > 0) throw new UserError(`the database schema is ${pending} migration(s) behind; run \`rowfleet migrate\` first`);
+}
+
 let shared: RowfleetClient | undefined;
 
-/** Upserts through a shared client configured from the environment. */
+/** Upserts through a shared client configured from the environment (see createClient). */
 export function upsert(message: MessageInput): Promise<UpsertResponse>;
 export function upsert(messages: readonly MessageInput[]): Promise<UpsertResponse[]>;
 export function upsert(input: MessageInput | readonly MessageInput[]): Promise<UpsertResponse | UpsertResponse[]> {
@@ -119,7 +158,10 @@ export interface RowfleetWorker {
   readonly id: string;
   /** Outcomes so far, updated as records finish (the same object before, during and after the run). */
   readonly stats: WorkerStats;
-  /** Runs until `stop()`; resolves once drained. */
+  /**
+   * Runs until `stop()`; resolves once drained. Rejects with a UserError when a DATABASE_URL's
+   * schema is behind (run `rowfleet migrate`); the embedded Postgres is migrated here.
+   */
   start(): Promise<void>;
   /** Stops claiming, lets in-flight handlers finish within the grace period, releases the rest. */
   stop(): Promise<void>;
@@ -184,7 +226,7 @@ export interface CreateFleetOptions extends Partial<Omit<WorkerConfig, 'handler'
 }
 
 export interface RowfleetFleet {
-  /** Runs until `stop()`. */
+  /** Runs until `stop()`. Rejects with a UserError when a DATABASE_URL's schema is behind (run `rowfleet migrate`). */
   start(): Promise<void>;
   /** Drains every worker process and resolves when all have exited. */
   stop(): Promise<void>;

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { createEmptyDatabase, createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { waitFor } from './helpers/processes.ts';
-import { createClient, createFleet, createWorker, MessageError, PermanentError, type RowfleetClient } from '../src/index.ts';
+import { createClient, createFleet, createWorker, MessageError, PermanentError, UserError, type RowfleetClient } from '../src/index.ts';
 
 let db: TestDatabase;
 let client: RowfleetClient;
@@ -84,5 +84,73 @@ describe('library', () => {
     expect((await client.getRecord('fleet-1'))?.result).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
     const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.workers`);
     expect(rows[0].n).toBe(0);
+  });
+});
+
+describe('library: the schema is checked once, when a client opens', () => {
+  let empty: TestDatabase;
+  let migrated: TestDatabase;
+  beforeAll(async () => {
+    [empty, migrated] = await Promise.all([createEmptyDatabase(), createTestDatabase()]);
+  });
+  afterAll(async () => {
+    await Promise.all([empty?.drop(), migrated?.drop()]);
+  });
+
+  /** What `promise` rejected with (the test fails if it resolved). */
+  async function rejection(promise: Promise<unknown>): Promise<Error> {
+    return promise.then(
+      () => {
+        throw new Error('expected a rejection');
+      },
+      (err: unknown) => err as Error,
+    );
+  }
+
+  function expectRunMigrate(err: Error): void {
+    expect(err).toBeInstanceOf(UserError);
+    // One line for a person, whatever the wording of what is missing.
+    expect(err.message).toMatch(/^[^\n]+; run `rowfleet migrate` first$/);
+    expect(err.message).not.toMatch(/does not exist/);
+  }
+
+  it('a DATABASE_URL without the schema: one line saying to run rowfleet migrate, from every entry point, and nothing created', async () => {
+    const emptyClient = createClient({ databaseUrl: empty.url, poolSize: 1 });
+    try {
+      expectRunMigrate(await rejection(emptyClient.upsert({ id: 'x', data: {} })));
+      expectRunMigrate(await rejection(emptyClient.getRecord('x')));
+    } finally {
+      await emptyClient.close();
+    }
+    const withPool = createClient({ pool: empty.pool });
+    expectRunMigrate(await rejection(withPool.upsert([{ id: 'x', data: {} }])));
+    await withPool.close();
+
+    const worker = createWorker({ databaseUrl: empty.url, handler: async () => null });
+    expectRunMigrate(await rejection(worker.start()));
+    const fleet = createFleet({ databaseUrl: empty.url, workers: 1, handler: 'noop' });
+    expectRunMigrate(await rejection(fleet.start()));
+
+    // A DATABASE_URL is never migrated implicitly.
+    const { rows } = await empty.pool.query(`SELECT to_regnamespace('rowfleet') AS schema`);
+    expect(rows[0].schema).toBeNull();
+  });
+
+  it('checks when it opens, not on every call; a failed open is tried again', async () => {
+    await migrated.pool.query(`ALTER TABLE rowfleet.migrations RENAME TO migrations_aside`);
+    const checked = createClient({ databaseUrl: migrated.url, poolSize: 1 });
+    try {
+      // Without its migrations table the schema reads as behind.
+      expectRunMigrate(await rejection(checked.upsert({ id: 'once-1', data: {} })));
+      await migrated.pool.query(`ALTER TABLE rowfleet.migrations_aside RENAME TO migrations`);
+      expect(await checked.upsert({ id: 'once-1', data: {} })).toMatchObject({ applied: true });
+      // Opened: later calls do not look at the schema again.
+      await migrated.pool.query(`ALTER TABLE rowfleet.migrations RENAME TO migrations_aside`);
+      expect(await checked.upsert({ id: 'once-2', data: {} })).toMatchObject({ applied: true });
+      expect(await checked.getRecord('once-1')).toMatchObject({ status: 'COMPLETED' });
+    } finally {
+      await checked.close();
+      await migrated.pool.query(`ALTER TABLE IF EXISTS rowfleet.migrations_aside RENAME TO migrations`);
+    }
   });
 });
