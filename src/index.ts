@@ -3,9 +3,17 @@
  *
  *   import { upsert, close } from 'rowfleet';
  *   await upsert({ id: 'order-1', data: { total: 12 }, version: 3 });
+ *   await close();
  *
  * `upsert` uses a shared client configured from the environment (DATABASE_URL, else the embedded
  * Postgres of the working directory, migrated on first use); `createClient` gives an explicit one.
+ *
+ * Every type a consumer sees is declared in this file or in a module that imports nothing
+ * (records/message.ts, errors.ts). The internal modules' declarations import pg, drizzle-orm,
+ * pg-boss and pino, whose own .d.ts files need @types/pg and @types/node and do not pass a
+ * consumer's `skipLibCheck: false` (test/consumer.test.ts type-checks an installed tarball):
+ * so the public types below are structural copies, and the `Mirrors` checks at the end keep each
+ * one equal to (or compatible with) the internal type it stands for.
  */
 import type pg from 'pg';
 import { loadConfig, type Config, type WorkerConfig } from './config.ts';
@@ -15,34 +23,150 @@ import { createPool } from './db/pool.ts';
 import { UserError } from './errors.ts';
 import { silentLogger, type Logger } from './log.ts';
 import { parseBatch, parseMessage, type MessageInput, type MessageLimits } from './records/message.ts';
-import { getRecord, type RecordView } from './records/read.ts';
-import { presentResult, upsertMessages, type UpsertResponse } from './records/upsert.ts';
-import { loadHandler, type Handler } from './worker/handler.ts';
+import { getRecord, type RecordView as InternalRecordView, type EventView as InternalEventView } from './records/read.ts';
+import { presentResult, upsertMessages, type UpsertResponse as InternalUpsertResponse } from './records/upsert.ts';
+import {
+  loadHandler,
+  PermanentError as InternalPermanentError,
+  type HandlerContext as InternalHandlerContext,
+  type HandlerRecord as InternalHandlerRecord,
+} from './worker/handler.ts';
 import { runWorker } from './worker/run.ts';
+import type { Worker, WorkerStats as InternalWorkerStats } from './worker/worker.ts';
 import { openEnqueue } from './boss/enqueue.ts';
 import { runFleet } from './fleet/run.ts';
 import { fleetSize } from './cli/commands/fleet.ts';
-import type { Worker, WorkerStats } from './worker/worker.ts';
 
 export { MessageError, type Message, type MessageInput, type JsonObject, type JsonValue } from './records/message.ts';
-export type { UpsertResponse } from './records/upsert.ts';
-export type { RecordView, EventView } from './records/read.ts';
 export { UserError, UsageError } from './errors.ts';
-export { PermanentError, type Handler, type HandlerContext, type HandlerRecord } from './worker/handler.ts';
-export type { WorkerStats } from './worker/worker.ts';
+
+/**
+ * Where rowfleet logs: a pino logger fits (`pino()`, or Fastify's `app.log`); so does anything
+ * with these methods, which are all rowfleet calls. Default: silent.
+ */
+export interface RowfleetLogger {
+  debug: LogMethod;
+  info: LogMethod;
+  warn: LogMethod;
+  error: LogMethod;
+  child(bindings: Record<string, unknown>): RowfleetLogger;
+}
+
+export interface LogMethod {
+  (fields: object, message?: string): void;
+  (message: string): void;
+}
+
+/**
+ * A pool of the `pg` package (pg 8), described by the members that tell a Pool from a Client, so
+ * that rowfleet's types do not need @types/pg. rowfleet runs its statements and transactions on it.
+ */
+export interface PgPool {
+  query(text: string, values?: unknown[]): Promise<unknown>;
+  connect(): Promise<unknown>;
+  readonly totalCount: number;
+  readonly idleCount: number;
+}
+
+/** An upsert result, as the HTTP API returns it: versions are numbers when exact, decimal strings above 2^53. */
+export type UpsertResponse =
+  | { id: string; applied: true; version: number | string; reason: 'applied'; duplicate?: true }
+  | { id: string; applied: false; version: number | string; currentVersion: number | string; reason: 'stale' | 'conflict'; duplicate?: true }
+  | { id: string; applied: false; reason: 'message_id_reused'; messageId: string; error: string };
+
+/** A record as `getRecord` returns it (the same as `GET /records/:id`). */
+export interface RecordView {
+  id: string;
+  version: number | string;
+  status: 'COMPLETED' | 'PROCESSING' | 'PROCESSED' | 'FAILED';
+  data: unknown;
+  attempts: number;
+  runAfter: string;
+  lease: { owner: string | null; expiresAt: string | null } | null;
+  lastError: string | null;
+  result: unknown;
+  processedVersion: number | string | null;
+  processedAt: string | null;
+  createdAt: string;
+  updatedAt: string;
+  /** With `{ history: true }`: the record's event_log entries in order. */
+  history?: EventView[];
+}
+
+/** One event_log entry: a message (applied, stale, duplicate, conflict) or a lifecycle event. */
+export interface EventView {
+  seq: number | string;
+  messageId: string | null;
+  version: number | string | null;
+  versionAssigned: boolean;
+  applied: boolean;
+  reason: 'applied' | 'stale' | 'duplicate' | 'conflict' | 'retried' | 'failed' | 'requeued' | 'rescued' | 'replayed';
+  currentVersion: number | string | null;
+  data: unknown;
+  detail: unknown;
+  receivedAt: string;
+}
+
+/** Thrown by a handler: the record goes straight to FAILED, without retries. */
+export interface PermanentError extends Error {}
+/** Thrown by a handler: the record goes straight to FAILED, without retries. */
+export const PermanentError: new (message: string, options?: ErrorOptions) => PermanentError = InternalPermanentError;
+
+export interface HandlerRecord {
+  id: string;
+  /** A number when exact, a decimal string above 2^53. */
+  version: number | string;
+  data: unknown;
+  /** Claims of this version so far, this one included. */
+  attempts: number;
+}
+
+export interface HandlerContext {
+  /** Aborted on shutdown, on a lost lease and past the timeout: stop work and throw. */
+  signal: AbortSignal;
+  log: RowfleetLogger;
+  attempt: number;
+  /** `<id>:<version>`: the same for every execution of this version, for external effects. */
+  idempotencyKey: string;
+  /** Extends the lease now (heartbeats do it anyway); throws if the lease was lost. */
+  extendLease(): Promise<void>;
+  /** Transactional handlers only: a query in the completion's transaction. */
+  query?(text: string, params?: unknown[]): Promise<{ rows: Record<string, unknown>[]; rowCount: number | null }>;
+}
+
+/** What a handler returns is stored as the record's `result` (JSON). */
+export type Handler = (record: HandlerRecord, ctx: HandlerContext) => Promise<unknown>;
+
+/** Records this worker finished, by outcome, since it started. */
+export interface WorkerStats {
+  /** Completed: the record is PROCESSED at the version the handler saw. */
+  processed: number;
+  /** A newer version arrived while the handler ran: the record went back to COMPLETED. */
+  superseded: number;
+  /** The handler threw: retried after a backoff. */
+  retried: number;
+  /** Attempts exhausted or a PermanentError: FAILED. */
+  failed: number;
+  /** The lease was lost (rescued elsewhere): the completion was refused. */
+  lost: number;
+  /** Given back unfinished on shutdown, without spending an attempt. */
+  released: number;
+  /** Other workers' expired leases this worker rescued. */
+  rescued: number;
+}
 
 export interface ClientOptions {
   /** Postgres URL; default DATABASE_URL, else the embedded Postgres in `.rowfleet/`. */
   databaseUrl?: string;
   /** Use this `pg` Pool instead of opening one (the client will not close it, nor migrate through it). */
-  pool?: pg.Pool;
+  pool?: PgPool;
   /** Connections to open (default ROWFLEET_POOL_SIZE or 10). */
   poolSize?: number;
   /** Batch size and nesting limits (default ROWFLEET_MAX_BATCH / ROWFLEET_MAX_DEPTH). */
-  limits?: Partial<MessageLimits>;
+  limits?: { maxBatch?: number; maxDepth?: number };
   /** Send each applied record's pg-boss job in the upsert's transaction (default ROWFLEET_ENQUEUE_ON_UPSERT). */
   enqueueOnUpsert?: boolean;
-  log?: Logger;
+  log?: RowfleetLogger;
 }
 
 export interface RowfleetClient {
@@ -71,12 +195,12 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
     ...(options.enqueueOnUpsert !== undefined && { boss: { enqueueOnUpsert: options.enqueueOnUpsert } }),
   });
   const limits: MessageLimits = { maxBatch: options.limits?.maxBatch ?? config.maxBatch, maxDepth: options.limits?.maxDepth ?? config.maxDepth };
-  const log = options.log ?? silentLogger;
+  const log = (options.log ?? silentLogger) as Logger;
   const boss = config.boss.enqueueOnUpsert ? config.boss : undefined;
 
   async function connect(): Promise<Opened> {
     if (options.pool !== undefined) {
-      const pool = options.pool;
+      const pool = options.pool as pg.Pool;
       await requireMigrated(pool);
       // pg-boss (enqueue on upsert) opens its own LISTEN connection, so it needs the URL anyway.
       const url = boss !== undefined ? await resolveDatabaseUrl(config, log) : '';
@@ -145,13 +269,68 @@ export async function close(): Promise<void> {
   await client?.close();
 }
 
-export interface CreateWorkerOptions extends Partial<Omit<WorkerConfig, 'handler'>> {
-  /** The handler function, or a built-in name / module path as for `rowfleet worker --handler`. */
+/**
+ * The settings `createWorker` and `createFleet` share with `rowfleet worker`: the same defaults
+ * and the same environment variables, but durations are milliseconds (`leaseMs: 30_000` is
+ * `--lease 30s`) and names are camelCase with `Ms` on durations:
+ *
+ * | option | flag | variable | default |
+ * | --- | --- | --- | --- |
+ * | `engine` | `--engine` | `ROWFLEET_ENGINE` | `'direct'` |
+ * | `concurrency` | `--concurrency` | `ROWFLEET_CONCURRENCY` | 10 |
+ * | `batch` | `--batch` | `ROWFLEET_BATCH` | 100 |
+ * | `leaseMs` | `--lease` | `ROWFLEET_LEASE` | 30_000 |
+ * | `timeoutMs` | `--timeout` | `ROWFLEET_TIMEOUT` | 300_000 |
+ * | `maxAttempts` | `--max-attempts` | `ROWFLEET_MAX_ATTEMPTS` | 10 |
+ * | `backoffBaseMs` | `--backoff-base` | `ROWFLEET_BACKOFF_BASE` | 1_000 |
+ * | `backoffCapMs` | `--backoff-cap` | `ROWFLEET_BACKOFF_CAP` | 600_000 |
+ * | `maxExpirations` | `--max-expirations` | `ROWFLEET_MAX_EXPIRATIONS` | 3 |
+ * | `pollMs` | `--poll` | `ROWFLEET_POLL` | 1_000 |
+ * | `graceMs` | `--grace` | `ROWFLEET_GRACE` | 30_000 |
+ * | `sleepMs` | `--sleep` | `ROWFLEET_SLEEP` | 1_000 |
+ * | `failRate` | `--fail-rate` | `ROWFLEET_FAIL_RATE` | 0.3 |
+ */
+export interface WorkerSettings {
+  /** `--engine`: `direct` claims due rows; `boss` consumes pg-boss jobs that point to rows. */
+  engine?: 'direct' | 'boss';
+  /** `--concurrency`: handlers running at once. */
+  concurrency?: number;
+  /** `--batch`: most records claimed in one statement. */
+  batch?: number;
+  /** `--lease`, in ms: lease per claim, extended by heartbeats every lease/3. */
+  leaseMs?: number;
+  /** `--timeout`, in ms: a handler running longer is aborted, and the attempt fails. */
+  timeoutMs?: number;
+  /** `--max-attempts`: attempts before a record is FAILED. */
+  maxAttempts?: number;
+  /** `--backoff-base`, in ms: the first retry delay's ceiling; doubles per attempt, full jitter. */
+  backoffBaseMs?: number;
+  /** `--backoff-cap`, in ms: the largest retry delay. */
+  backoffCapMs?: number;
+  /** `--max-expirations`: lease expirations before a record is poison and FAILED. */
+  maxExpirations?: number;
+  /** `--poll`, in ms: claim at least this often when no notification arrives. */
+  pollMs?: number;
+  /** `--grace`, in ms: on stop, how long in-flight handlers may finish before they are released. */
+  graceMs?: number;
+  /** `--sleep`, in ms: the built-in `sleep` handler's duration when `data.sleepMs` is absent. */
+  sleepMs?: number;
+  /** `--fail-rate`: the built-in `flaky` handler's failure probability when `data.failRate` is absent. */
+  failRate?: number;
+}
+
+/** `createWorker`'s options: the worker settings (see WorkerSettings for their flags), and a handler. */
+export interface CreateWorkerOptions extends WorkerSettings {
+  /**
+   * Required, there is no default: the handler function, or a built-in name (`noop`, `sleep`,
+   * `flaky`, `checksum`) or module path, as for `rowfleet worker --handler`.
+   */
   handler: Handler | string;
   /** With a handler function: run it in the completion's transaction (`ctx.query`). */
   transactional?: boolean;
+  /** `--database-url` / DATABASE_URL; unset: the embedded Postgres, migrated at start. */
   databaseUrl?: string;
-  log?: Logger;
+  log?: RowfleetLogger;
 }
 
 export interface RowfleetWorker {
@@ -167,7 +346,7 @@ export interface RowfleetWorker {
   stop(): Promise<void>;
 }
 
-const STAT_NAMES = ['processed', 'superseded', 'retried', 'failed', 'lost', 'released', 'rescued'] as const satisfies readonly (keyof WorkerStats)[];
+const STAT_NAMES = ['processed', 'superseded', 'retried', 'failed', 'lost', 'released', 'rescued'] as const;
 
 /** A read-only view of the running Worker's stats: zeros until it exists, then its live counts. */
 function liveStats(current: () => WorkerStats | undefined): WorkerStats {
@@ -185,7 +364,8 @@ function liveStats(current: () => WorkerStats | undefined): WorkerStats {
  *   await worker.stop();
  */
 export function createWorker(options: CreateWorkerOptions): RowfleetWorker {
-  const { handler, transactional = false, databaseUrl, log = silentLogger, ...settings } = options;
+  const { handler, transactional = false, databaseUrl, log: givenLog, ...settings } = options;
+  const log = (givenLog ?? silentLogger) as Logger;
   const config = loadConfig(process.env, {
     ...(databaseUrl !== undefined && { databaseUrl }),
     worker: typeof handler === 'string' ? { ...settings, handler } : settings,
@@ -211,18 +391,22 @@ export function createWorker(options: CreateWorkerOptions): RowfleetWorker {
   };
 }
 
-export interface CreateFleetOptions extends Partial<Omit<WorkerConfig, 'handler'>> {
-  /** A built-in name or a module path: the workers are separate processes. */
+/** `createFleet`'s options; each worker setting applies to every worker process, as in `rowfleet fleet`. */
+export interface CreateFleetOptions extends WorkerSettings {
+  /** Required, there is no default: a built-in name or a module path (the workers are separate processes). */
   handler: string;
-  /** Worker processes (default: the CPU count, or `min` when autoscaling). */
+  /** `--workers`: worker processes (default: the CPU count, or `min` when autoscaling). */
   workers?: number;
-  /** Autoscaling bounds (both or neither). */
+  /** `--min`, `--max`: autoscaling bounds (both or neither). */
   min?: number;
   max?: number;
+  /** `--scale-every`, in ms: how often to look at the backlog (default 5_000). */
   scaleEveryMs?: number;
+  /** `--target-wait`, in ms: add a worker while the oldest due record waits longer (default 5_000). */
   targetWaitMs?: number;
+  /** `--database-url` / DATABASE_URL; unset: the embedded Postgres, migrated at start. */
   databaseUrl?: string;
-  log?: Logger;
+  log?: RowfleetLogger;
 }
 
 export interface RowfleetFleet {
@@ -234,7 +418,8 @@ export interface RowfleetFleet {
 
 /** Worker processes supervised from this process, as `rowfleet fleet` runs them. */
 export function createFleet(options: CreateFleetOptions): RowfleetFleet {
-  const { workers, min, max, scaleEveryMs, targetWaitMs, databaseUrl, log = silentLogger, ...worker } = options;
+  const { workers, min, max, scaleEveryMs, targetWaitMs, databaseUrl, log: givenLog, ...worker } = options;
+  const log = (givenLog ?? silentLogger) as Logger;
   const config = loadConfig(process.env, { ...(databaseUrl !== undefined && { databaseUrl }), worker });
   const size = fleetSize({ workers, min, max, scaleEvery: scaleEveryMs, targetWait: targetWaitMs });
   const stop = new AbortController();
@@ -247,3 +432,24 @@ export function createFleet(options: CreateFleetOptions): RowfleetFleet {
     },
   };
 }
+
+// Compile-time checks (not emitted): each public copy above against the internal type it stands for.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type Fits<A, B> = [A] extends [B] ? true : false;
+type Holds<T extends true> = T;
+type Mirrors = [
+  Holds<Same<UpsertResponse, InternalUpsertResponse>>,
+  Holds<Same<RecordView, InternalRecordView>>,
+  Holds<Same<EventView, InternalEventView>>,
+  Holds<Same<HandlerRecord, InternalHandlerRecord>>,
+  Holds<Same<WorkerStats, InternalWorkerStats>>,
+  Holds<Same<(typeof STAT_NAMES)[number], keyof WorkerStats>>,
+  // Handlers written against the public context accept what the worker passes.
+  Holds<Fits<InternalHandlerContext, HandlerContext>>,
+  Holds<Same<keyof InternalHandlerContext, keyof HandlerContext>>,
+  Holds<Fits<Logger, RowfleetLogger>>,
+  Holds<Fits<pg.Pool, PgPool>>,
+  Holds<Fits<pg.Client, PgPool> extends true ? false : true>,
+  Holds<Same<WorkerSettings, Partial<Omit<WorkerConfig, 'handler'>>>>,
+  Holds<Same<NonNullable<ClientOptions['limits']>, Partial<MessageLimits>>>,
+];
