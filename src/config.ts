@@ -7,6 +7,9 @@ import { UsageError } from './errors.ts';
 import { durationProblem, parseDuration } from './worker/policy.ts';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+/** `auto`: readable lines on a terminal, JSON lines otherwise. */
+export type LogFormat = 'auto' | 'json' | 'pretty';
+const LOG_FORMATS: readonly LogFormat[] = ['auto', 'json', 'pretty'];
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 export interface Config {
@@ -29,6 +32,7 @@ export interface Config {
   /** Connections this process may open to Postgres. */
   readonly poolSize: number;
   readonly logLevel: LogLevel;
+  readonly logFormat: LogFormat;
   readonly worker: WorkerConfig;
   readonly boss: BossConfig;
 }
@@ -130,6 +134,7 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     maxDepth: pick('maxDepth', 'ROWFLEET_MAX_DEPTH', (raw, name) => parseInteger(raw, name, 1, 10_000), DEFAULTS.maxDepth),
     poolSize: pick('poolSize', 'ROWFLEET_POOL_SIZE', (raw, name) => parseInteger(raw, name, 1, 1000), DEFAULTS.poolSize),
     logLevel: pick('logLevel', 'ROWFLEET_LOG_LEVEL', parseLogLevel, DEFAULTS.logLevel),
+    logFormat: pick('logFormat', 'ROWFLEET_LOG_FORMAT', parseLogFormat, 'auto'),
     worker: loadWorkerConfig(env, overrides.worker ?? {}),
     boss: loadBossConfig(env, overrides.boss ?? {}),
   };
@@ -283,6 +288,12 @@ export function parseBytes(raw: string, name: string): number {
   const value = Number(match[1]) * unit;
   if (!Number.isSafeInteger(value) || value < 1) throw new UsageError(`${name} must be at least 1 byte, got "${raw}"`);
   return value;
+}
+
+function parseLogFormat(raw: string, name: string): LogFormat {
+  const format = raw.trim().toLowerCase() as LogFormat;
+  if (!LOG_FORMATS.includes(format)) throw new UsageError(`${name} must be one of ${LOG_FORMATS.join(', ')}, got "${raw}"`);
+  return format;
 }
 
 function parseLogLevel(raw: string, name: string): LogLevel {

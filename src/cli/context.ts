@@ -57,7 +57,7 @@ export function createContext(io: CliIO): CommandContext {
   return {
     io,
     config: (overrides = {}) => loadConfig(io.env, overrides),
-    logger: (config, name) => createLogger({ level: config.logLevel, name, json: io.jsonLogs }),
+    logger: (config, name) => createLogger({ level: config.logLevel, format: config.logFormat, name, json: io.jsonLogs }),
     print(value, json, human) {
       io.stdout.write(json || human === undefined ? `${JSON.stringify(value, null, json ? 0 : 2)}\n` : `${human(value)}\n`);
     },

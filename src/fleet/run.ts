@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config, Env } from '../config.ts';
-import type { Logger } from '../log.ts';
+import { resolveLogFormat, type Logger } from '../log.ts';
 import { resolveDatabaseUrl } from '../db/connect.ts';
 import { ensureSchema } from '../db/migrate.ts';
 import { createPool } from '../db/pool.ts';
@@ -37,10 +37,12 @@ export interface RunFleetOptions {
   env: Env;
   /** Where the workers' log lines go. */
   output: { write(text: string): unknown };
+  /** The workers' log format: the fleet's own (default: what ROWFLEET_LOG_FORMAT means for this process). */
+  logFormat?: 'json' | 'pretty';
   signal: AbortSignal;
 }
 
-export async function runFleet({ config, size, log, env, output, signal }: RunFleetOptions): Promise<void> {
+export async function runFleet({ config, size, log, env, output, signal, logFormat = resolveLogFormat(config.logFormat) }: RunFleetOptions): Promise<void> {
   const url = await resolveDatabaseUrl(config, log);
   await ensureSchema(url, config.databaseUrl === undefined, config.worker.engine === 'boss' ? config.boss : undefined);
   const pool = createPool({ connectionString: url, max: 2, log, applicationName: 'rowfleet fleet' });
@@ -48,7 +50,8 @@ export async function runFleet({ config, size, log, env, output, signal }: RunFl
     worker: {
       command: process.execPath,
       args: [...process.execArgv.filter((arg) => !arg.startsWith('--inspect')), MAIN, 'worker', ...workerArgs(config.worker), '--log-level', config.logLevel],
-      env: { ...env, DATABASE_URL: url, ROWFLEET_POOL_SIZE: String(config.poolSize), ROWFLEET_HOME: config.home },
+      // Their stderr is a pipe to us, so left to themselves they would write JSON to a terminal.
+      env: { ...env, DATABASE_URL: url, ROWFLEET_POOL_SIZE: String(config.poolSize), ROWFLEET_HOME: config.home, ROWFLEET_LOG_FORMAT: logFormat },
       cwd: process.cwd(),
     },
     ...size,

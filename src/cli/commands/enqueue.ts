@@ -33,7 +33,8 @@ Examples:
           const progress = ctx.io.isTTY === true && flags.json !== true ? (n: number) => ctx.io.stderr.write(`\rsent ${n} jobs…`) : undefined;
           const swept = await sweep(pool, boss, { queue: b.queue, schema: b.schema, batch: b.sweepBatch, ...(flags.limit !== undefined && { limit: flags.limit }), ...(progress && { onProgress: progress }) });
           if (progress) ctx.io.stderr.write('\n');
-          log.info({ ...swept }, 'sweep done');
+          // The result is printed on stdout; the log keeps it for machines, below the default level.
+          log.debug({ ...swept }, 'sweep done');
           return swept;
         } finally {
           await stopBoss(boss);

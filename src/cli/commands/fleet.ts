@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import { durationParser, parseInteger } from '../../config.ts';
 import { UsageError } from '../../errors.ts';
 import { requireHandler } from '../../worker/handler.ts';
+import { resolveLogFormat } from '../../log.ts';
 import { IDLE_SAMPLES, runFleet, type FleetSize } from '../../fleet/run.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 import { withWorkerOptions, workerOverrides, type WorkerFlags } from '../worker-options.ts';
@@ -45,7 +46,15 @@ Examples:
       const size = fleetSize(flags);
       requireHandler(config.worker.handler);
       const log = ctx.logger(config, 'fleet');
-      await runFleet({ config, size, log, env: ctx.io.env, output: ctx.io.stderr, signal: ctx.io.shutdownSignal ?? new AbortController().signal });
+      await runFleet({
+        config,
+        size,
+        log,
+        env: ctx.io.env,
+        output: ctx.io.stderr,
+        logFormat: resolveLogFormat(config.logFormat, ctx.io.jsonLogs),
+        signal: ctx.io.shutdownSignal ?? new AbortController().signal,
+      });
     });
 }
 

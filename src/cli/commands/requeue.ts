@@ -74,7 +74,8 @@ Examples:
         }),
       );
       bar?.end();
-      log.info({ ...result, status: flags.status }, 'requeue done');
+      // The result is printed on stdout; the log keeps it for machines, below the default level.
+      log.debug({ ...result, status: flags.status }, 'requeue done');
       ctx.print(result, json, (r) =>
         r.dryRun
           ? `dry run: ${r.matched} ${flags.status} record(s) would be requeued; nothing changed`
