@@ -38,7 +38,8 @@ afterAll(async () => {
  * due order (pg-boss fetches one sweep's jobs in no particular order).
  */
 interface Fixture {
-  make(pool: pg.Pool, url: string): Engine;
+  /** `pollMs`: how often the engine looks for work by itself (default: often). */
+  make(pool: pg.Pool, url: string, options?: { pollMs?: number }): Engine;
   offer(): Promise<void>;
   write(messages: Message[]): Promise<unknown>;
   reset(): Promise<void>;
@@ -59,7 +60,7 @@ const fixtures: Array<[string, Fixture]> = [
   [
     'boss',
     {
-      make: (pool) => bossEngine(pool, boss, { queue: bossConfig.queue, localConcurrency: 1, pollMs: 50 }, silentLogger),
+      make: (pool, _url, options) => bossEngine(pool, boss, { queue: bossConfig.queue, localConcurrency: 1, pollMs: options?.pollMs ?? 50 }, silentLogger),
       offer: async () => {
         await sweep(db.pool, boss, { queue: bossConfig.queue, schema: bossConfig.schema, batch: 1000 });
       },
@@ -225,6 +226,29 @@ describe.each(fixtures)('engine %s', (name, fx) => {
 
   /** A claim at an injected time (the shared claim statement; engines differ only in what they feed it). */
   const claimAt = (now: Date): Promise<Claimed[]> => claimDue(db.pool, { owner: 'w1', limit: 1, leaseMs: LEASE, now });
+
+  it('wakes for a retry when it falls due, not at the next poll', async () => {
+    await upsert(`${prefix}r`, { n: 1 });
+    await offer();
+    const slow = fx.make(db.pool, db.url, { pollMs: 600_000 });
+    let calls = 0;
+    const worker = await runWorker(
+      slow,
+      async () => {
+        calls += 1;
+        if (calls === 1) throw new TypeError('fetch failed', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' }) });
+        return { ok: true };
+      },
+      // With a 10-minute poll, only the wake-up at the retry's due time brings it back within the test.
+      () => eventually(async () => (await row(`${prefix}r`))?.status === 'PROCESSED', 30_000),
+      { pollMs: 600_000, backoff: { baseMs: 300, capMs: 300 }, random: () => 0.99 },
+    );
+    expect(calls).toBe(2);
+    expect(worker.stats).toMatchObject({ retried: 1, processed: 1 });
+    const { rows } = await db.pool.query(`SELECT detail->>'error' AS error FROM rowfleet.event_log WHERE record_id = $1 AND reason = 'retried'`, [`${prefix}r`]);
+    // The cause is kept: "fetch failed" alone does not say what to fix.
+    expect(rows).toEqual([{ error: 'TypeError: fetch failed; caused by: connect ECONNREFUSED 127.0.0.1:9' }]);
+  });
 
   it('sends a PermanentError straight to FAILED', async () => {
     await upsert(`${prefix}p`, { n: 1 });

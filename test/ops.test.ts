@@ -11,7 +11,7 @@ import { rowfleet, rowfleetWith } from './helpers/cli.ts';
 import { UsageError, UserError } from '../src/errors.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 import { parseMessage } from '../src/records/message.ts';
-import { claimDue, fail, complete } from '../src/records/lifecycle.ts';
+import { claimDue, fail, complete, rescueExpired } from '../src/records/lifecycle.ts';
 import { requeue } from '../src/ops/requeue.ts';
 
 let db: TestDatabase;
@@ -159,8 +159,9 @@ describe('rowfleet status', () => {
     expect(status.counts).toEqual({ COMPLETED: 2, PROCESSING: 1, PROCESSED: 2, FAILED: 1 });
     expect(status.due).toBe(1);
     expect(status.oldestDueAgeSeconds).toBeGreaterThanOrEqual(89);
-    expect(status.throughput).toEqual({ '1m': 2, '5m': 0.4, '15m': 0.8 });
-    expect(status.lastHour).toMatchObject({ processed: 720, failed: 1, retried: 4 });
+    expect(status.throughput).toEqual({ '1m': 2.03, '5m': 0.41, '15m': 0.8 });
+    // 720 and 1 written by hand above, plus the two completions and the failure of this test's records.
+    expect(status.lastHour).toMatchObject({ processed: 722, failed: 2, retried: 4 });
     expect(status.workers).toEqual([
       expect.objectContaining({ id: 'h:1:a', engine: 'direct', inFlight: 1, concurrency: 10, alive: true }),
       expect.objectContaining({ id: 'h:2:b', engine: 'boss', inFlight: 0, alive: false }),
@@ -171,6 +172,21 @@ describe('rowfleet status', () => {
     expect(text).toMatch(/due {8}1 {3}oldest waiting 1m3\ds/);
     expect(text).toContain('workers    1 alive, 1 silent');
     expect(text).toMatch(/h:1:a\s+direct\s+1\/10\s+alive/);
+  });
+
+  it('is current the moment records change state, with no worker heartbeat in between', async () => {
+    await processRecords(['c-1', 'c-2', 'c-3', 'c-4', 'c-5']);
+    await upsert('c-retry', {});
+    const [retrying] = await claimDue(db.pool, { owner: 'w', limit: 1, leaseMs: 30_000 });
+    await fail(db.pool, { ...retrying!, error: 'try again', permanent: false, maxAttempts: 3, backoffMs: 60_000 });
+    await failRecords(['c-failed'], 'no');
+    await upsert('c-crashed', {});
+    await claimDue(db.pool, { owner: 'gone', limit: 1, leaseMs: 30_000 });
+    await rescueExpired(db.pool, { maxExpirations: 3, now: new Date(Date.now() + 60_000) });
+
+    const status = json(await rowfleet(env, 'status', '--json'));
+    expect(status.counts).toMatchObject({ PROCESSED: 5, FAILED: 1 });
+    expect(status.lastHour).toEqual({ processed: 5, failed: 1, retried: 1, rescued: 1 });
   });
 
   it('--watch redraws until interrupted', async () => {

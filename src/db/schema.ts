@@ -15,6 +15,7 @@ import {
   integer,
   jsonb,
   pgSchema,
+  primaryKey,
   text,
   timestamp,
   uniqueIndex,
@@ -152,14 +153,18 @@ export const sweepState = rowfleet.table('sweep_state', {
 });
 
 /**
- * Outcomes per minute, added up by every worker at each heartbeat: throughput and failure rates
- * for `rowfleet status` without reading records or event_log. Rows older than a day are removed.
+ * Outcomes per minute: throughput and failure rates for `rowfleet status` without reading records
+ * or event_log. Each state change counts itself in the statement that makes it (so `status` is
+ * current the moment a record is PROCESSED), into the row of its own connection (`backend`, the
+ * server pid), so that no two workers' completions wait on one row. Readers sum over backends.
+ * Rows older than a day are removed.
  */
 export const stats = rowfleet.table('stats', {
-  minute: timestamptz('minute').primaryKey(),
+  minute: timestamptz('minute').notNull(),
+  backend: integer('backend').notNull().default(0),
   processed: bigint('processed', { mode: 'number' }).notNull().default(0),
   failed: bigint('failed', { mode: 'number' }).notNull().default(0),
   retried: bigint('retried', { mode: 'number' }).notNull().default(0),
   superseded: bigint('superseded', { mode: 'number' }).notNull().default(0),
   rescued: bigint('rescued', { mode: 'number' }).notNull().default(0),
-});
+}, (t) => [primaryKey({ columns: [t.minute, t.backend] })]);

@@ -62,6 +62,11 @@ export interface Engine {
    * The direct engine needs nothing; the boss engine sends its job now rather than at the next sweep.
    */
   requeued?(record: Requeued): Promise<void>;
+  /**
+   * A retry this worker scheduled is due now. The direct engine is woken through its feed; the
+   * boss engine asks pg-boss to fetch now instead of at its next poll.
+   */
+  wake?(): void;
 }
 
 export function directEngine(pool: pg.Pool, databaseUrl: string, log: Logger): Engine {
@@ -133,9 +138,13 @@ export function bossEngine(pool: pg.Pool, boss: PgBoss, options: BossEngineOptio
     },
   });
 
+  let workId: string | undefined;
   return {
     name: 'boss',
     requeued: (record) => requeue.submit(record),
+    wake: () => {
+      if (workId !== undefined) boss.notifyWorker(workId);
+    },
     async claim(limit, owner, leaseMs) {
       const jobs = await boss.fetch<RecordJob>(queue, { batchSize: limit });
       if (jobs.length === 0) return [];
@@ -150,13 +159,15 @@ export function bossEngine(pool: pg.Pool, boss: PgBoss, options: BossEngineOptio
       // Each fetch asks for half of what the worker may hold, so the next batch is fetched while the
       // last one runs; the reservation keeps several fetch loops within `concurrency`.
       const batchSize = Math.max(1, Math.ceil(Math.min(feed.batch, feed.concurrency) / 2));
-      const workId = await boss.work<RecordJob>(
+      const pollingIntervalSeconds = Math.max(0.5, options.pollMs / 1000);
+      workId = await boss.work<RecordJob>(
         queue,
         {
           batchSize,
           localConcurrency: options.localConcurrency,
-          pollingIntervalSeconds: Math.max(0.5, options.pollMs / 1000),
-          notifyPollingIntervalSeconds: Math.max(0.5, Math.min(30, (10 * options.pollMs) / 1000)),
+          pollingIntervalSeconds,
+          // pg-boss refuses a notify interval below the poll interval (a --poll over 30s did not start).
+          notifyPollingIntervalSeconds: Math.max(pollingIntervalSeconds, Math.min(30, (10 * options.pollMs) / 1000)),
           burstWhenBatchFull: true,
         },
         async (jobs) => {
@@ -182,6 +193,7 @@ export function bossEngine(pool: pg.Pool, boss: PgBoss, options: BossEngineOptio
       log.debug({ queue, batchSize, localConcurrency: options.localConcurrency }, 'consuming pg-boss jobs');
       await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
       await boss.offWork(queue, { id: workId, wait: true });
+      workId = undefined;
     },
   };
 }

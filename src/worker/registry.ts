@@ -20,11 +20,15 @@ export async function registerWorker(db: Queryable, info: WorkerInfo): Promise<v
   );
 }
 
-/** With every heartbeat; also forgets workers silent for a day (they died without a goodbye). */
+/**
+ * With every heartbeat; also forgets workers silent for a day (they died without a goodbye) and
+ * outcome counts older than a day.
+ */
 export async function touchWorker(db: Queryable, id: string, inFlight: number): Promise<void> {
   await query(
     db,
-    sql`WITH gone AS (DELETE FROM rowfleet.workers WHERE last_seen_at < now() - interval '1 day')
+    sql`WITH gone AS (DELETE FROM rowfleet.workers WHERE last_seen_at < now() - interval '1 day'),
+             old AS (DELETE FROM rowfleet.stats WHERE minute < now() - interval '1 day')
         UPDATE rowfleet.workers SET last_seen_at = now(), in_flight = ${inFlight} WHERE id = ${id}`,
   );
 }
@@ -36,25 +40,4 @@ export async function unregisterWorker(db: Queryable, id: string): Promise<void>
 /** A worker process that died without a goodbye (the fleet saw it exit): forget its rows. */
 export async function unregisterProcess(db: Queryable, host: string, pid: number): Promise<void> {
   await query(db, sql`DELETE FROM rowfleet.workers WHERE host = ${host} AND pid = ${pid}`);
-}
-
-/** Outcomes since the last flush, added to the current minute of rowfleet.stats. */
-export interface StatsDelta {
-  processed: number;
-  failed: number;
-  retried: number;
-  superseded: number;
-  rescued: number;
-}
-
-export async function addStats(db: Queryable, d: StatsDelta): Promise<void> {
-  if (d.processed + d.failed + d.retried + d.superseded + d.rescued === 0) return;
-  await query(
-    db,
-    sql`WITH old AS (DELETE FROM rowfleet.stats WHERE minute < now() - interval '1 day')
-        INSERT INTO rowfleet.stats AS s (minute, processed, failed, retried, superseded, rescued)
-        VALUES (date_trunc('minute', now()), ${d.processed}, ${d.failed}, ${d.retried}, ${d.superseded}, ${d.rescued})
-        ON CONFLICT (minute) DO UPDATE SET processed = s.processed + excluded.processed, failed = s.failed + excluded.failed,
-          retried = s.retried + excluded.retried, superseded = s.superseded + excluded.superseded, rescued = s.rescued + excluded.rescued`,
-  );
 }

@@ -26,7 +26,7 @@ import {
 import { PermanentError, type HandlerContext, type HandlerRecord, type LoadedHandler } from './handler.ts';
 import type { Engine, Feed } from './engine.ts';
 import { backoffMs, heartbeatEveryMs } from './policy.ts';
-import { addStats, registerWorker, touchWorker, unregisterWorker } from './registry.ts';
+import { registerWorker, touchWorker, unregisterWorker } from './registry.ts';
 
 export interface WorkerOptions {
   pool: pg.Pool;
@@ -93,8 +93,8 @@ export class Worker {
   readonly #completer: Coalescer<Completion, CompletionOutcome>;
   #poked = false;
   #wakeUp: (() => void) | undefined;
-  /** `stats` as last added to rowfleet.stats. */
-  #flushed: WorkerStats = { processed: 0, superseded: 0, retried: 0, failed: 0, lost: 0, released: 0, rescued: 0 };
+  /** Wake-ups at the due times of the retries this worker scheduled. */
+  readonly #retryTimers = new Set<NodeJS.Timeout>();
   /** Slots held for an engine's claim in progress. */
   #reserved = 0;
   readonly #roomWaiters = new Set<() => void>();
@@ -134,8 +134,9 @@ export class Worker {
       signal.removeEventListener('abort', onAbort);
       clearInterval(heartbeat);
       clearInterval(rescue);
+      for (const timer of this.#retryTimers) clearTimeout(timer);
+      this.#retryTimers.clear();
       await this.#drain();
-      await this.#flushStats().catch((err) => this.#warn(err, 'could not record the last outcomes in rowfleet.stats'));
       await unregisterWorker(o.pool, this.id).catch((err) => this.#warn(err, 'could not unregister'));
       this.#log.info({ ...this.stats }, 'worker stopped');
     }
@@ -365,6 +366,7 @@ export class Worker {
       fail(this.#o.pool, { ...claimed, error: message, permanent, maxAttempts: this.#o.maxAttempts, backoffMs: delay }),
     );
     if (failed === 'retry' || failed === 'superseded') await this.#requeued(claimed, failed === 'retry' ? delay : 0);
+    if (failed === 'retry') this.#wakeAfter(delay);
     if (failed === 'failed') {
       this.stats.failed += 1;
       log().warn({ error: message, permanent }, 'record FAILED');
@@ -376,18 +378,18 @@ export class Worker {
     }
   }
 
-  /** Adds the outcomes since the last flush to rowfleet.stats (for `rowfleet status`). */
-  async #flushStats(): Promise<void> {
-    const now = { ...this.stats };
-    const before = this.#flushed;
-    await addStats(this.#o.pool, {
-      processed: now.processed - before.processed,
-      failed: now.failed - before.failed,
-      retried: now.retried - before.retried,
-      superseded: now.superseded - before.superseded,
-      rescued: now.rescued - before.rescued,
-    });
-    this.#flushed = now;
+  /**
+   * A retry this worker scheduled falls due in `ms`: wake then rather than at the next poll (a
+   * 200 ms backoff once ran after the 1 s poll). The record's due time was set by the database as
+   * its now() plus `ms`, before this timer started, so the timer never fires early.
+   */
+  #wakeAfter(ms: number): void {
+    const timer = setTimeout(() => {
+      this.#retryTimers.delete(timer);
+      this.#poke();
+      this.#o.engine.wake?.();
+    }, ms + 1);
+    this.#retryTimers.add(timer);
   }
 
   /** Tells the engine a record is COMPLETED again; a failure here only delays it to the next sweep. */
@@ -421,7 +423,6 @@ export class Worker {
         this.#loseLease(execution);
       }
       await touchWorker(this.#o.pool, this.id, this.#active.size);
-      await this.#flushStats();
     } catch (err) {
       this.#warn(err, 'heartbeat failed');
     }
@@ -484,7 +485,25 @@ function untilAborted<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> 
   });
 }
 
-function errorMessage(error: unknown): string {
-  const text = error instanceof Error ? `${error.name === 'Error' ? '' : `${error.name}: `}${error.message}` : String(error);
-  return text.slice(0, 2000);
+/**
+ * What `last_error` keeps of a handler's error: its message and its causes, so that
+ * `TypeError: fetch failed` comes with the `ECONNREFUSED` that explains it.
+ */
+export function errorMessage(error: unknown): string {
+  const parts: string[] = [];
+  const seen = new Set<unknown>();
+  for (let e: unknown = error; e !== undefined && e !== null && !seen.has(e) && parts.length < 5; e = e instanceof Error ? e.cause : undefined) {
+    seen.add(e);
+    parts.push(describeError(e));
+  }
+  return parts.join('; caused by: ').slice(0, 2000);
+}
+
+function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return typeof error === 'object' ? JSON.stringify(error) ?? String(error) : String(error);
+  const code = (error as { code?: unknown }).code;
+  // Node's network errors often carry an empty message beside their code (AggregateError [ECONNREFUSED]).
+  let text = error.message !== '' ? error.message : typeof code === 'string' ? code : '';
+  if (error instanceof AggregateError && error.errors.length > 0) text += `${text === '' ? '' : ': '}${error.errors.map(describeError).join(', ')}`;
+  return `${error.name === 'Error' ? '' : `${error.name}: `}${text}`;
 }
