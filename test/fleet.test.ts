@@ -4,14 +4,16 @@
  * fleet follows a backlog up and back down, and SIGTERM leaves nothing running or registered.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
 import { decideScale, isIdle, type ScaleLimits } from '../src/fleet/autoscale.ts';
 import { restartDelayMs } from '../src/fleet/fleet.ts';
 import { fleetSize } from '../src/cli/commands/fleet.ts';
 import { UsageError } from '../src/errors.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { rowfleet } from './helpers/cli.ts';
-import { CLI, isAlive, Processes, waitFor, type LogLine } from './helpers/processes.ts';
+import { CLI, isAlive, Processes, ROOT, waitFor, type LogLine } from './helpers/processes.ts';
 
 describe('decideScale', () => {
   const limits: ScaleLimits = { min: 1, max: 4, targetWaitMs: 5_000, idleSamples: 2 };
@@ -159,6 +161,29 @@ describe('a fleet of worker processes', () => {
     for (const pid of workers) procs.forget(pid);
     // They exited through their drain, saying goodbye.
     expect(await registered()).toEqual([]);
+  });
+
+  it('started through npm, winds down when npm exits without passing the SIGTERM on', async () => {
+    // `sh` stands in for npm: it starts the fleet, and is killed as npm exits on SIGTERM.
+    const npm = spawn('sh', ['-c', '"$0" --import tsx "$1" fleet --workers 2 --handler noop --poll 200ms & echo $!; wait', process.execPath, CLI], {
+      cwd: ROOT,
+      env: { ...process.env, DATABASE_URL: db.url, ROWFLEET_LOG_LEVEL: 'warn', npm_command: 'exec' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const fleetPid = Number((await once(createInterface({ input: npm.stdout! }), 'line'))[0]);
+    let workers: number[] = [];
+    try {
+      workers = await waitFor(async () => {
+        const pids = await registered();
+        return pids.length === 2 ? pids : undefined;
+      }, 60_000, 'two registered workers');
+      npm.kill('SIGKILL');
+      await waitFor(() => !isAlive(fleetPid) && workers.every((pid) => !isAlive(pid)), 30_000, 'the fleet and its workers to exit');
+      // They drained and said goodbye, rather than being killed.
+      expect(await registered()).toEqual([]);
+    } finally {
+      for (const pid of [fleetPid, ...workers]) if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+    }
   });
 
   it('grows while records wait past the target and shrinks back when idle', async () => {

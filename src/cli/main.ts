@@ -24,6 +24,7 @@ const [{ CommanderError }, { createProgram }, { UserError }, { explainConnection
   import('../errors.ts'),
   import('../db/pool.ts'),
 ]);
+const { watchParentIfNpm } = await import('./parent-watch.ts');
 
 const shutdown = new AbortController();
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -43,6 +44,7 @@ if (process.channel !== undefined) {
   process.channel.unref();
   process.once('disconnect', () => shutdown.abort('fleet exited'));
 }
+watchParentIfNpm(process.env, () => shutdown.abort('npm exited'));
 
 // A reader that stops early (`rowfleet status | head -1`) has what it wanted: rowfleet stops
 // writing there, says nothing, and a long-running command (`status --watch`) winds down as on
