@@ -30,7 +30,8 @@ const shutdown = new AbortController();
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     if (shutdown.signal.aborted) {
-      process.stderr.write(`rowfleet: second ${signal}, exiting now\n`);
+      // Already stopping: after a first signal, or because the reader of stdout went away.
+      process.stderr.write(`rowfleet: ${signal} while stopping, exiting now\n`);
       process.exit(130);
     }
     shutdown.abort(signal);
