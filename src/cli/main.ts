@@ -30,7 +30,7 @@ const shutdown = new AbortController();
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     if (shutdown.signal.aborted) {
-      // Already stopping: after a first signal, or because the reader of stdout went away.
+      // Already stopping: after a first signal, or because stdout's reader, npm or the fleet went away.
       process.stderr.write(`rowfleet: ${signal} while stopping, exiting now\n`);
       process.exit(130);
     }
