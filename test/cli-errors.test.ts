@@ -189,8 +189,8 @@ describe('before `rowfleet migrate`', () => {
   it('every command says to run `rowfleet migrate`, exits 1 and writes nothing', async () => {
     const runs = await Promise.all(commands.map((args) => run(args, { env: { DATABASE_URL: fresh.url } })));
     // api, worker, fleet, scheduler and enqueue check the schema as they start (ensureSchema in
-    // src/db/migrate.ts, whose wording is its own); the others find out from their first statement.
-    const line = /^rowfleet: the database (has no rowfleet schema|schema is \d+ migration\(s\) behind); run `rowfleet migrate` first$/;
+    // src/db/migrate.ts); the others find out from their first statement. Both say the same.
+    const line = /^rowfleet: the database has no rowfleet schema; run `rowfleet migrate` first$/;
     for (const r of runs) expectOneLine(r, 1, line, passwordOf(fresh.url));
     // Those that met a missing table tell machines what it was.
     const status = runs.find((r) => r.args[0] === 'status')!;

@@ -186,6 +186,46 @@ describe('a fleet of worker processes', () => {
     }
   });
 
+  it('writes one readable line per event, its workers\' too, when its format is pretty (a terminal)', async () => {
+    const fleet = spawn(process.execPath, ['--import', 'tsx', CLI, 'fleet', '--workers', '1', '--handler', 'noop', '--poll', '200ms'], {
+      cwd: ROOT,
+      env: { ...process.env, DATABASE_URL: db.url, ROWFLEET_LOG_LEVEL: 'info', ROWFLEET_LOG_FORMAT: 'pretty', NO_COLOR: '1' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const lines: string[] = [];
+    const workerStarted = new Promise<void>((resolve) =>
+      createInterface({ input: fleet.stderr! }).on('line', (line) => {
+        lines.push(line);
+        if (line.includes('(worker): worker started')) resolve();
+      }),
+    );
+    const exited = once(fleet, 'exit');
+    try {
+      await Promise.race([workerStarted, exited.then(() => Promise.reject(new Error(`the fleet exited early:\n${lines.join('\n')}`)))]);
+      fleet.kill('SIGTERM');
+      expect((await exited)[0]).toBe(0);
+    } finally {
+      if (fleet.exitCode === null) fleet.kill('SIGKILL');
+    }
+    const event = /^\[\d\d:\d\d:\d\d\.\d{3}\] (INFO|WARN) \((fleet|worker)\): \S/;
+    expect(lines.filter((line) => !event.test(line))).toEqual([]);
+    expect(lines.some((line) => line.includes('(fleet): fleet stopped'))).toBe(true);
+  });
+
+  it('one-shot commands print their result and nothing more on a terminal', async () => {
+    for (const args of [['enqueue'], ['requeue', '--all'], ['replay', '--dry-run']]) {
+      const run = spawnSync(process.execPath, ['--import', 'tsx', CLI, ...args], {
+        cwd: ROOT,
+        env: { ...process.env, DATABASE_URL: db.url, ROWFLEET_LOG_LEVEL: 'info', ROWFLEET_LOG_FORMAT: 'pretty', NO_COLOR: '1' },
+        encoding: 'utf8',
+        timeout: 30_000,
+      });
+      expect(run.status, run.stderr).toBe(0);
+      expect(run.stdout.trim().split('\n')).toHaveLength(1);
+      expect(run.stderr).toBe('');
+    }
+  });
+
   it('grows while records wait past the target and shrinks back when idle', async () => {
     // 24 records of 400 ms with 2 handlers per worker: one worker needs ~5 s, so the oldest due
     // record soon waits past 300 ms and the fleet grows to its max of 3.

@@ -18,7 +18,7 @@ import { PgBoss, type ConstructorOptions, type Db, type Queue } from 'pg-boss';
 import type { BossConfig } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { listen } from '../db/listen.ts';
-import { UserError } from '../errors.ts';
+import { SchemaNotReadyError, UserError } from '../errors.ts';
 
 export type BossRole = 'migrate' | 'scheduler' | 'worker' | 'client';
 
@@ -122,7 +122,7 @@ export async function bossInstalled(db: pg.Pool | pg.Client, schema: string): Pr
 }
 
 async function assertInstalled(pool: pg.Pool, schema: string): Promise<void> {
-  if (!(await bossInstalled(pool, schema))) throw new UserError(`pg-boss is not installed in schema "${schema}"; run \`rowfleet migrate\` first`);
+  if (!(await bossInstalled(pool, schema))) throw new SchemaNotReadyError({ kind: 'no-boss', schema });
 }
 
 /** Stops pg-boss without closing the pool it shares with the process. */

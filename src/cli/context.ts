@@ -4,7 +4,7 @@ import { Option, type Command } from 'commander';
  * in-process), and the one way to turn flags into a Config, a logger and a database.
  */
 import { loadConfig, type Config, type ConfigOverrides, type Env } from '../config.ts';
-import { createLogger, type Logger } from '../log.ts';
+import { createLogger, resolveLogFormat, type Logger } from '../log.ts';
 import { resolveDatabaseUrl } from '../db/connect.ts';
 import { pendingMigrations } from '../db/migrate.ts';
 import { createPool, explainConnectionFailure, isMissingObject, sqlStateOf, type Pool } from '../db/pool.ts';
@@ -50,14 +50,20 @@ export interface CommandContext {
 }
 
 export function createContext(io: CliIO): CommandContext {
+  /** Loggers writing readable lines: a person on that terminal reads main.ts's line already. */
+  const readable = new WeakSet<Logger>();
   const failure = (log: Logger, error: UserError, fields: Record<string, unknown> = {}): UserError => {
-    if (io.jsonLogs !== false) log.error({ ...fields, exitCode: error.exitCode }, error.message);
+    if (!readable.has(log)) log.error({ ...fields, exitCode: error.exitCode }, error.message);
     return error;
   };
   return {
     io,
     config: (overrides = {}) => loadConfig(io.env, overrides),
-    logger: (config, name) => createLogger({ level: config.logLevel, format: config.logFormat, name, json: io.jsonLogs }),
+    logger: (config, name) => {
+      const log = createLogger({ level: config.logLevel, format: config.logFormat, name, json: io.jsonLogs });
+      if (resolveLogFormat(config.logFormat, io.jsonLogs) === 'pretty') readable.add(log);
+      return log;
+    },
     print(value, json, human) {
       io.stdout.write(json || human === undefined ? `${JSON.stringify(value, null, json ? 0 : 2)}\n` : `${human(value)}\n`);
     },

@@ -61,7 +61,6 @@ const program = createProgram({
   env: process.env,
   isTTY: process.stdout.isTTY === true,
   shutdownSignal: shutdown.signal,
-  jsonLogs: process.stderr.isTTY !== true,
 });
 
 try {

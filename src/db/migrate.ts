@@ -8,7 +8,7 @@ import pg from 'pg';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { migrate } from 'drizzle-orm/node-postgres/migrator';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
-import { UserError } from '../errors.ts';
+import { SchemaNotReadyError } from '../errors.ts';
 import type { BossConfig } from '../config.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { bossInstalled, installBoss } from '../boss/boss.ts';
@@ -76,11 +76,8 @@ export async function ensureSchema(connectionString: string, migrateIfBehind: bo
   }
   if (pending === 0 && !bossMissing) return;
   if (!migrateIfBehind) {
-    throw new UserError(
-      pending > 0
-        ? `the database schema is ${pending} migration(s) behind; run \`rowfleet migrate\` first`
-        : `pg-boss is not installed in schema "${boss!.schema}"; run \`rowfleet migrate\` first`,
-    );
+    const total = readMigrationFiles(MIGRATIONS).length;
+    throw new SchemaNotReadyError(pending === total ? { kind: 'missing' } : pending > 0 ? { kind: 'behind', pending } : { kind: 'no-boss', schema: boss!.schema });
   }
   if (pending > 0) await runMigrations(connectionString);
   if (boss !== undefined) await withPool(connectionString, (pool) => installBoss({ config: boss, pool, url: connectionString, log: silentLogger }));

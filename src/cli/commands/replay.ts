@@ -53,7 +53,8 @@ Examples:
         replay(pool, { ids: flags.id, fromSeq: flags.fromSeq, toSeq: flags.toSeq, verify: flags.verify === true, dryRun: flags.dryRun === true, ...(progress && { onProgress: progress }) }),
       );
       if (progress) ctx.io.stderr.write('\n');
-      log.info({ ...result, differences: undefined }, 'replay done');
+      // The result is printed on stdout; the log keeps it for machines, below the default level.
+      log.debug({ ...result, differences: undefined }, 'replay done');
       ctx.print(result, json, (r) => {
         const kinds = `${r.byKind.missing} missing, ${r.byKind.behind} behind, ${r.byKind.data} with other data, ${r.byKind.ahead} ahead`;
         if (r.verify) {
