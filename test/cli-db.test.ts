@@ -57,6 +57,16 @@ describe('rowfleet db', () => {
     expect(JSON.parse((await rowfleet(env, 'db', 'status', '--json')).stdout)).toMatchObject({ running: false });
   });
 
+  it('start and stop say what they did once, on stdout, with no log line repeating it', async () => {
+    const loud = { ...env, ROWFLEET_LOG_LEVEL: 'info' };
+    const start = await rowfleet(loud, 'db', 'start');
+    expect(start.stdout).toMatch(/^embedded Postgres started on 127\.0\.0\.1:\d+ \(pid \d+, data in .+\)\n$/);
+    expect(start.stderr).toBe('');
+    const stop = await rowfleet(loud, 'db', 'stop');
+    expect(stop.stdout).toBe('embedded Postgres stopped\n');
+    expect(stop.stderr).toBe('');
+  });
+
   it('refuses start and stop when DATABASE_URL is set, with a usage error', async () => {
     const withUrl = { ...env, DATABASE_URL: 'postgres://someone@db.invalid:5432/app' };
     for (const verb of ['start', 'stop']) {

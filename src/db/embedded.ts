@@ -164,7 +164,8 @@ export async function stopEmbedded(home: string, log: Logger, { relocate = false
     const bin = await reachableBinaries(account, log);
     const result = await run(bin.pg_ctl, ['stop', '-w', '-t', '60', '-m', 'fast', '-D', paths.dataDir], account, paths.home);
     if (result.code !== 0) throw new UserError(`could not stop the embedded Postgres (pid ${postmaster.pid}): ${lastLine(result.output)}`);
-    log.info({ serverPid: postmaster.pid, dataDir: paths.dataDir }, 'embedded Postgres stopped');
+    // Only `rowfleet db stop` stops it, and it prints as much: a log line for machines, below the default level.
+    log.debug({ serverPid: postmaster.pid, dataDir: paths.dataDir }, 'embedded Postgres stopped');
     return { stopped: true };
   });
 }

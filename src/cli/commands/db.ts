@@ -21,7 +21,9 @@ export function registerDb(ctx: CommandContext): Command {
     .action(async (flags: JsonFlag) => {
       const config = embeddedOnly(ctx.config(), 'start');
       const before = await embeddedStatus(config.home, { relocate: !config.homeChosen });
-      const server = await ensureEmbedded({ home: config.home, relocate: !config.homeChosen, log: ctx.logger(config, 'db') });
+      // What it did is printed below; its own log lines (started, relocated) would say it twice.
+      const quiet = ctx.logger(config, 'db').child({}, { level: 'warn' });
+      const server = await ensureEmbedded({ home: config.home, relocate: !config.homeChosen, log: quiet });
       ctx.print({ ...server, started: !before.running }, flags.json === true, (s) =>
         `embedded Postgres ${s.started ? 'started' : 'is already running'} on ${hostPort(s.url)} (pid ${s.pid}, data in ${s.dataDir})`,
       );
