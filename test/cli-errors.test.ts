@@ -280,6 +280,30 @@ describe('a database, role or password Postgres refuses', () => {
   });
 });
 
+describe('a role without privileges on rowfleet\'s schema', () => {
+  const role = `rowfleet_noperm_${randomBytes(3).toString('hex')}`;
+  const password = `pw-${randomBytes(6).toString('hex')}`;
+  afterAll(async () => {
+    await withAdmin(adminUrl, (admin) => admin.query(`DROP ROLE IF EXISTS ${role}`));
+  });
+
+  it('every command: one line saying what the role lacks, exit 1, nothing written', async () => {
+    await withAdmin(adminUrl, (admin) => admin.query(`CREATE ROLE ${role} LOGIN PASSWORD '${password}'`));
+    const parsed = new URL(migrated.url);
+    parsed.username = role;
+    parsed.password = password;
+    const before = (await migrated.pool.query(`SELECT count(*)::int AS n FROM rowfleet.event_log`)).rows[0].n;
+    const runs = await Promise.all(
+      [['migrate'], ['status'], ['inspect', 'order-1'], ['requeue', '--all'], ['upsert', 'order-1', '{"total": 12}'], ['worker', '--handler', 'noop'], ['api', '--port', '0']].map((args) =>
+        run(args, { env: { DATABASE_URL: parsed.toString() } }),
+      ),
+    );
+    const line = /^rowfleet: Postgres refused: permission denied for (schema|table|database) \S+; the role in DATABASE_URL \(or --database-url\) lacks privileges on the rowfleet and pgboss schemas/;
+    for (const r of runs) expectOneLine(r, 1, line, password);
+    expect((await migrated.pool.query(`SELECT count(*)::int AS n FROM rowfleet.event_log`)).rows[0].n).toBe(before);
+  });
+});
+
 describe('rowfleet api on a port already in use', () => {
   it('says which host:port and what to do, exits 1, writes nothing', async () => {
     const holder = net.createServer();

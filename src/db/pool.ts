@@ -118,6 +118,9 @@ export function explainConnectionFailure(err: unknown): string | undefined {
       return `Postgres refused the connection: ${said}; check the user name and password in DATABASE_URL (or --database-url)`;
     case '28000':
       return `Postgres refused the connection: ${said}; check the user name in DATABASE_URL (or --database-url), or the server's pg_hba.conf`;
+    case '42501':
+      // insufficient_privilege: the role connects, but may not use rowfleet's schema (or create it).
+      return `Postgres refused: ${said}; the role in DATABASE_URL (or --database-url) lacks privileges on the rowfleet and pgboss schemas: use the role that ran \`rowfleet migrate\`, or grant it USAGE and table privileges there`;
     default:
       return undefined;
   }
