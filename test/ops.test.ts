@@ -53,12 +53,12 @@ describe('rowfleet requeue', () => {
     await processRecords(['done-1']);
     const run = await rowfleet(env, 'requeue', '--all', '--json');
     expect(run.error).toBeUndefined();
-    expect(json(run)).toEqual({ matched: 2, requeued: 2, dryRun: false });
+    expect(json(run)).toEqual({ matched: 2, requeued: 2, dryRun: false, interrupted: false });
     expect(await row('f-1')).toMatchObject({ status: 'COMPLETED', attempts: 0, last_error: null });
     expect(await row('done-1')).toMatchObject({ status: 'PROCESSED' });
     expect(await events('f-1', 'failed')).toHaveLength(1);
     expect(await events('f-1', 'requeued')).toEqual([{ from: 'FAILED', lastError: 'boom' }]);
-    expect(json(await rowfleet(env, 'requeue', '--all', '--json'))).toEqual({ matched: 0, requeued: 0, dryRun: false });
+    expect(json(await rowfleet(env, 'requeue', '--all', '--json'))).toEqual({ matched: 0, requeued: 0, dryRun: false, interrupted: false });
     expect(await events('f-1', 'requeued')).toHaveLength(1);
   });
 
@@ -66,13 +66,13 @@ describe('rowfleet requeue', () => {
     await failRecords(['a-1', 'a-2', 'a-3'], 'connection timeout');
     await failRecords(['b-1', 'b-2'], 'bad data');
     await db.pool.query(`UPDATE rowfleet.records SET updated_at = now() - interval '3 hours' WHERE id IN ('a-1', 'b-1')`);
-    expect(json(await rowfleet(env, 'requeue', '--id', 'a-2', '--id', 'b-2', '--dry-run', '--json'))).toEqual({ matched: 2, requeued: 0, dryRun: true });
+    expect(json(await rowfleet(env, 'requeue', '--id', 'a-2', '--id', 'b-2', '--dry-run', '--json'))).toEqual({ matched: 2, requeued: 0, dryRun: true, interrupted: false });
     expect(json(await rowfleet(env, 'requeue', '--error', '^conn.*timeout$', '--dry-run', '--json')).matched).toBe(3);
     expect(json(await rowfleet(env, 'requeue', '--before', '2h', '--dry-run', '--json')).matched).toBe(2);
     expect(json(await rowfleet(env, 'requeue', '--since', '2h', '--error', 'timeout', '--dry-run', '--json')).matched).toBe(2);
     const stamp = new Date(Date.now() - 2 * 3600_000).toISOString();
     expect(json(await rowfleet(env, 'requeue', '--before', stamp, '--dry-run', '--json')).matched).toBe(2);
-    expect(json(await rowfleet(env, 'requeue', '--limit', '4', '--json'))).toEqual({ matched: 4, requeued: 4, dryRun: false });
+    expect(json(await rowfleet(env, 'requeue', '--limit', '4', '--json'))).toEqual({ matched: 4, requeued: 4, dryRun: false, interrupted: false });
     // In id order: the last FAILED one is left.
     const { rows } = await db.pool.query(`SELECT id FROM rowfleet.records WHERE status = 'FAILED'`);
     expect(rows).toEqual([{ id: 'b-2' }]);
@@ -90,7 +90,7 @@ describe('rowfleet requeue', () => {
   it('reprocesses PROCESSED records with --status PROCESSED', async () => {
     await processRecords(['p-1', 'p-2']);
     await failRecords(['x-1'], 'other');
-    expect(json(await rowfleet(env, 'requeue', '--status', 'PROCESSED', '--all', '--json'))).toEqual({ matched: 2, requeued: 2, dryRun: false });
+    expect(json(await rowfleet(env, 'requeue', '--status', 'PROCESSED', '--all', '--json'))).toEqual({ matched: 2, requeued: 2, dryRun: false, interrupted: false });
     expect(await row('p-1')).toMatchObject({ status: 'COMPLETED' });
     expect(await row('x-1')).toMatchObject({ status: 'FAILED' });
     expect(await events('p-1', 'requeued')).toEqual([{ from: 'PROCESSED', lastError: null }]);
@@ -110,9 +110,26 @@ describe('rowfleet requeue', () => {
         clock += ms;
       },
     });
-    expect(result).toEqual({ matched: 10, requeued: 10, dryRun: false });
+    expect(result).toEqual({ matched: 10, requeued: 10, dryRun: false, interrupted: false });
     // Pages of 4: after 4 records 1 s has to have passed, after 8, 2 s.
     expect(waits).toEqual([1000, 1000]);
+  });
+
+  it('stops between pages when interrupted: what is done stays done, and running it again does the rest', async () => {
+    await failRecords(Array.from({ length: 10 }, (_, i) => `i-${i}`), 'later');
+    const stop = new AbortController();
+    // Interrupted (Ctrl-C) while it waits for its first page's time slot.
+    const first = await requeue(db.pool, { status: 'FAILED', dryRun: false, rate: 4, signal: stop.signal, now: () => 0, sleep: async () => stop.abort() });
+    expect(first).toEqual({ matched: 10, requeued: 4, dryRun: false, interrupted: true });
+    const rest = await requeue(db.pool, { status: 'FAILED', dryRun: false });
+    expect(rest).toEqual({ matched: 6, requeued: 6, dryRun: false, interrupted: false });
+
+    await failRecords(['i-x'], 'again');
+    const aborted = new AbortController();
+    aborted.abort();
+    const run = await rowfleetWith({ env, shutdownSignal: aborted.signal }, 'requeue', '--all');
+    expect(run.error).toBeInstanceOf(UserError);
+    expect((run.error as Error).message).toBe('interrupted after requeuing 0 of 1; run the same command again for the rest (what was requeued is no longer FAILED, so it is not taken twice)');
   });
 
   it('shows a progress bar on a terminal', async () => {
@@ -317,7 +334,7 @@ describe('the rowfleet binary, end to end', () => {
     await failRecords(['e2e-1'], 'remote said no');
     const requeued = run('requeue', '--error', 'said no', '--json');
     expect(requeued.status).toBe(0);
-    expect(JSON.parse(requeued.stdout)).toEqual({ matched: 1, requeued: 1, dryRun: false });
+    expect(JSON.parse(requeued.stdout)).toEqual({ matched: 1, requeued: 1, dryRun: false, interrupted: false });
     const status = run('status', '--json');
     expect(status.status).toBe(0);
     expect(JSON.parse(status.stdout).counts.COMPLETED).toBe(1);

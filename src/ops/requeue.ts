@@ -38,6 +38,8 @@ export interface RequeueOptions extends RequeueFilter {
   /** Waits between pages when `rate` is set (tests inject one that does not sleep). */
   sleep?: (ms: number) => Promise<void>;
   now?: () => number;
+  /** Stops between pages (Ctrl-C, SIGTERM, a reader that closed the output): what is done stays done. */
+  signal?: AbortSignal;
 }
 
 export interface PreviewRow {
@@ -52,6 +54,8 @@ export interface RequeueResult {
   matched: number;
   requeued: number;
   dryRun: boolean;
+  /** Stopped by `signal` before every page was done. */
+  interrupted: boolean;
 }
 
 const PAGE = 1000;
@@ -62,8 +66,8 @@ export async function requeue(pool: pg.Pool, options: RequeueOptions): Promise<R
   const [counted] = await query<{ n: number }>(pool, sql`SELECT count(*)::int AS n FROM rowfleet.records WHERE ${where}`);
   const matched = Math.min(counted!.n, options.limit ?? Number.POSITIVE_INFINITY);
   if (options.dryRun) {
-    if (options.onPreview) await preview(pool, where, matched, options.onPreview);
-    return { matched, requeued: 0, dryRun: true };
+    const complete = options.onPreview === undefined || (await preview(pool, where, matched, options.onPreview, options.signal));
+    return { matched, requeued: 0, dryRun: true, interrupted: !complete };
   }
   const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   const now = options.now ?? Date.now;
@@ -73,6 +77,7 @@ export async function requeue(pool: pg.Pool, options: RequeueOptions): Promise<R
   let done = 0;
   let seen = 0;
   while (seen < matched) {
+    if (options.signal?.aborted) return { matched, requeued: done, dryRun: false, interrupted: true };
     const rows = await query<{ id: string; requeued: boolean }>(
       pool,
       sql`WITH picked AS (
@@ -113,7 +118,7 @@ export async function requeue(pool: pg.Pool, options: RequeueOptions): Promise<R
       if (wait > 0) await sleep(wait);
     }
   }
-  return { matched, requeued: done, dryRun: false };
+  return { matched, requeued: done, dryRun: false, interrupted: false };
 }
 
 function filterSql(f: RequeueFilter): SQL {
@@ -125,20 +130,23 @@ function filterSql(f: RequeueFilter): SQL {
   return sql.join(parts, sql` AND `);
 }
 
-async function preview(pool: pg.Pool, where: SQL, matched: number, emit: (rows: PreviewRow[]) => void): Promise<void> {
+/** Lists the matched records page by page; false if `signal` stopped it first. */
+async function preview(pool: pg.Pool, where: SQL, matched: number, emit: (rows: PreviewRow[]) => void, signal: AbortSignal | undefined): Promise<boolean> {
   let after = '';
   let seen = 0;
   while (seen < matched) {
+    if (signal?.aborted) return false;
     const rows = await query<{ id: string; status: string; version: string; last_error: string | null; updated_at: Date }>(
       pool,
       sql`SELECT id, status, version, last_error, updated_at FROM rowfleet.records
            WHERE ${where} AND id > ${after} ORDER BY id LIMIT ${Math.min(PAGE, matched - seen)}`,
     );
-    if (rows.length === 0) return;
+    if (rows.length === 0) return true;
     emit(rows.map((r) => ({ id: r.id, status: r.status, version: r.version, lastError: r.last_error, updatedAt: r.updated_at })));
     after = rows.at(-1)!.id;
     seen += rows.length;
   }
+  return true;
 }
 
 /** Asks Postgres whether `pattern` is a valid regular expression, before anything is read. */

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { parseInteger } from '../../config.ts';
-import { UsageError } from '../../errors.ts';
+import { UsageError, UserError } from '../../errors.ts';
 import { REQUEUE_STATUSES, parseMoment, requeue, type RequeueStatus } from '../../ops/requeue.ts';
 import { progressBar } from '../progress.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
@@ -65,6 +65,7 @@ Examples:
           limit: flags.limit,
           dryRun: flags.dryRun === true,
           rate: flags.rate,
+          ...(ctx.io.shutdownSignal && { signal: ctx.io.shutdownSignal }),
           ...(bar && { onProgress: (done: number, total: number) => bar.update(done, total) }),
           ...(!json && {
             onPreview: (rows) => {
@@ -79,7 +80,10 @@ Examples:
       ctx.print(result, json, (r) =>
         r.dryRun
           ? `dry run: ${r.matched} ${flags.status} record(s) would be requeued; nothing changed`
-          : `requeued ${r.requeued} of ${r.matched} matching ${flags.status} record(s)${r.requeued < r.matched ? ' (the others changed meanwhile)' : ''}`,
+          : `requeued ${r.requeued} of ${r.matched} matching ${flags.status} record(s)${r.requeued < r.matched && !r.interrupted ? ' (the others changed meanwhile)' : ''}`,
       );
+      if (result.interrupted && !result.dryRun) {
+        throw new UserError(`interrupted after requeuing ${result.requeued} of ${result.matched}; run the same command again for the rest (what was requeued is no longer ${flags.status}, so it is not taken twice)`);
+      }
     });
 }
