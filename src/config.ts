@@ -105,14 +105,31 @@ const DEFAULTS = {
   logLevel: 'info',
 } as const;
 
-/** A setting: the flag if given, else the environment variable parsed, else the default. */
+/**
+ * A setting: the flag if given, else the environment variable parsed, else the default. A value
+ * given in code (a library option like `createWorker({ leaseMs: 50 })`, or a flag commander
+ * parsed) meets the same checks as its variable: it is written back as the text the parser
+ * reads and parsed once more, so an error names it (`leaseMs must be at least 100 ms`).
+ */
 function picker<C>(env: Env, flags: { readonly [K in keyof C]?: C[K] | undefined }) {
   return <K extends keyof C>(key: K, envName: string, parse: (raw: string, name: string) => C[K], fallback: C[K]): C[K] => {
     const fromFlag = flags[key];
-    if (fromFlag !== undefined) return fromFlag as C[K];
+    if (fromFlag !== undefined) {
+      const text = asText(String(key), fromFlag);
+      if (text !== undefined) parse(text, String(key));
+      return fromFlag as C[K];
+    }
     const raw = env[envName];
     return raw === undefined || raw === '' ? fallback : parse(raw, envName);
   };
+}
+
+/** A number given in code as its variable would spell it: `leaseMs` 50 is "50ms", `cronCheckSeconds` 5 is "5s". */
+function asText(key: string, value: unknown): string | undefined {
+  if (typeof value !== 'number') return undefined;
+  if (key.endsWith('Ms')) return `${value}ms`;
+  if (key.endsWith('Seconds')) return `${value}s`;
+  return String(value);
 }
 
 export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = {}): Config {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEmptyDatabase, createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { waitFor } from './helpers/processes.ts';
-import { createClient, createFleet, createWorker, MessageError, PermanentError, UserError, type RowfleetClient } from '../src/index.ts';
+import { createClient, createFleet, createWorker, MessageError, PermanentError, UsageError, UserError, type RowfleetClient } from '../src/index.ts';
 
 let db: TestDatabase;
 let client: RowfleetClient;
@@ -67,6 +67,21 @@ describe('library', () => {
     }
     expect(worker.stats).toMatchObject({ processed: 2, failed: 1 });
     expect(() => Object.assign(worker.stats, { processed: 0 })).toThrow(TypeError);
+  });
+
+  it('checks options given in code as the CLI checks its flags, naming the option', () => {
+    const handler = async () => null;
+    for (const [options, message] of [
+      [{ leaseMs: 50 }, 'leaseMs must be at least 100 ms, got "50ms"'],
+      [{ concurrency: 0 }, 'concurrency must be between 1 and 10000, got 0'],
+      [{ batch: 2.5 }, 'batch must be a whole number, got "2.5"'],
+      [{ failRate: 3 }, 'failRate must be a number from 0 to 1, got "3"'],
+      [{ pollMs: Number.NaN }, 'pollMs must be a duration with a unit (ms, s, m, h or d) like 500ms, 30s, 5m or 1h, got "NaNms"'],
+    ] as const) {
+      expect(() => createWorker({ handler, ...options }), JSON.stringify(options)).toThrow(new UsageError(message));
+    }
+    expect(() => createFleet({ handler: 'noop', concurrency: -1 })).toThrow(new UsageError('concurrency must be between 1 and 10000, got -1'));
+    expect(() => createClient({ poolSize: 0 })).toThrow(new UsageError('poolSize must be between 1 and 1000, got 0'));
   });
 
   it('supervises worker processes with createFleet', async () => {
