@@ -24,8 +24,8 @@ export interface CliIO {
   /** Resolves when the process is asked to stop (SIGINT / SIGTERM); long-running commands await it. */
   shutdownSignal?: AbortSignal;
   /**
-   * JSON logs (for machines) or pretty ones (for a person at a terminal); unset, the logger decides
-   * by whether stderr is a terminal. src/cli/main.ts always sets it.
+   * Forces JSON logs (true: tests capture them) or pretty ones; unset (the binary), ROWFLEET_LOG_FORMAT
+   * decides, by default by whether stderr is a terminal.
    */
   jsonLogs?: boolean;
 }
