@@ -374,6 +374,52 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     expect(rows[0].n).toBe(50);
   });
 
+  it('gives a record back without spending an attempt when its completion loses a deadlock, and processes it again', async () => {
+    await db.pool.query(`CREATE TABLE IF NOT EXISTS ledger (k int PRIMARY KEY, n int)`);
+    await db.pool.query(`INSERT INTO ledger VALUES (1, 0) ON CONFLICT (k) DO NOTHING`);
+    const id = `${prefix}deadlock`;
+    await upsert(id, { n: 1 });
+    await offer();
+    // Another session holds the record, then wants the ledger row the handler's transaction holds:
+    // a lock cycle. Its deadlock_timeout is longer, so the worker's session detects the cycle and is
+    // the victim, as a completion meeting an upsert would be.
+    const other = await db.pool.connect();
+    let handled = 0;
+    const held = Promise.withResolvers<void>();
+    try {
+      const worker = await runWorker(
+        engine,
+        async (record, ctx) => {
+          handled += 1;
+          await ctx.query!('UPDATE ledger SET n = n + 1 WHERE k = 1');
+          if (handled === 1) await held.promise;
+          return { handled };
+        },
+        async () => {
+          await eventually(async () => handled === 1);
+          await other.query(`BEGIN; SET LOCAL deadlock_timeout = '10s'`);
+          await other.query(`SELECT 1 FROM rowfleet.records WHERE id = $1 FOR UPDATE`, [id]);
+          held.resolve();
+          // The completion now waits for the record; this waits for the ledger row: a deadlock.
+          await other.query(`UPDATE ledger SET n = n + 100 WHERE k = 1`);
+          await other.query('COMMIT');
+          await eventually(async () => (await row(id))?.status === 'PROCESSED');
+        },
+        {},
+        true,
+      );
+      expect(handled).toBe(2);
+      expect(worker.stats).toMatchObject({ processed: 1, released: 1, retried: 0, failed: 0 });
+      // The first execution's write rolled back with it; the attempt was given back.
+      expect(await row(id)).toMatchObject({ status: 'PROCESSED', attempts: 1, result: { handled: 2 } });
+      const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.event_log WHERE record_id = $1 AND reason = 'retried'`, [id]);
+      expect(rows[0].n).toBe(0);
+    } finally {
+      await other.query('ROLLBACK').catch(() => {});
+      other.release();
+    }
+  });
+
   it('commits a transactional handler\'s writes with its completion, and rolls them back when superseded', async () => {
     await db.pool.query(`CREATE TABLE IF NOT EXISTS effects (record_id text, version bigint, note text)`);
     await upsert(`${prefix}tx`, { n: 1 }, 1);

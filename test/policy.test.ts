@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { backoffMs, heartbeatEveryMs, parseDuration } from '../src/worker/policy.ts';
+import { isTransientConflict } from '../src/db/pool.ts';
 
 describe('backoffMs (exponential, full jitter)', () => {
   const options = { baseMs: 1_000, capMs: 600_000 };
@@ -30,5 +31,14 @@ describe('durations and lease timing', () => {
   });
   it('heartbeats three times per lease', () => {
     expect(heartbeatEveryMs(30_000)).toBe(10_000);
+  });
+});
+
+describe('infrastructure failures', () => {
+  it('counts a lost deadlock or serialization conflict, wrapped or not, as a transient conflict to retry', () => {
+    const pgError = (code: string) => Object.assign(new Error(code), { code });
+    const wrapped = (code: string) => new Error('Failed query: UPDATE rowfleet.records ...', { cause: pgError(code) });
+    expect([pgError('40P01'), pgError('40001'), wrapped('40P01'), wrapped('40001')].map(isTransientConflict)).toEqual([true, true, true, true]);
+    expect([pgError('23505'), wrapped('42P01'), new Error('boom'), undefined].map(isTransientConflict)).toEqual([false, false, false, false]);
   });
 });

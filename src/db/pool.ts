@@ -76,6 +76,16 @@ function* chain(err: unknown): Generator<Error> {
   }
 }
 
+/**
+ * A statement Postgres gave up on because it met another in a lock cycle (deadlock_detected 40P01)
+ * or could not serialize it (40001): nothing was written, and the same statement run again
+ * succeeds. An infrastructure retry, never a failed attempt of the record's handler.
+ */
+export function isTransientConflict(err: unknown): boolean {
+  const code = sqlStateOf(err)?.code;
+  return code === '40P01' || code === '40001';
+}
+
 /** The first SQLSTATE (or socket error code) found on the error or its causes, and that error. */
 export function sqlStateOf(err: unknown): { code: string; error: Error } | undefined {
   for (const e of chain(err)) {

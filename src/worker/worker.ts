@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { Logger } from '../log.ts';
 import { Coalescer } from '../coalescer.ts';
-import { isDatabaseUnavailable } from '../db/pool.ts';
+import { isDatabaseUnavailable, isTransientConflict } from '../db/pool.ts';
 import { presentVersion } from '../records/message.ts';
 import {
   complete,
@@ -337,9 +337,10 @@ export class Worker {
       this.stats.processed += 1;
       return;
     }
-    // Shutdown, or the database went away under a transactional handler: not the record's fault,
-    // so give it back without spending an attempt (infrastructure retries stay apart from job retries).
-    if (!outcome.ok && (controller.signal.reason instanceof ShutdownError || (this.#o.handler.transactional && isDatabaseUnavailable(outcome.error)))) {
+    // Shutdown, or the database went away (or chose this transaction as a deadlock's victim) under a
+    // transactional handler: not the record's fault, so give it back without spending an attempt
+    // (infrastructure retries stay apart from job retries).
+    if (!outcome.ok && (controller.signal.reason instanceof ShutdownError || (this.#o.handler.transactional && isInfrastructure(outcome.error)))) {
       const released = await this.#retrying('release', () => release(this.#o.pool, [claimed]));
       this.stats.released += released;
       if (released > 0) await this.#requeued(claimed, 0);
@@ -454,13 +455,17 @@ export class Worker {
     while (this.#active.size > 0) await new Promise((r) => setTimeout(r, 20));
   }
 
-  /** Runs a database step, retrying while the database is unavailable (bounded unless `signal`). */
+  /**
+   * Runs a database step, retrying while the database is unavailable or the statement lost a
+   * deadlock (bounded unless `signal`): a completion that met an upsert in a lock cycle is written
+   * on the next try instead of waiting out its lease and running again.
+   */
   async #retrying<T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await fn();
       } catch (err) {
-        if (!isDatabaseUnavailable(err) || (signal === undefined && attempt >= 6) || signal?.aborted) throw err;
+        if (!isInfrastructure(err) || (signal === undefined && attempt >= 6) || signal?.aborted) throw err;
         this.#warn(err, `${what} failed; retrying`);
         await new Promise((r) => setTimeout(r, Math.min(5_000, 200 * 2 ** attempt)));
       }
@@ -470,6 +475,11 @@ export class Worker {
   #warn(err: unknown, message: string): void {
     this.#log.warn({ err: { message: (err as Error)?.message, code: (err as { code?: string })?.code } }, message);
   }
+}
+
+/** A failure of the database, not of the record: retried as infrastructure, never counted as an attempt. */
+function isInfrastructure(err: unknown): boolean {
+  return isDatabaseUnavailable(err) || isTransientConflict(err);
 }
 
 /** Runs `fn`, rejecting as soon as `signal` aborts even if the handler ignores it. */
