@@ -499,7 +499,7 @@ function untilAborted<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> 
  * What `last_error` keeps of a handler's error: its message and its causes, so that
  * `TypeError: fetch failed` comes with the `ECONNREFUSED` that explains it.
  */
-export function errorMessage(error: unknown): string {
+function errorMessage(error: unknown): string {
   const parts: string[] = [];
   const seen = new Set<unknown>();
   for (let e: unknown = error; e !== undefined && e !== null && !seen.has(e) && parts.length < 5; e = e instanceof Error ? e.cause : undefined) {
