@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { UsageError } from './errors.ts';
-import { durationProblem, parseDuration } from './worker/policy.ts';
+import { durationProblem, parseDuration } from './duration.ts';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
 /** `auto`: readable lines on a terminal, JSON lines otherwise. */

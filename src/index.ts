@@ -18,7 +18,8 @@
 import type pg from 'pg';
 import { loadConfig, type Config, type WorkerConfig } from './config.ts';
 import { resolveDatabaseUrl } from './db/connect.ts';
-import { ensureSchema, pendingMigrations } from './db/migrate.ts';
+import { pendingMigrations } from './db/migrate.ts';
+import { ensureSchema } from './boss/migrate.ts';
 import { createPool } from './db/pool.ts';
 import { UserError } from './errors.ts';
 import { silentLogger, type Logger } from './log.ts';
@@ -34,8 +35,7 @@ import {
 import { runWorker } from './worker/run.ts';
 import type { Worker, WorkerStats as InternalWorkerStats } from './worker/worker.ts';
 import { openEnqueue } from './boss/enqueue.ts';
-import { runFleet } from './fleet/run.ts';
-import { fleetSize } from './cli/commands/fleet.ts';
+import { fleetSize, runFleet } from './fleet/run.ts';
 
 export { MessageError, type Message, type MessageInput, type JsonObject, type JsonValue } from './records/message.ts';
 export { UserError, UsageError } from './errors.ts';

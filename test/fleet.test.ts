@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { decideScale, isIdle, type ScaleLimits } from '../src/fleet/autoscale.ts';
 import { restartDelayMs } from '../src/fleet/fleet.ts';
-import { fleetSize } from '../src/cli/commands/fleet.ts';
+import { fleetSize } from '../src/fleet/run.ts';
 import { UsageError } from '../src/errors.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { rowfleet } from './helpers/cli.ts';

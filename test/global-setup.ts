@@ -13,7 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { ensureEmbedded, stopEmbedded } from '../src/db/embedded.ts';
-import { migrateAll } from '../src/db/migrate.ts';
+import { migrateAll } from '../src/boss/migrate.ts';
 import { loadConfig } from '../src/config.ts';
 import { silentLogger } from '../src/log.ts';
 import { databaseUrl, withAdmin } from './helpers/database.ts';

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { backoffMs, heartbeatEveryMs, parseDuration } from '../src/worker/policy.ts';
+import { backoffMs, heartbeatEveryMs } from '../src/worker/policy.ts';
+import { parseDuration } from '../src/duration.ts';
 import { isTransientConflict } from '../src/db/pool.ts';
 
 describe('backoffMs (exponential, full jitter)', () => {

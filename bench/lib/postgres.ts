@@ -9,7 +9,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { loadConfig } from '../../src/config.ts';
 import { ensureEmbedded, stopEmbedded } from '../../src/db/embedded.ts';
-import { migrateAll } from '../../src/db/migrate.ts';
+import { migrateAll } from '../../src/boss/migrate.ts';
 import { silentLogger } from '../../src/log.ts';
 import { processTree, processesNamed } from './cpu.ts';
 

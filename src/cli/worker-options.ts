@@ -5,7 +5,6 @@
 import { Option, type Command } from 'commander';
 import { durationParser, parseInteger, parseRate, type ConfigOverrides, type WorkerConfig } from '../config.ts';
 import { ENGINES } from '../worker/engine.ts';
-import { requireHandler } from '../worker/handler.ts';
 
 /** Parsed flags, named as commander names them (`--lease` → `lease`). */
 export interface WorkerFlags {
@@ -63,14 +62,3 @@ const WORKER_KEYS: Record<keyof WorkerConfig, true> = {
   engine: true, handler: true, concurrency: true, batch: true, leaseMs: true, timeoutMs: true, maxAttempts: true,
   backoffBaseMs: true, backoffCapMs: true, maxExpirations: true, pollMs: true, graceMs: true, sleepMs: true, failRate: true,
 };
-
-/** The same settings as command-line flags, for a fleet to pass to its worker processes. */
-export function workerArgs(config: WorkerConfig): string[] {
-  return [
-    '--engine', config.engine, '--handler', requireHandler(config.handler), '--concurrency', String(config.concurrency), '--batch', String(config.batch),
-    '--lease', `${config.leaseMs}ms`, '--timeout', `${config.timeoutMs}ms`, '--max-attempts', String(config.maxAttempts),
-    '--backoff-base', `${config.backoffBaseMs}ms`, '--backoff-cap', `${config.backoffCapMs}ms`,
-    '--max-expirations', String(config.maxExpirations), '--poll', `${config.pollMs}ms`, '--grace', `${config.graceMs}ms`,
-    '--sleep', `${config.sleepMs}ms`, '--fail-rate', String(config.failRate),
-  ];
-}

@@ -1,5 +1,6 @@
 /**
- * Applies the drizzle-kit migrations in `drizzle/` (schema `rowfleet`). Idempotent, and safe when
+ * Applies the drizzle-kit migrations in `drizzle/` (schema `rowfleet`); src/boss/migrate.ts adds
+ * pg-boss's schema and checks the whole database before a process starts. Idempotent, and safe when
  * several processes run it at once: a session advisory lock lets one migrate while the others
  * wait, then find nothing left to do.
  */
@@ -8,10 +9,6 @@ import pg from 'pg';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import { migrate } from 'drizzle-orm/node-postgres/migrator';
 import { readMigrationFiles } from 'drizzle-orm/migrator';
-import { SchemaNotReadyError } from '../errors.ts';
-import type { BossConfig } from '../config.ts';
-import { silentLogger, type Logger } from '../log.ts';
-import { bossInstalled, installBoss } from '../boss/boss.ts';
 
 /** Resolves from both src/db and dist/db to the package's drizzle/ folder. */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../../drizzle', import.meta.url));
@@ -59,42 +56,7 @@ async function countApplied(db: pg.Pool | pg.Client): Promise<number> {
   return Number(rows[0]?.n ?? 0);
 }
 
-/**
- * Before a long-running process starts: the embedded Postgres (a development database) is brought
- * up to date; a real one must be migrated by the release step (`rowfleet migrate`), never implicitly.
- */
-export async function ensureSchema(connectionString: string, migrateIfBehind: boolean, boss?: BossConfig): Promise<void> {
-  const client = new pg.Client({ connectionString, application_name: 'rowfleet' });
-  await client.connect();
-  let pending: number;
-  let bossMissing = false;
-  try {
-    pending = await pendingMigrations(client);
-    if (boss !== undefined) bossMissing = !(await bossInstalled(client, boss.schema));
-  } finally {
-    await client.end();
-  }
-  if (pending === 0 && !bossMissing) return;
-  if (!migrateIfBehind) {
-    const total = readMigrationFiles(MIGRATIONS).length;
-    throw new SchemaNotReadyError(pending === total ? { kind: 'missing' } : pending > 0 ? { kind: 'behind', pending } : { kind: 'no-boss', schema: boss!.schema });
-  }
-  if (pending > 0) await runMigrations(connectionString);
-  if (boss !== undefined) await withPool(connectionString, (pool) => installBoss({ config: boss, pool, url: connectionString, log: silentLogger }));
-}
-
-/** `rowfleet migrate`: the rowfleet schema, then pg-boss's schema and rowfleet's queues. */
-export async function migrateAll(connectionString: string, boss: BossConfig, log: Logger): Promise<MigrateResult & { boss: { schema: string; version: number | null } }> {
-  const result = await runMigrations(connectionString);
-  const installed = await withPool(connectionString, (pool) => installBoss({ config: boss, pool, url: connectionString, log }));
-  return { ...result, boss: installed };
-}
-
-async function withPool<T>(connectionString: string, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
-  const pool = new pg.Pool({ connectionString, max: 2, application_name: 'rowfleet migrate' });
-  try {
-    return await fn(pool);
-  } finally {
-    await pool.end();
-  }
+/** How many migrations the package ships. */
+export function shippedMigrations(): number {
+  return readMigrationFiles(MIGRATIONS).length;
 }

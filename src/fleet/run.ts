@@ -2,14 +2,16 @@
  * Runs a fleet from a Config until `signal` aborts: the one place that turns settings into worker
  * processes. Used by `rowfleet fleet` and by the library's createFleet.
  */
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Config, Env } from '../config.ts';
+import type { Config, Env, WorkerConfig } from '../config.ts';
+import { UsageError } from '../errors.ts';
 import { resolveLogFormat, type Logger } from '../log.ts';
 import { resolveDatabaseUrl } from '../db/connect.ts';
-import { ensureSchema } from '../db/migrate.ts';
 import { createPool } from '../db/pool.ts';
-import { workerArgs } from '../cli/worker-options.ts';
+import { ensureSchema } from '../boss/migrate.ts';
+import { requireHandler } from '../worker/handler.ts';
 import { Fleet } from './fleet.ts';
 
 export interface FleetSize {
@@ -67,4 +69,42 @@ export async function runFleet({ config, size, log, env, output, signal, logForm
   } finally {
     await pool.end();
   }
+}
+
+/** --workers, --min, --max and the autoscale timings, checked against each other. */
+/** The sizing flags (`--workers`, `--min`, `--max`, `--scale-every`, `--target-wait`), as given. */
+export interface FleetSizeFlags {
+  workers?: number | undefined;
+  min?: number | undefined;
+  max?: number | undefined;
+  scaleEvery?: number | undefined;
+  targetWait?: number | undefined;
+}
+
+export function fleetSize(flags: FleetSizeFlags): FleetSize {
+  const autoscale = flags.min !== undefined || flags.max !== undefined;
+  if (!autoscale) {
+    for (const [flag, value] of [['--scale-every', flags.scaleEvery], ['--target-wait', flags.targetWait]] as const) {
+      if (value !== undefined) throw new UsageError(`${flag} only applies when autoscaling; add --min and --max`);
+    }
+    const workers = flags.workers ?? os.availableParallelism();
+    if (workers < 1) throw new UsageError('--workers must be at least 1 without autoscaling (--min 0 --max N scales to zero)');
+    return { initial: workers, min: workers, max: workers, scaleEveryMs: 5_000, targetWaitMs: 5_000 };
+  }
+  if (flags.min === undefined || flags.max === undefined) throw new UsageError(`autoscaling needs both --min and --max (got only ${flags.min === undefined ? '--max' : '--min'})`);
+  if (flags.min > flags.max) throw new UsageError(`--min (${flags.min}) must not exceed --max (${flags.max})`);
+  const initial = flags.workers ?? flags.min;
+  if (initial < flags.min || initial > flags.max) throw new UsageError(`--workers (${initial}) must be between --min (${flags.min}) and --max (${flags.max})`);
+  return { initial, min: flags.min, max: flags.max, scaleEveryMs: flags.scaleEvery ?? 5_000, targetWaitMs: flags.targetWait ?? 5_000 };
+}
+
+/** The same settings as command-line flags, for a fleet to pass to its worker processes. */
+export function workerArgs(config: WorkerConfig): string[] {
+  return [
+    '--engine', config.engine, '--handler', requireHandler(config.handler), '--concurrency', String(config.concurrency), '--batch', String(config.batch),
+    '--lease', `${config.leaseMs}ms`, '--timeout', `${config.timeoutMs}ms`, '--max-attempts', String(config.maxAttempts),
+    '--backoff-base', `${config.backoffBaseMs}ms`, '--backoff-cap', `${config.backoffCapMs}ms`,
+    '--max-expirations', String(config.maxExpirations), '--poll', `${config.pollMs}ms`, '--grace', `${config.graceMs}ms`,
+    '--sleep', `${config.sleepMs}ms`, '--fail-rate', String(config.failRate),
+  ];
 }

@@ -10,7 +10,7 @@ import { sql, type SQL } from 'drizzle-orm';
 import { query, sqlState } from '../db/sql.ts';
 import { UsageError } from '../errors.ts';
 import { DUE_CHANNEL } from '../worker/engine.ts';
-import { durationProblem, parseDuration } from '../worker/policy.ts';
+import { durationProblem, parseDuration } from '../duration.ts';
 
 export const REQUEUE_STATUSES = ['FAILED', 'PROCESSED'] as const;
 export type RequeueStatus = (typeof REQUEUE_STATUSES)[number];

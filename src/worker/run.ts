@@ -6,7 +6,7 @@ import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { resolveDatabaseUrl } from '../db/connect.ts';
-import { ensureSchema } from '../db/migrate.ts';
+import { ensureSchema } from '../boss/migrate.ts';
 import { createPool } from '../db/pool.ts';
 import { startBoss, stopBoss } from '../boss/boss.ts';
 import { bossEngine, directEngine, type Engine } from './engine.ts';

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { parseInteger } from '../../config.ts';
-import { ensureSchema } from '../../db/migrate.ts';
+import { ensureSchema } from '../../boss/migrate.ts';
 import { buildServer } from '../../http/server.ts';
 import { openEnqueue } from '../../boss/enqueue.ts';
 import { UserError } from '../../errors.ts';

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { migrateAll } from '../../db/migrate.ts';
+import { migrateAll } from '../../boss/migrate.ts';
 import { embeddedStatus } from '../../db/embedded.ts';
 import { getRecord, type RecordView } from '../../records/read.ts';
 import { loadHandler } from '../../worker/handler.ts';

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { parseInteger } from '../../config.ts';
-import { ensureSchema } from '../../db/migrate.ts';
+import { ensureSchema } from '../../boss/migrate.ts';
 import { startBoss, stopBoss } from '../../boss/boss.ts';
 import { sweep } from '../../boss/sweep.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';

@@ -1,20 +1,11 @@
 import os from 'node:os';
 import { Command, Option } from 'commander';
 import { durationParser, parseInteger } from '../../config.ts';
-import { UsageError } from '../../errors.ts';
 import { requireHandler } from '../../worker/handler.ts';
 import { resolveLogFormat } from '../../log.ts';
-import { IDLE_SAMPLES, runFleet, type FleetSize } from '../../fleet/run.ts';
+import { fleetSize, IDLE_SAMPLES, runFleet, type FleetSizeFlags } from '../../fleet/run.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 import { withWorkerOptions, workerOverrides, type WorkerFlags } from '../worker-options.ts';
-
-interface FleetFlags {
-  workers?: number;
-  min?: number;
-  max?: number;
-  scaleEvery?: number;
-  targetWait?: number;
-}
 
 /** Most workers one fleet starts: each is a Node process with its own pool. */
 const MAX_WORKERS = 256;
@@ -41,7 +32,7 @@ Examples:
   rowfleet fleet --min 1 --max 8 --target-wait 10s --handler sleep --sleep 15s
 `,
     )
-    .action(async (flags: DatabaseFlags & WorkerFlags & FleetFlags) => {
+    .action(async (flags: DatabaseFlags & WorkerFlags & FleetSizeFlags) => {
       const config = ctx.config({ ...overridesFrom(flags), worker: workerOverrides(flags) });
       const size = fleetSize(flags);
       requireHandler(config.worker.handler);
@@ -56,22 +47,4 @@ Examples:
         signal: ctx.io.shutdownSignal ?? new AbortController().signal,
       });
     });
-}
-
-/** --workers, --min, --max and the autoscale timings, checked against each other. */
-export function fleetSize(flags: FleetFlags): FleetSize {
-  const autoscale = flags.min !== undefined || flags.max !== undefined;
-  if (!autoscale) {
-    for (const [flag, value] of [['--scale-every', flags.scaleEvery], ['--target-wait', flags.targetWait]] as const) {
-      if (value !== undefined) throw new UsageError(`${flag} only applies when autoscaling; add --min and --max`);
-    }
-    const workers = flags.workers ?? os.availableParallelism();
-    if (workers < 1) throw new UsageError('--workers must be at least 1 without autoscaling (--min 0 --max N scales to zero)');
-    return { initial: workers, min: workers, max: workers, scaleEveryMs: 5_000, targetWaitMs: 5_000 };
-  }
-  if (flags.min === undefined || flags.max === undefined) throw new UsageError(`autoscaling needs both --min and --max (got only ${flags.min === undefined ? '--max' : '--min'})`);
-  if (flags.min > flags.max) throw new UsageError(`--min (${flags.min}) must not exceed --max (${flags.max})`);
-  const initial = flags.workers ?? flags.min;
-  if (initial < flags.min || initial > flags.max) throw new UsageError(`--workers (${initial}) must be between --min (${flags.min}) and --max (${flags.max})`);
-  return { initial, min: flags.min, max: flags.max, scaleEveryMs: flags.scaleEvery ?? 5_000, targetWaitMs: flags.targetWait ?? 5_000 };
 }

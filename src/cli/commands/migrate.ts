@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import type { CommandContext, DatabaseFlags } from '../context.ts';
 import { overridesFrom, withDatabaseOptions } from '../context.ts';
 import { resolveDatabaseUrl } from '../../db/connect.ts';
-import { migrateAll } from '../../db/migrate.ts';
+import { migrateAll } from '../../boss/migrate.ts';
 
 export function registerMigrate(ctx: CommandContext): Command {
   return withDatabaseOptions(new Command('migrate'))

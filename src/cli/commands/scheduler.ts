@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { parseCron, parseCronCheck, parseRetention, type ConfigOverrides } from '../../config.ts';
-import { ensureSchema } from '../../db/migrate.ts';
+import { ensureSchema } from '../../boss/migrate.ts';
 import { runScheduler } from '../../scheduler/scheduler.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 
