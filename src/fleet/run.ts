@@ -71,7 +71,6 @@ export async function runFleet({ config, size, log, env, output, signal, logForm
   }
 }
 
-/** --workers, --min, --max and the autoscale timings, checked against each other. */
 /** The sizing flags (`--workers`, `--min`, `--max`, `--scale-every`, `--target-wait`), as given. */
 export interface FleetSizeFlags {
   workers?: number | undefined;
@@ -81,6 +80,7 @@ export interface FleetSizeFlags {
   targetWait?: number | undefined;
 }
 
+/** --workers, --min, --max and the autoscale timings, checked against each other. */
 export function fleetSize(flags: FleetSizeFlags): FleetSize {
   const autoscale = flags.min !== undefined || flags.max !== undefined;
   if (!autoscale) {
