@@ -18,10 +18,9 @@
 import type pg from 'pg';
 import { loadConfig, type Config, type WorkerConfig } from './config.ts';
 import { resolveDatabaseUrl } from './db/connect.ts';
-import { pendingMigrations } from './db/migrate.ts';
-import { ensureSchema } from './boss/migrate.ts';
+import { ensureSchema, schemaState } from './boss/migrate.ts';
 import { createPool } from './db/pool.ts';
-import { UserError } from './errors.ts';
+import { SchemaNotReadyError } from './errors.ts';
 import { silentLogger, type Logger } from './log.ts';
 import { parseBatch, parseMessage, type MessageInput, type MessageLimits } from './records/message.ts';
 import { getRecord, type RecordView as InternalRecordView, type EventView as InternalEventView } from './records/read.ts';
@@ -248,8 +247,8 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
 
 /** A given pool is never migrated through: the schema must be current, as for a DATABASE_URL. */
 async function requireMigrated(pool: pg.Pool): Promise<void> {
-  const pending = await pendingMigrations(pool);
-  if (pending > 0) throw new UserError(`the database schema is ${pending} migration(s) behind; run \`rowfleet migrate\` first`);
+  const state = await schemaState(pool);
+  if (state !== undefined) throw new SchemaNotReadyError(state);
 }
 
 let shared: RowfleetClient | undefined;

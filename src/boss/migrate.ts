@@ -5,7 +5,7 @@
  */
 import pg from 'pg';
 import type { BossConfig } from '../config.ts';
-import { SchemaNotReadyError } from '../errors.ts';
+import { SchemaNotReadyError, type SchemaState } from '../errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { pendingMigrations, runMigrations, shippedMigrations, type MigrateResult } from '../db/migrate.ts';
 import { bossInstalled, installBoss } from './boss.ts';
@@ -17,21 +17,27 @@ import { bossInstalled, installBoss } from './boss.ts';
 export async function ensureSchema(connectionString: string, migrateIfBehind: boolean, boss?: BossConfig): Promise<void> {
   const client = new pg.Client({ connectionString, application_name: 'rowfleet' });
   await client.connect();
-  let pending: number;
-  let bossMissing = false;
+  let state: SchemaState | undefined;
   try {
-    pending = await pendingMigrations(client);
-    if (boss !== undefined) bossMissing = !(await bossInstalled(client, boss.schema));
+    state = await schemaState(client, boss?.schema);
   } finally {
     await client.end();
   }
-  if (pending === 0 && !bossMissing) return;
-  if (!migrateIfBehind) {
-    const total = shippedMigrations();
-    throw new SchemaNotReadyError(pending === total ? { kind: 'missing' } : pending > 0 ? { kind: 'behind', pending } : { kind: 'no-boss', schema: boss!.schema });
-  }
-  if (pending > 0) await runMigrations(connectionString);
+  if (state === undefined) return;
+  if (!migrateIfBehind) throw new SchemaNotReadyError(state);
+  if (state.kind !== 'no-boss') await runMigrations(connectionString);
   if (boss !== undefined) await withPool(connectionString, (pool) => installBoss({ config: boss, pool, url: connectionString, log: silentLogger }));
+}
+
+/**
+ * What `rowfleet migrate` would fix here, or undefined when nothing: no rowfleet schema, migrations
+ * pending, or (when `bossSchema` is given) pg-boss not installed.
+ */
+export async function schemaState(db: pg.Pool | pg.Client, bossSchema?: string): Promise<SchemaState | undefined> {
+  const pending = await pendingMigrations(db);
+  if (pending > 0) return pending === shippedMigrations() ? { kind: 'missing' } : { kind: 'behind', pending };
+  if (bossSchema !== undefined && !(await bossInstalled(db, bossSchema))) return { kind: 'no-boss', schema: bossSchema };
+  return undefined;
 }
 
 /** `rowfleet migrate`: the rowfleet schema, then pg-boss's schema and rowfleet's queues. */

@@ -6,9 +6,8 @@ import { Option, type Command } from 'commander';
 import { loadConfig, type Config, type ConfigOverrides, type Env } from '../config.ts';
 import { createLogger, resolveLogFormat, type Logger } from '../log.ts';
 import { resolveDatabaseUrl } from '../db/connect.ts';
-import { pendingMigrations } from '../db/migrate.ts';
 import { createPool, explainConnectionFailure, isMissingObject, sqlStateOf, type Pool } from '../db/pool.ts';
-import { bossInstalled } from '../boss/boss.ts';
+import { schemaState } from '../boss/migrate.ts';
 import { SchemaNotReadyError, UserError, type SchemaState } from '../errors.ts';
 
 export interface Output {
@@ -98,7 +97,7 @@ async function explainDatabaseFailure(err: unknown, pool: Pool, bossSchema: stri
   if (!isMissingObject(err)) return undefined;
   let state: SchemaState | undefined;
   try {
-    state = await schemaState(pool, bossSchema, sqlStateOf(err)!.error.message);
+    state = await missingFrom(pool, bossSchema, sqlStateOf(err)!.error.message);
   } catch {
     return undefined; // the look failed too: report the original error as it is
   }
@@ -106,16 +105,10 @@ async function explainDatabaseFailure(err: unknown, pool: Pool, bossSchema: stri
 }
 
 /** Why a statement found no table: rowfleet's schema missing or behind, or pg-boss not installed (if the error names it). */
-async function schemaState(pool: Pool, bossSchema: string, message: string): Promise<SchemaState | undefined> {
-  const pending = await pendingMigrations(pool);
-  if (pending > 0) {
-    const { rows } = await pool.query<{ present: boolean }>(`SELECT to_regnamespace('rowfleet') IS NOT NULL AS present`);
-    return rows[0]?.present === true ? { kind: 'behind', pending } : { kind: 'missing' };
-  }
+function missingFrom(pool: Pool, bossSchema: string, message: string): Promise<SchemaState | undefined> {
   // Names stay as they are in every server language: relation "pgboss.job", schema "pgboss".
   const namesBoss = message.includes(`"${bossSchema}.`) || message.includes(`"${bossSchema}"`);
-  if (namesBoss && !(await bossInstalled(pool, bossSchema))) return { kind: 'no-boss', schema: bossSchema };
-  return undefined;
+  return schemaState(pool, namesBoss ? bossSchema : undefined);
 }
 
 /** Options every database command shares. */
