@@ -18,6 +18,7 @@ export function parseDuration(raw: string): number | undefined {
 
 /** What a person is told about a duration that does not parse: a bare number is named as such. */
 export function durationProblem(raw: string, name: string): string {
-  if (/^\s*\d+(\.\d+)?\s*$/.test(raw)) return `${name} needs a unit: "${raw.trim()}" could be ${raw.trim()}ms or ${raw.trim()}s; write it as ${raw.trim()}s, ${raw.trim()}ms, ${raw.trim()}m or ${raw.trim()}h`;
+  const n = raw.trim();
+  if (/^\d+(\.\d+)?$/.test(n)) return `${name} needs a unit: "${n}" could be ${n}ms or ${n}s; write it as ${n}s, ${n}ms, ${n}m or ${n}h`;
   return `${name} must be a duration with a unit (ms, s, m, h or d) like 500ms, 30s, 5m or 1h, got "${raw}"`;
 }
