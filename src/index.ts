@@ -24,6 +24,7 @@ import { SchemaNotReadyError } from './errors.ts';
 import { silentLogger, type Logger } from './log.ts';
 import { parseBatch, parseMessage, type MessageInput, type MessageLimits } from './records/message.ts';
 import { getRecord, type RecordView as InternalRecordView, type EventView as InternalEventView } from './records/read.ts';
+import { settleWakes } from './records/wake.ts';
 import { presentResult, upsertMessages, type UpsertResponse as InternalUpsertResponse } from './records/upsert.ts';
 import {
   loadHandler,
@@ -240,6 +241,7 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
       // An open that failed left nothing to close.
       const { pool, enqueue } = await current.catch(() => ({ pool: undefined, enqueue: undefined }));
       await enqueue?.close();
+      if (pool !== undefined) await settleWakes(pool);
       if (pool !== undefined && options.pool === undefined) await pool.end();
     },
   };

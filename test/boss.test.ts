@@ -8,6 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { PgBoss } from 'pg-boss';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { loadConfig } from '../src/config.ts';
+import { putRecord } from './helpers/records.ts';
 import { silentLogger } from '../src/log.ts';
 import { startBoss, stopBoss } from '../src/boss/boss.ts';
 import { inKeyOrder, recordJob, sweep, type SweepOptions } from '../src/boss/sweep.ts';
@@ -133,11 +134,11 @@ describe('the boss engine', () => {
   it('completes jobs whose record is not claimable as no-ops, and leaves a COMPLETED record to be sent again', async () => {
     await upsertMessages(db.pool, messages(['done', 'held', 'notdue', 'gone-not-really']));
     await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED' WHERE id = 'done'`);
-    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSING', lease_token = gen_random_uuid(), lease_expires_at = now() + interval '1 minute' WHERE id = 'held'`);
+    await putRecord(db.pool, 'held', { lease: { owner: 'other', expiresInMs: 60_000 } });
     await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour', enqueued_at = now() WHERE id = 'notdue'`);
     await boss.insert(b.queue, ['done', 'held', 'notdue', 'missing'].map((id) => recordJob(id, '1')));
-    const engine = bossEngine(db.pool, boss, { queue: b.queue, localConcurrency: 1, pollMs: 50 }, silentLogger);
-    expect(await engine.claim(10, 'w1', 30_000)).toEqual([]);
+    const engine = bossEngine(db.pool, boss, b.queue);
+    expect(await engine.claim(10, { owner: 'w1', leaseMs: 30_000 })).toEqual([]);
     const { rows: states } = await db.pool.query(`SELECT DISTINCT state FROM pgboss.job WHERE name = $1`, [b.queue]);
     expect(states).toEqual([{ state: 'completed' }]);
     const { rows } = await db.pool.query(`SELECT id, status, enqueued_at IS NOT NULL AS marked FROM rowfleet.records WHERE id IN ('done', 'held', 'notdue') ORDER BY id`);
@@ -160,6 +161,7 @@ describe('the boss engine', () => {
     };
     const common = {
       pool: db.pool,
+      databaseUrl: db.url,
       log: silentLogger,
       concurrency: 8,
       batch: 16,
@@ -173,10 +175,10 @@ describe('the boss engine', () => {
       graceMs: 1000,
     };
     const workers = [
-      new Worker({ ...common, engine: directEngine(db.pool, db.url, silentLogger), handler: { name: 'direct', run: handler('direct'), transactional: false } }),
+      new Worker({ ...common, engine: directEngine(db.pool), handler: { name: 'direct', run: handler('direct'), transactional: false } }),
       new Worker({
         ...common,
-        engine: bossEngine(db.pool, boss, { queue: b.queue, localConcurrency: 2, pollMs: 50 }, silentLogger),
+        engine: bossEngine(db.pool, boss, b.queue),
         handler: { name: 'boss', run: handler('boss'), transactional: false },
       }),
     ];

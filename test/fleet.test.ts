@@ -13,7 +13,8 @@ import { fleetSize } from '../src/fleet/run.ts';
 import { UsageError } from '../src/errors.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { rowfleet } from './helpers/cli.ts';
-import { CLI, isAlive, Processes, ROOT, waitFor, type LogLine } from './helpers/processes.ts';
+import { CLI, isAlive, Processes, ROOT, type LogLine } from './helpers/processes.ts';
+import { waitFor } from './helpers/wait.ts';
 
 describe('decideScale', () => {
   const limits: ScaleLimits = { min: 1, max: 4, targetWaitMs: 5_000, idleSamples: 2 };

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEmptyDatabase, createTestDatabase, type TestDatabase } from './helpers/database.ts';
-import { waitFor } from './helpers/processes.ts';
+import { waitFor } from './helpers/wait.ts';
 import { createClient, createFleet, createWorker, MessageError, PermanentError, UsageError, UserError, type RowfleetClient } from '../src/index.ts';
 
 let db: TestDatabase;

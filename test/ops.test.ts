@@ -11,7 +11,9 @@ import { rowfleet, rowfleetWith } from './helpers/cli.ts';
 import { UsageError, UserError } from '../src/errors.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 import { parseMessage } from '../src/records/message.ts';
-import { claimDue, fail, complete, rescueExpired } from '../src/records/lifecycle.ts';
+import { claimDue } from '../src/records/claim.ts';
+import { complete, fail } from '../src/records/settle.ts';
+import { rescueExpired } from '../src/records/rescue.ts';
 import { requeue } from '../src/ops/requeue.ts';
 
 let db: TestDatabase;
@@ -152,7 +154,7 @@ describe('rowfleet requeue', () => {
       expect((run.error as Error).message).toMatch(message);
     }
     const bad = await rowfleet(env, 'requeue', '--status', 'PROCESSING', '--all');
-    expect(bad.error).toBeDefined();
+    expect((bad.error as Error).message).toBe("error: option '--status <status>' argument 'PROCESSING' is invalid. Allowed choices are FAILED, PROCESSED.");
     expect(await row('u-1')).toMatchObject({ status: 'FAILED' });
   });
 });
@@ -321,7 +323,9 @@ describe('rowfleet replay', () => {
       const run = await rowfleet(env, ...args);
       expect(run.error).toBeInstanceOf(UsageError);
     }
-    expect((await rowfleet(env, 'replay', '--from-seq', 'ten')).error).toBeDefined();
+    const ten = await rowfleet(env, 'replay', '--from-seq', 'ten');
+    expect(ten.error).toBeInstanceOf(UsageError);
+    expect((ten.error as Error).message).toBe('--from-seq must be an event_log seq (a positive whole number), got "ten"');
   });
 });
 

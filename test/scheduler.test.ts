@@ -5,7 +5,8 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
-import { Processes, waitFor, type LogLine } from './helpers/processes.ts';
+import { Processes, type LogLine } from './helpers/processes.ts';
+import { waitFor } from './helpers/wait.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 import { parseMessage } from '../src/records/message.ts';
 

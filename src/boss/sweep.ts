@@ -17,9 +17,10 @@
  * pending job per record whatever happens (see processQueueOptions).
  */
 import type pg from 'pg';
-import { sql } from 'drizzle-orm';
 import type { PgBoss, JobInsert } from 'pg-boss';
-import { inTransaction, query, type Queryable } from '../db/sql.ts';
+import { inTransaction } from '../db/sql.ts';
+import { markUnenqueued, repairLostJobs } from '../records/marks.ts';
+import { wakeWorkers } from '../records/wake.ts';
 import { bossDb } from './boss.ts';
 
 /** Jobs sent by one sweep after which pg-boss's job table is analyzed. */
@@ -71,25 +72,15 @@ export async function sweep(pool: pg.Pool, boss: PgBoss, options: SweepOptions):
   // pg-boss's fetch on a job table whose statistics predate a bulk load sorts every queued job
   // (measured: 50-58 ms per fetch of 500, 8-9 ms after ANALYZE); autovacuum would get there later.
   if (enqueued >= ANALYZE_AFTER) await pool.query(`ANALYZE "${options.schema}".job`).catch(() => undefined);
+  // Boss-engine workers sleep on rowfleet_due like direct ones (see records/wake.ts).
+  if (enqueued > 0) await wakeWorkers(pool);
   return { enqueued, repaired, checked };
 }
 
 /** Marks up to `limit` new records and sends their jobs, in one transaction. */
 async function sendBatch(pool: pg.Pool, boss: PgBoss, queue: string, limit: number, lookaheadMs: number): Promise<{ sent: number; marked: number }> {
   return inTransaction(pool, async (tx) => {
-    const rows = await query<{ id: string; version: string; start_after: Date | null }>(
-      tx,
-      sql`WITH fresh AS (
-            SELECT id FROM rowfleet.records
-             WHERE status = 'COMPLETED' AND enqueued_at IS NULL AND run_after <= now() + ${lookaheadMs} * interval '1 millisecond'
-             ORDER BY run_after, id
-             LIMIT ${limit}
-             FOR UPDATE SKIP LOCKED
-          )
-          UPDATE rowfleet.records r SET enqueued_at = now()
-           WHERE r.id = ANY (ARRAY(SELECT id FROM fresh))
-          RETURNING r.id, r.version, CASE WHEN r.run_after > now() THEN r.run_after END AS start_after`,
-    );
+    const rows = await markUnenqueued(tx, limit, lookaheadMs);
     if (rows.length === 0) return { sent: 0, marked: 0 };
     const jobs = inKeyOrder(rows.map((r) => recordJob(r.id, r.version, r.start_after ?? undefined)));
     const sent = (await boss.insert(queue, jobs, { db: bossDb(tx), returnId: true }))?.length ?? 0;
@@ -109,66 +100,4 @@ export function recordJob(id: string, version: string, startAfter?: Date | strin
  */
 export function inKeyOrder<T extends { singletonKey?: string }>(jobs: T[]): T[] {
   return jobs.sort((a, b) => (a.singletonKey! < b.singletonKey! ? -1 : a.singletonKey! > b.singletonKey! ? 1 : 0));
-}
-
-/**
- * Checks the next `limit` COMPLETED records (in due order, after the saved cursor) and clears the
- * mark of those whose job is no longer pending. One statement; the cursor wraps at the end.
- */
-async function repairLostJobs(db: Queryable, queue: string, schema: string, limit: number): Promise<{ checked: number; repaired: number }> {
-  const jobs = sql.raw(`"${schema}".job`);
-  const rows = await query<{ checked: number; repaired: number }>(
-    db,
-    sql`WITH cursor AS (
-          SELECT coalesce((SELECT cursor_run_after FROM rowfleet.sweep_state WHERE queue = ${queue}), '-infinity') AS run_after,
-                 coalesce((SELECT cursor_id FROM rowfleet.sweep_state WHERE queue = ${queue}), '') AS id
-        ),
-        slice AS (
-          SELECT r.id, r.run_after, r.enqueued_at FROM rowfleet.records r, cursor c
-           WHERE r.status = 'COMPLETED' AND (r.run_after, r.id) > (c.run_after, c.id)
-           ORDER BY r.run_after, r.id
-           LIMIT ${limit}
-        ),
-        -- One index probe per record (LATERAL ... LIMIT 1). Written as NOT EXISTS, it was planned
-        -- as a hash anti join over every pending job of the queue: O(backlog), 150 ms at 200,000.
-        lost AS (
-          SELECT s.id FROM slice s
-            LEFT JOIN LATERAL (
-              SELECT true AS found FROM ${jobs} j WHERE j.name = ${queue} AND j.singleton_key = s.id AND j.state < 'active' LIMIT 1
-            ) pending ON true
-           WHERE s.enqueued_at IS NOT NULL AND pending.found IS NULL
-        ),
-        cleared AS (
-          UPDATE rowfleet.records r SET enqueued_at = NULL
-           WHERE r.id = ANY (ARRAY(SELECT id FROM lost)) AND r.status = 'COMPLETED' AND r.enqueued_at IS NOT NULL
-          RETURNING r.id
-        ),
-        last AS (
-          SELECT run_after, id FROM slice ORDER BY run_after DESC, id DESC LIMIT 1
-        ),
-        saved AS (
-          INSERT INTO rowfleet.sweep_state AS s (queue, cursor_run_after, cursor_id, updated_at)
-          SELECT ${queue}, CASE WHEN (SELECT count(*) FROM slice) = ${limit} THEN (SELECT run_after FROM last) END,
-                 CASE WHEN (SELECT count(*) FROM slice) = ${limit} THEN (SELECT id FROM last) END, now()
-          ON CONFLICT (queue) DO UPDATE SET cursor_run_after = excluded.cursor_run_after, cursor_id = excluded.cursor_id, updated_at = excluded.updated_at
-        )
-        SELECT (SELECT count(*) FROM slice WHERE enqueued_at IS NOT NULL)::int AS checked, (SELECT count(*) FROM cleared)::int AS repaired`,
-  );
-  return rows[0] ?? { checked: 0, repaired: 0 };
-}
-
-/**
- * Jobs that found nothing to claim: a record still COMPLETED keeps no pending job of its own (this
- * one is spent, or the sweep's own send was dropped in favour of it), so its mark is cleared and
- * the next sweep sends it again. Records held or finished need nothing.
- */
-export async function clearMarks(db: Queryable, ids: readonly string[]): Promise<number> {
-  if (ids.length === 0) return 0;
-  const rows = await query<{ id: string }>(
-    db,
-    sql`UPDATE rowfleet.records r SET enqueued_at = NULL
-         WHERE r.id = ANY (${sql.param([...ids])}::text[]) AND r.status = 'COMPLETED' AND r.enqueued_at IS NOT NULL
-        RETURNING r.id`,
-  );
-  return rows.length;
 }

@@ -8,6 +8,7 @@ import { createLogger, resolveLogFormat, type Logger } from '../log.ts';
 import { resolveDatabaseUrl } from '../db/connect.ts';
 import { createPool, explainConnectionFailure, isMissingObject, sqlStateOf, type Pool } from '../db/pool.ts';
 import { schemaState } from '../boss/migrate.ts';
+import { settleWakes } from '../records/wake.ts';
 import { SchemaNotReadyError, UserError, type SchemaState } from '../errors.ts';
 
 export interface Output {
@@ -77,6 +78,8 @@ export function createContext(io: CliIO): CommandContext {
         const cause = sqlStateOf(err);
         throw failure(log, known, { code: cause?.code, cause: cause?.error.message, ...(known instanceof SchemaNotReadyError && { schema: known.state }) });
       } finally {
+        // A command that just wrote may still be waking workers (records/wake.ts).
+        await settleWakes(pool);
         await pool.end();
       }
     },

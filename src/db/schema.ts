@@ -82,6 +82,10 @@ export const records = rowfleet.table(
     check('records_status_check', oneOf(sql`${t.status}`, RECORD_STATUSES)),
     check('records_version_positive', sql`${t.version} > 0`),
     check('records_id_length', sql`length(${t.id}) between 1 and 256`),
+    // A lease exists exactly while the record is PROCESSING. The worker's guarded statements can
+    // then test the token alone: a `status = 'PROCESSING'` conjunct would match the predicate of
+    // records_lease_idx and let the planner scan every lease instead of looking the ids up.
+    check('records_lease_iff_processing', sql`(${t.status} = 'PROCESSING') = (${t.leaseToken} is not null and ${t.leaseExpiresAt} is not null)`),
     // The claim reads due COMPLETED rows oldest-due first; the partial index keeps that
     // O(batch) however many PROCESSED rows accumulate.
     index('records_due_idx').on(t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED'`),
@@ -137,6 +141,13 @@ export const workers = rowfleet.table('workers', {
   concurrency: integer('concurrency').notNull(),
   /** Records this worker holds right now. */
   inFlight: integer('in_flight').notNull().default(0),
+  /**
+   * Set while the worker sleeps until new work (its last claim came back short); the first
+   * producer to see it after a commit clears it and sends the one NOTIFY (see src/records/wake.ts).
+   */
+  waitingSince: timestamptz('waiting_since'),
+  /** Mean handler duration of its recent records, for autoscaling; null before the first. */
+  handlerMs: integer('handler_ms'),
   startedAt: timestamptz('started_at').notNull().defaultNow(),
   lastSeenAt: timestamptz('last_seen_at').notNull().defaultNow(),
 });

@@ -13,6 +13,7 @@
  */
 import type pg from 'pg';
 import { sql, type SQL } from 'drizzle-orm';
+import { wakeWorkers } from '../records/wake.ts';
 import { query } from '../db/sql.ts';
 import { presentVersion } from '../records/message.ts';
 
@@ -147,12 +148,16 @@ async function rebuild(pool: pg.Pool, rows: readonly Row[]): Promise<number> {
                                ${sql.param(rows.map((x) => JSON.stringify(x.replay_data)))}::jsonb[], ${sql.param(rows.map((x) => x.version))}::bigint[])
                  AS t(id, version, data, was)
         ),
+        -- Locked in id order first, as every statement that waits for records does (drizzle/0006).
+        locked AS (
+          SELECT rec.id FROM rowfleet.records rec WHERE rec.id = ANY (${sql.param(rows.map((x) => x.id))}::text[]) ORDER BY rec.id FOR UPDATE
+        ),
         updated AS (
           UPDATE rowfleet.records rec
              SET version = r.version, data = r.data, status = 'COMPLETED', attempts = 0, lease_expirations = 0, run_after = now(),
                  lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, enqueued_at = NULL, last_error = NULL, updated_at = now()
             FROM r
-           WHERE rec.id = ANY (${sql.param(rows.map((x) => x.id))}::text[]) AND rec.id = r.id AND r.was IS NOT NULL AND rec.version = r.was
+           WHERE rec.id = ANY (ARRAY(SELECT id FROM locked)) AND rec.id = r.id AND r.was IS NOT NULL AND rec.version = r.was
           RETURNING rec.id, rec.version, r.was
         ),
         inserted AS (
@@ -165,11 +170,9 @@ async function rebuild(pool: pg.Pool, rows: readonly Row[]): Promise<number> {
           INSERT INTO rowfleet.event_log (record_id, version, applied, reason, detail)
           SELECT c.id, c.version, false, 'replayed', jsonb_build_object('from', c.was)
             FROM (SELECT * FROM updated UNION ALL SELECT * FROM inserted) c
-        ),
-        woken AS (
-          SELECT pg_notify('rowfleet_due', '') FROM (SELECT 1 FROM updated UNION ALL SELECT 1 FROM inserted LIMIT 1) any_changed
         )
-        SELECT ((SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted))::int AS n, (SELECT count(*) FROM woken) AS woken`,
+        SELECT ((SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted))::int AS n`,
   );
+  if (result!.n > 0) await wakeWorkers(pool);
   return result!.n;
 }

@@ -9,7 +9,7 @@ import type pg from 'pg';
 import { sql, type SQL } from 'drizzle-orm';
 import { query, sqlState } from '../db/sql.ts';
 import { UsageError } from '../errors.ts';
-import { DUE_CHANNEL } from '../worker/engine.ts';
+import { wakeWorkers } from '../records/wake.ts';
 import { durationProblem, parseDuration } from '../duration.ts';
 
 export const REQUEUE_STATUSES = ['FAILED', 'PROCESSED'] as const;
@@ -99,15 +99,13 @@ export async function requeue(pool: pg.Pool, options: RequeueOptions): Promise<R
             INSERT INTO rowfleet.event_log (record_id, version, applied, reason, detail)
             SELECT m.id, m.version, false, 'requeued', jsonb_build_object('from', m.was, 'lastError', m.last_error)
               FROM moved m
-          ),
-          woken AS (
-            SELECT pg_notify(${DUE_CHANNEL}, '') FROM (SELECT 1 FROM moved LIMIT 1) any_moved
           )
           SELECT p.id, EXISTS (SELECT 1 FROM moved m WHERE m.id = p.id) AS requeued
-            FROM picked p LEFT JOIN (SELECT count(*) FROM woken) w ON true
+            FROM picked p
            ORDER BY p.id`,
     );
     if (rows.length === 0) break;
+    if (rows.some((r) => r.requeued)) await wakeWorkers(pool);
     after = rows.at(-1)!.id;
     seen += rows.length;
     done += rows.filter((r) => r.requeued).length;

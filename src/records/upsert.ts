@@ -1,7 +1,7 @@
 /**
  * The versioned upsert (invariants I1 newest wins, I2 every message audited once).
  *
- * All the work happens in one call of a database function (drizzle/0001_upsert_messages.sql):
+ * All the work happens in one call of a database function (drizzle/0006_hot_path.sql, first in 0001):
  * take versions, lock rows in id order, classify each message against the stored version, write
  * the newest per record, append one event_log row per message. A single message and a batch of
  * a thousand cost one round trip each.
@@ -10,6 +10,7 @@ import type pg from 'pg';
 import { sql, type SQL } from 'drizzle-orm';
 import { inTransaction, query, sqlState, type Queryable } from '../db/sql.ts';
 import { presentVersion, type Message } from './message.ts';
+import { wakeAfterCommit, wakeWorkers } from './wake.ts';
 
 export type UpsertResult =
   | { id: string; applied: true; version: string; reason: 'applied'; duplicate?: true }
@@ -60,6 +61,7 @@ export async function upsertMessages(db: Queryable, messages: readonly Message[]
   for (let attempt = 1; ; attempt++) {
     try {
       const rows = await run(db);
+      if (rows.some((row) => row.applied && !row.duplicate)) await wake(db);
       return rows.map((row) => toResult(row, messages[row.ord - 1]!));
     } catch (err) {
       if (!isRetryable(err) || attempt >= RETRY_LIMIT) throw err;
@@ -67,6 +69,16 @@ export async function upsertMessages(db: Queryable, messages: readonly Message[]
       await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, 2 ** attempt)));
     }
   }
+}
+
+/**
+ * Wakes waiting workers now that the write is committed (see wake.ts): in the background on a
+ * pool, so that the caller's answer does not wait for it; on a client of the caller's, before
+ * returning, since the client goes back to the caller.
+ */
+async function wake(db: Queryable): Promise<void> {
+  if ('totalCount' in db) wakeAfterCommit(db as pg.Pool);
+  else await wakeWorkers(db).catch(() => undefined);
 }
 
 /** The upsert and its jobs in one transaction (on a client of its own when given a pool). */

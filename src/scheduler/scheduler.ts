@@ -15,7 +15,7 @@ import { sql } from 'drizzle-orm';
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { query } from '../db/sql.ts';
-import { rescueExpired } from '../records/lifecycle.ts';
+import { rescue } from '../worker/rescue.ts';
 import { CLOCK_QUEUES, startBoss, stopBoss } from '../boss/boss.ts';
 import { sweep, type SweepResult } from '../boss/sweep.ts';
 import { UsageError } from '../errors.ts';
@@ -54,15 +54,8 @@ export async function runScheduler({ config, pool, url, log, signal, onTick }: S
       tick({ task: 'sweep', jobId, result });
     });
     await work(CLOCK_QUEUES.rescue, async (jobId) => {
-      let rescued = 0;
-      let poisoned = 0;
-      for (;;) {
-        const batch = await rescueExpired(pool, { maxExpirations: config.worker.maxExpirations, limit: 1000 });
-        rescued += batch.length;
-        poisoned += batch.filter((r) => r.status === 'FAILED').length;
-        if (batch.length < 1000) break;
-      }
-      tick({ task: 'rescue', jobId, rescued, poisoned });
+      const rescued = await rescue(pool, { maxExpirations: config.worker.maxExpirations, all: true });
+      tick({ task: 'rescue', jobId, rescued: rescued.length, poisoned: rescued.filter((r) => r.status === 'FAILED').length });
     });
     if (b.eventRetentionMs !== null) {
       const retentionMs = b.eventRetentionMs;

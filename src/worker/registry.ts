@@ -24,12 +24,14 @@ export async function registerWorker(db: Queryable, info: WorkerInfo): Promise<v
  * With every heartbeat; also forgets workers silent for a day (they died without a goodbye) and
  * outcome counts older than a day.
  */
-export async function touchWorker(db: Queryable, id: string, inFlight: number): Promise<void> {
+export async function touchWorker(db: Queryable, id: string, state: { inFlight: number; handlerMs: number | null }): Promise<void> {
   await query(
     db,
     sql`WITH gone AS (DELETE FROM rowfleet.workers WHERE last_seen_at < now() - interval '1 day'),
              old AS (DELETE FROM rowfleet.stats WHERE minute < now() - interval '1 day')
-        UPDATE rowfleet.workers SET last_seen_at = now(), in_flight = ${inFlight} WHERE id = ${id}`,
+        UPDATE rowfleet.workers SET last_seen_at = now(), in_flight = ${state.inFlight},
+               handler_ms = ${state.handlerMs === null ? null : Math.round(state.handlerMs)}::int
+         WHERE id = ${id}`,
   );
 }
 

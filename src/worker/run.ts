@@ -38,9 +38,9 @@ export async function runWorker({ config, handler, log, signal, id, onWorker }: 
   try {
     if (w.engine === 'boss') {
       boss = await startBoss({ config: config.boss, pool, url, role: 'worker', log });
-      engine = bossEngine(pool, boss, { queue: config.boss.queue, localConcurrency: config.boss.localConcurrency, pollMs: w.pollMs }, log);
+      engine = bossEngine(pool, boss, config.boss.queue);
     } else {
-      engine = directEngine(pool, url, log);
+      engine = directEngine(pool);
     }
   } catch (err) {
     await pool.end();
@@ -48,6 +48,7 @@ export async function runWorker({ config, handler, log, signal, id, onWorker }: 
   }
   const worker = new Worker({
     pool,
+    databaseUrl: url,
     engine,
     handler,
     log,

@@ -1,35 +1,41 @@
 /**
- * The worker loop. Read top to bottom: claim what fits, run each handler under a lease, complete
- * with a versioned compare-and-set, sleep until woken. Heartbeats extend the leases; a lost lease
- * aborts its handler, and the guard refuses its writes. Rescue of expired leases runs here too.
+ * The worker loop, top to bottom:
  *
- * Infrastructure failures (connection lost, Postgres restarting) are logged and retried with
- * backoff, never thrown out of the loop; handler failures are recorded on the record.
+ *   1. claim as many due records as there are free slots (the engine's one statement);
+ *   2. run each handler under its lease (execution.ts), heartbeats extending the leases (heartbeat.ts);
+ *   3. write each outcome with a versioned compare-and-set (settlement.ts);
+ *   4. when the claim came back short, sleep until woken: a producer's NOTIFY (see
+ *      src/records/wake.ts), a finished handler, a retry falling due, or the poll interval.
+ *
+ * Expired leases of any worker are rescued on a timer (rescue.ts). Infrastructure failures
+ * (connection lost, Postgres restarting, a deadlock) are logged and retried with backoff, never
+ * thrown out of the loop; handler failures are recorded on the record.
  */
 import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { Logger } from '../log.ts';
-import { Coalescer } from '../coalescer.ts';
-import { isDatabaseUnavailable, isTransientConflict } from '../db/pool.ts';
-import { presentVersion } from '../records/message.ts';
-import {
-  complete,
-  extendLeases,
-  fail,
-  release,
-  rescueExpired,
-  type Claimed,
-  type Completion,
-  type CompletionOutcome,
-} from '../records/lifecycle.ts';
-import { PermanentError, type HandlerContext, type HandlerRecord, type LoadedHandler } from './handler.ts';
-import type { Engine, Feed } from './engine.ts';
-import { backoffMs, heartbeatEveryMs } from './policy.ts';
-import { registerWorker, touchWorker, unregisterWorker } from './registry.ts';
+import { listen } from '../db/listen.ts';
+import type { Claimed } from '../records/claim.ts';
+import { awaitWork, DUE_CHANNEL } from '../records/wake.ts';
+import type { LoadedHandler } from './handler.ts';
+import type { Engine } from './engine.ts';
+import { Execution, ShutdownError, runHandler } from './execution.ts';
+import { heartbeat } from './heartbeat.ts';
+import { retrying } from './infrastructure.ts';
+import { heartbeatEveryMs } from './policy.ts';
+import { registerWorker, unregisterWorker } from './registry.ts';
+import { rescue } from './rescue.ts';
+import { Settlement, type WorkerStats } from './settlement.ts';
+import { Wakeup } from './wakeup.ts';
+
+export { HandlerTimeoutError, LeaseLostError } from './execution.ts';
+export type { WorkerStats } from './settlement.ts';
 
 export interface WorkerOptions {
   pool: pg.Pool;
+  /** Where notifications are listened for (a dedicated connection). */
+  databaseUrl: string;
   engine: Engine;
   handler: LoadedHandler;
   log: Logger;
@@ -51,37 +57,8 @@ export interface WorkerOptions {
   graceMs: number;
   id?: string;
   random?: () => number;
-}
-
-/** Why a handler's signal was aborted. */
-export class LeaseLostError extends Error {
-  override name = 'LeaseLostError';
-}
-export class HandlerTimeoutError extends Error {
-  override name = 'HandlerTimeoutError';
-}
-class ShutdownError extends Error {
-  override name = 'ShutdownError';
-}
-
-interface Execution {
-  claimed: Claimed;
-  controller: AbortController;
-  /** The handler has returned or thrown: heartbeats leave the lease to the completion. */
-  settling: boolean;
-  lost: boolean;
-}
-
-type HandlerOutcome = { ok: true; result: unknown; committed: boolean } | { ok: false; error: unknown };
-
-export interface WorkerStats {
-  processed: number;
-  superseded: number;
-  retried: number;
-  failed: number;
-  lost: number;
-  released: number;
-  rescued: number;
+  /** The clock of every statement (tests move it); the database's now() when undefined. */
+  now?: () => Date;
 }
 
 export class Worker {
@@ -90,27 +67,30 @@ export class Worker {
   readonly #o: WorkerOptions;
   readonly #log: Logger;
   readonly #active = new Map<string, Execution>();
-  readonly #completer: Coalescer<Completion, CompletionOutcome>;
-  #poked = false;
-  #wakeUp: (() => void) | undefined;
+  readonly #wakeup = new Wakeup();
+  readonly #settlement: Settlement;
+  /** Our flag in rowfleet.workers is up: a producer will notify. Down again once a notification arrives. */
+  #flagged = false;
   /** Wake-ups at the due times of the retries this worker scheduled. */
   readonly #retryTimers = new Set<NodeJS.Timeout>();
-  /** Slots held for an engine's claim in progress. */
-  #reserved = 0;
-  readonly #roomWaiters = new Set<() => void>();
+  /** Mean handler duration, for autoscaling (exponentially weighted). */
+  #handlerMs: number | null = null;
 
   constructor(options: WorkerOptions) {
     this.#o = options;
     this.id = options.id ?? `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
     this.#log = options.log.child({ worker: this.id });
-    // Completions that finish together share one statement.
-    this.#completer = new Coalescer({
-      maxInFlight: 1,
-      maxBatch: 1000,
-      send: async (items) => {
-        const outcomes = await complete(options.pool, items);
-        return items.map((c) => outcomes.get(c.id) ?? 'lost');
-      },
+    this.#settlement = new Settlement({
+      pool: options.pool,
+      handler: options.handler,
+      maxAttempts: options.maxAttempts,
+      backoff: options.backoff,
+      random: options.random,
+      now: options.now,
+      stats: this.stats,
+      retrying: (what, fn) => this.#retrying(what, fn),
+      dueAgain: (execution, delayMs) => this.#dueAgain(execution.claimed, delayMs),
+      log: (execution) => this.#recordLog(execution.claimed),
     });
   }
 
@@ -124,52 +104,66 @@ export class Worker {
     const o = this.#o;
     await this.#retrying('register', () => registerWorker(o.pool, { id: this.id, engine: o.engine.name, concurrency: o.concurrency }), signal);
     this.#log.info({ engine: o.engine.name, handler: o.handler.name, concurrency: o.concurrency, batch: o.batch, leaseMs: o.leaseMs }, 'worker started');
-    const heartbeat = setInterval(() => void this.#heartbeat(), heartbeatEveryMs(o.leaseMs));
-    const rescue = setInterval(() => void this.#rescue(), o.rescueEveryMs);
-    const onAbort = () => this.#poke();
-    signal.addEventListener('abort', onAbort, { once: true });
+    // A notification means our flag was cleared; so does a (re)connect, after which work may have arrived unseen.
+    const woken = () => {
+      this.#flagged = false;
+      this.#wakeup.poke();
+    };
+    const listener = listen(o.databaseUrl, DUE_CHANNEL, woken, this.#log);
+    const beat = setInterval(() => void this.#heartbeat(), heartbeatEveryMs(o.leaseMs));
+    const rescuer = setInterval(() => void this.#rescue(), o.rescueEveryMs);
     try {
-      await o.engine.run(this.#feed(), signal);
+      await this.#loop(signal);
     } finally {
-      signal.removeEventListener('abort', onAbort);
-      clearInterval(heartbeat);
-      clearInterval(rescue);
+      clearInterval(beat);
+      clearInterval(rescuer);
       for (const timer of this.#retryTimers) clearTimeout(timer);
-      this.#retryTimers.clear();
+      await listener.close();
       await this.#drain();
       await unregisterWorker(o.pool, this.id).catch((err) => this.#warn(err, 'could not unregister'));
       this.#log.info({ ...this.stats }, 'worker stopped');
     }
   }
 
-  /** What an engine sees of the worker: free slots, somewhere to put claimed records, wake-ups. */
-  #feed(): Feed {
-    return {
-      owner: this.id,
-      leaseMs: this.#o.leaseMs,
-      batch: this.#o.batch,
-      concurrency: this.#o.concurrency,
-      claimSize: () => this.#claimSize(),
-      execute: (claimed) => {
-        for (const record of claimed) this.#execute(record);
-      },
-      reserve: (n, signal) => this.#reserve(n, signal),
-      unreserve: (n) => {
-        this.#reserved -= n;
-        this.#poke();
-      },
-      waitForRoom: (n, signal) => this.#waitUntil(() => this.#free() >= n, signal),
-      idle: (signal) => this.#idle(signal),
-      pause: (ms, signal) => this.#pause(ms, signal),
-      retry: (what, fn) => this.#retrying(what, fn),
-      poke: () => this.#poke(),
-      warn: (err, message) => this.#warn(err, message),
-    };
-  }
-
-  /** Slots neither running a handler nor reserved by an engine's claim in progress. */
-  #free(): number {
-    return this.#o.concurrency - this.#active.size - this.#reserved;
+  async #loop(signal: AbortSignal): Promise<void> {
+    const o = this.#o;
+    const onAbort = () => this.#wakeup.poke();
+    signal.addEventListener('abort', onAbort, { once: true });
+    let failures = 0;
+    try {
+      while (!signal.aborted) {
+        // 1. Claim what fits.
+        const want = this.#claimSize();
+        let claimed: Claimed[] = [];
+        if (want > 0) {
+          try {
+            claimed = await o.engine.claim(want, { owner: this.id, leaseMs: o.leaseMs, now: o.now?.() });
+            failures = 0;
+          } catch (err) {
+            failures += 1;
+            this.#warn(err, 'claim failed; retrying');
+            await this.#wakeup.sleep(Math.min(10_000, 100 * 2 ** failures), signal);
+            continue;
+          }
+          // 2. and 3. Run each handler under its lease, then settle its outcome.
+          for (const record of claimed) this.#start(record);
+          // A full claim suggests more is due: claim again at once.
+          if (claimed.length === want) continue;
+        }
+        // 4. Sleep until woken. Raise the flag first, and claim once more after it is committed,
+        //    so that a record committed meanwhile is either seen by that claim or notified.
+        if (want > 0 && !this.#flagged) {
+          this.#flagged = await awaitWork(o.pool, this.id).then(
+            () => true,
+            (err) => (this.#warn(err, 'could not ask to be woken; polling'), false),
+          );
+          if (this.#flagged) continue;
+        }
+        if ((await this.#wakeup.wait(o.pollMs, signal)) === 'timeout') this.#flagged = false;
+      }
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
   }
 
   /**
@@ -178,266 +172,66 @@ export class Worker {
    * and 5x the Postgres CPU per record of batch 100), so wait until half a batch is free.
    */
   #claimSize(): number {
-    const free = this.#free();
+    const free = this.#o.concurrency - this.#active.size;
     const enough = Math.ceil(Math.min(this.#o.concurrency, this.#o.batch) / 2);
-    return free >= enough || this.#active.size + this.#reserved === 0 ? Math.min(free, this.#o.batch) : 0;
+    return free >= enough || this.#active.size === 0 ? Math.min(free, this.#o.batch) : 0;
   }
 
-  /** Holds `n` slots for a claim about to happen; false if `signal` aborted first. */
-  async #reserve(n: number, signal: AbortSignal): Promise<boolean> {
-    const wanted = Math.min(n, this.#o.concurrency);
-    await this.#waitUntil(() => this.#free() >= wanted, signal);
-    if (signal.aborted) return false;
-    this.#reserved += n;
-    return true;
-  }
-
-  /** Resolves once `ready()` holds (checked whenever a slot frees up) or `signal` aborts. */
-  async #waitUntil(ready: () => boolean, signal: AbortSignal): Promise<void> {
-    while (!ready() && !signal.aborted) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          this.#roomWaiters.delete(done);
-          signal.removeEventListener('abort', done);
-          resolve();
-        };
-        this.#roomWaiters.add(done);
-        signal.addEventListener('abort', done, { once: true });
-      });
-    }
-  }
-
-  /** Wakes the loop (a notification, a finished handler, a rescue, shutdown); several while busy count as one. */
-  #poke(): void {
-    this.#poked = true;
-    this.#wakeUp?.();
-    const waiters = [...this.#roomWaiters];
-    this.#roomWaiters.clear();
-    for (const resolve of waiters) resolve();
-  }
-
-  async #idle(signal: AbortSignal): Promise<void> {
-    if (!this.#poked && !signal.aborted) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.#o.pollMs);
-        this.#wakeUp = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.#wakeUp = undefined;
-    }
-    this.#poked = false;
-  }
-
-  /** Waits `ms`, or less if `signal` aborts; leaves no listener behind (outages can be long). */
-  #pause(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
-    });
-  }
-
-  #execute(claimed: Claimed): void {
-    const execution: Execution = { claimed, controller: new AbortController(), settling: false, lost: false };
+  #start(claimed: Claimed): void {
+    const execution = new Execution(claimed);
     this.#active.set(claimed.id, execution);
-    const timeout = setTimeout(
-      () => execution.controller.abort(new HandlerTimeoutError(`handler timed out after ${this.#o.timeoutMs} ms`)),
-      this.#o.timeoutMs,
-    );
-    void this.#runHandler(execution)
+    const o = this.#o;
+    void runHandler(execution, { pool: o.pool, handler: o.handler, leaseMs: o.leaseMs, timeoutMs: o.timeoutMs, log: () => this.#recordLog(claimed), now: o.now })
       .then((outcome) => {
         execution.settling = true;
-        clearTimeout(timeout);
-        return this.#settle(execution, outcome);
+        this.#measure(performance.now() - execution.startedAt);
+        return this.#settlement.settle(execution, outcome);
       })
       .catch((err) => this.#log.error({ err, recordId: claimed.id }, 'could not record the outcome; the lease will expire and the record be rescued'))
       .finally(() => {
-        clearTimeout(timeout);
         this.#active.delete(claimed.id);
-        this.#poke();
+        this.#wakeup.poke();
       });
   }
 
-  async #runHandler(execution: Execution): Promise<HandlerOutcome> {
-    const { claimed, controller } = execution;
-    const recordLog = () => this.#recordLog(claimed);
-    const record: HandlerRecord = { id: claimed.id, version: presentVersion(claimed.version), data: claimed.data, attempts: claimed.attempts };
-    const ctx: HandlerContext = {
-      signal: controller.signal,
-      // A child logger per record costs more than a no-op handler: made only when used.
-      get log() {
-        return recordLog();
-      },
-      attempt: claimed.attempts,
-      idempotencyKey: `${claimed.id}:${claimed.version}`,
-      extendLease: async () => {
-        const lost = await extendLeases(this.#o.pool, { leases: [claimed], leaseMs: this.#o.leaseMs });
-        if (lost.length > 0) {
-          this.#loseLease(execution);
-          throw new LeaseLostError(`lease on ${claimed.id} was lost`);
-        }
-      },
-    };
-    if (!this.#o.handler.transactional) {
-      try {
-        return { ok: true, result: await untilAborted(() => this.#o.handler.run(record, ctx), controller.signal), committed: false };
-      } catch (error) {
-        return { ok: false, error };
-      }
-    }
-    // The handler's queries and the completion commit together, or not at all.
-    let client: pg.PoolClient;
-    try {
-      client = await this.#o.pool.connect();
-    } catch (error) {
-      return { ok: false, error };
-    }
-    // A checked-out client has no pool listener: a connection dropped while the handler runs
-    // (Postgres restart, pg_terminate_backend) would be an unhandled 'error' that kills the
-    // process. The pending query rejects by itself; the broken client is discarded on release.
-    let broken: Error | undefined;
-    const onError = (err: Error) => (broken = err);
-    client.on('error', onError);
-    // A handler that ignores its aborted signal must not write through a client that is back in
-    // the pool, inside another record's transaction.
-    let open = true;
-    try {
-      await client.query('BEGIN');
-      ctx.query = (text, params) => (open ? client.query(text, params) : Promise.reject(new Error('this execution has ended; its transaction is closed')));
-      const result = await untilAborted(() => this.#o.handler.run(record, ctx), controller.signal);
-      open = false;
-      const outcome = (await complete(client, [{ ...claimed, result }])).get(claimed.id);
-      await client.query(outcome === 'processed' ? 'COMMIT' : 'ROLLBACK');
-      return { ok: true, result, committed: outcome === 'processed' };
-    } catch (error) {
-      open = false;
-      await client.query('ROLLBACK').catch(() => {});
-      return { ok: false, error };
-    } finally {
-      client.off('error', onError);
-      client.release(broken);
-    }
-  }
-
-  async #settle(execution: Execution, outcome: HandlerOutcome): Promise<void> {
-    const { claimed, controller } = execution;
-    const log = () => this.#recordLog(claimed);
-    if (execution.lost) {
-      this.stats.lost += 1;
-      log().warn('lease lost while the handler ran; its result is discarded');
-      return;
-    }
-    if (outcome.ok && outcome.committed) {
-      this.stats.processed += 1;
-      return;
-    }
-    // Shutdown, or the database went away (or chose this transaction as a deadlock's victim) under a
-    // transactional handler: not the record's fault, so give it back without spending an attempt
-    // (infrastructure retries stay apart from job retries).
-    if (!outcome.ok && (controller.signal.reason instanceof ShutdownError || (this.#o.handler.transactional && isInfrastructure(outcome.error)))) {
-      const released = await this.#retrying('release', () => release(this.#o.pool, [claimed]));
-      this.stats.released += released;
-      if (released > 0) await this.#requeued(claimed, 0);
-      return;
-    }
-    if (outcome.ok) {
-      const result = await this.#retrying('complete', () => this.#completer.submit({ ...claimed, result: outcome.result }));
-      if (result === 'processed') this.stats.processed += 1;
-      else if (result === 'superseded') {
-        this.stats.superseded += 1;
-        await this.#requeued(claimed, 0);
-        log().debug('a newer version arrived while processing; the record will be processed again');
-      } else {
-        this.stats.lost += 1;
-        log().warn('completion refused: the lease was lost');
-      }
-      return;
-    }
-    const error = outcome.error;
-    const permanent = error instanceof PermanentError || (error as Error)?.name === 'PermanentError';
-    const message = errorMessage(error);
-    const delay = backoffMs(claimed.attempts, this.#o.backoff, this.#o.random);
-    const failed = await this.#retrying('fail', () =>
-      fail(this.#o.pool, { ...claimed, error: message, permanent, maxAttempts: this.#o.maxAttempts, backoffMs: delay }),
-    );
-    if (failed === 'retry' || failed === 'superseded') await this.#requeued(claimed, failed === 'retry' ? delay : 0);
-    if (failed === 'retry') this.#wakeAfter(delay);
-    if (failed === 'failed') {
-      this.stats.failed += 1;
-      log().warn({ error: message, permanent }, 'record FAILED');
-    } else if (failed === 'retry') {
-      this.stats.retried += 1;
-      log().info({ error: message }, 'handler failed; will retry');
-    } else if (failed === 'lost') {
-      this.stats.lost += 1;
-    }
+  #measure(ms: number): void {
+    this.#handlerMs = this.#handlerMs === null ? ms : this.#handlerMs * 0.9 + ms * 0.1;
   }
 
   /**
-   * A retry this worker scheduled falls due in `ms`: wake then rather than at the next poll (a
-   * 200 ms backoff once ran after the 1 s poll). The record's due time was set by the database as
-   * its now() plus `ms`, before this timer started, so the timer never fires early.
+   * A record this worker held is COMPLETED again: tell the engine, and when it is due later (a
+   * retry), wake then rather than at the next poll (a 200 ms backoff once ran after the 1 s poll).
+   * The database set its due time as its now() plus `delayMs` before this timer starts, so the
+   * timer never fires early.
    */
-  #wakeAfter(ms: number): void {
+  #dueAgain(claimed: Pick<Claimed, 'id' | 'version'>, delayMs: number): void {
+    this.#o.engine.dueAgain({ id: claimed.id, version: claimed.version, delayMs }).catch((err) => this.#warn(err, 'could not send the job of a record due again; the next sweep will'));
+    if (delayMs <= 0) return;
     const timer = setTimeout(() => {
       this.#retryTimers.delete(timer);
-      this.#poke();
-      this.#o.engine.wake?.();
-    }, ms + 1);
+      this.#wakeup.poke();
+    }, delayMs + 1);
     this.#retryTimers.add(timer);
-  }
-
-  /** Tells the engine a record is COMPLETED again; a failure here only delays it to the next sweep. */
-  async #requeued(claimed: Pick<Claimed, 'id' | 'version'>, delayMs: number): Promise<void> {
-    if (this.#o.engine.requeued === undefined) return;
-    try {
-      await this.#o.engine.requeued({ id: claimed.id, version: claimed.version, delayMs });
-    } catch (err) {
-      this.#warn(err, 'could not send the job of a record given back; the next sweep will');
-    }
   }
 
   #recordLog(claimed: Claimed): Logger {
     return this.#log.child({ recordId: claimed.id, version: claimed.version, attempt: claimed.attempts });
   }
 
-  #loseLease(execution: Execution): void {
-    if (execution.lost || execution.settling) return;
-    execution.lost = true;
-    execution.controller.abort(new LeaseLostError(`lease on ${execution.claimed.id} was lost`));
-  }
-
-  async #heartbeat(): Promise<void> {
-    const held = [...this.#active.values()].filter((e) => !e.settling && !e.lost);
-    try {
-      const lost = await extendLeases(this.#o.pool, { leases: held.map((e) => e.claimed), leaseMs: this.#o.leaseMs });
-      for (const id of lost) {
-        const execution = this.#active.get(id);
-        if (execution === undefined || execution.settling) continue;
-        this.#log.warn({ recordId: id }, 'lease lost (expired or taken over); aborting its handler');
-        this.#loseLease(execution);
-      }
-      await touchWorker(this.#o.pool, this.id, this.#active.size);
-    } catch (err) {
-      this.#warn(err, 'heartbeat failed');
-    }
+  #heartbeat(): Promise<void> {
+    const o = this.#o;
+    return heartbeat(this.#active, this.#handlerMs, { pool: o.pool, workerId: this.id, leaseMs: o.leaseMs, log: this.#log, now: o.now, warn: (err, m) => this.#warn(err, m) });
   }
 
   async #rescue(): Promise<void> {
     try {
-      const rescued = await rescueExpired(this.#o.pool, { maxExpirations: this.#o.maxExpirations });
+      const rescued = await rescue(this.#o.pool, { maxExpirations: this.#o.maxExpirations, now: this.#o.now?.() });
       if (rescued.length === 0) return;
       this.stats.rescued += rescued.length;
       const poisoned = rescued.filter((r) => r.status === 'FAILED').map((r) => r.id);
       this.#log.info({ rescued: rescued.length, poisoned }, 'rescued records whose lease expired');
-      await Promise.all(rescued.filter((r) => r.status === 'COMPLETED').map((r) => this.#requeued(r, 0)));
-      this.#poke();
+      for (const r of rescued) if (r.status === 'COMPLETED') this.#dueAgain(r, 0);
+      this.#wakeup.poke();
     } catch (err) {
       this.#warn(err, 'rescue failed');
     }
@@ -447,73 +241,25 @@ export class Worker {
   async #drain(): Promise<void> {
     if (this.#active.size === 0) return;
     this.#log.info({ inFlight: this.#active.size, graceMs: this.#o.graceMs }, 'draining in-flight handlers');
+    const never = new AbortController().signal;
     const deadline = Date.now() + this.#o.graceMs;
-    while (this.#active.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    while (this.#active.size > 0 && Date.now() < deadline) await this.#wakeup.wait(deadline - Date.now(), never);
     for (const execution of this.#active.values()) {
       if (!execution.settling) execution.controller.abort(new ShutdownError('worker shutting down'));
     }
-    while (this.#active.size > 0) await new Promise((r) => setTimeout(r, 20));
+    while (this.#active.size > 0) await this.#wakeup.wait(1_000, never);
   }
 
   /**
-   * Runs a database step, retrying while the database is unavailable or the statement lost a
-   * deadlock (bounded unless `signal`): a completion that met an upsert in a lock cycle is written
-   * on the next try instead of waiting out its lease and running again.
+   * A database step, retried while the database is unavailable or the statement lost a deadlock
+   * (bounded unless `signal`): a completion that met an upsert in a lock cycle is written on the
+   * next try instead of waiting out its lease and running again.
    */
-  async #retrying<T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (err) {
-        if (!isInfrastructure(err) || (signal === undefined && attempt >= 6) || signal?.aborted) throw err;
-        this.#warn(err, `${what} failed; retrying`);
-        await new Promise((r) => setTimeout(r, Math.min(5_000, 200 * 2 ** attempt)));
-      }
-    }
+  #retrying<T>(what: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return retrying(fn, { signal, onRetry: (err) => this.#warn(err, `${what} failed; retrying`) });
   }
 
   #warn(err: unknown, message: string): void {
     this.#log.warn({ err: { message: (err as Error)?.message, code: (err as { code?: string })?.code } }, message);
   }
-}
-
-/** A failure of the database, not of the record: retried as infrastructure, never counted as an attempt. */
-function isInfrastructure(err: unknown): boolean {
-  return isDatabaseUnavailable(err) || isTransientConflict(err);
-}
-
-/** Runs `fn`, rejecting as soon as `signal` aborts even if the handler ignores it. */
-function untilAborted<T>(fn: () => Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    Promise.resolve()
-      .then(fn)
-      .then(resolve, reject)
-      .finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
-
-/**
- * What `last_error` keeps of a handler's error: its message and its causes, so that
- * `TypeError: fetch failed` comes with the `ECONNREFUSED` that explains it.
- */
-function errorMessage(error: unknown): string {
-  const parts: string[] = [];
-  const seen = new Set<unknown>();
-  for (let e: unknown = error; e !== undefined && e !== null && !seen.has(e) && parts.length < 5; e = e instanceof Error ? e.cause : undefined) {
-    seen.add(e);
-    parts.push(describeError(e));
-  }
-  return parts.join('; caused by: ').slice(0, 2000);
-}
-
-function describeError(error: unknown): string {
-  if (!(error instanceof Error)) return typeof error === 'object' ? JSON.stringify(error) ?? String(error) : String(error);
-  const code = (error as { code?: unknown }).code;
-  // Node's network errors often carry an empty message beside their code (AggregateError [ECONNREFUSED]).
-  let text = error.message !== '' ? error.message : typeof code === 'string' ? code : '';
-  if (error instanceof AggregateError && error.errors.length > 0) text += `${text === '' ? '' : ': '}${error.errors.map(describeError).join(', ')}`;
-  return `${error.name === 'Error' ? '' : `${error.name}: `}${text}`;
 }

@@ -1,0 +1,143 @@
+/**
+ * Writing a handler's outcome: a result is completed with a versioned compare-and-set (completions
+ * that finish together share one statement), an error spends an attempt (retry with backoff, or
+ * FAILED), and a record this worker cannot finish (shutdown, or the database failed under a
+ * transactional handler) is released without spending one. Database failures along the way are
+ * retried; a record that goes back to COMPLETED is reported through `dueAgain`.
+ */
+import type pg from 'pg';
+import type { Logger } from '../log.ts';
+import { Coalescer } from '../coalescer.ts';
+import { release } from '../records/lease.ts';
+import { complete, fail, type Completion, type CompletionOutcome } from '../records/settle.ts';
+import { PermanentError, type LoadedHandler } from './handler.ts';
+import { ShutdownError, type Execution, type HandlerOutcome } from './execution.ts';
+import { isInfrastructure } from './infrastructure.ts';
+import { backoffMs } from './policy.ts';
+
+export interface WorkerStats {
+  processed: number;
+  superseded: number;
+  retried: number;
+  failed: number;
+  lost: number;
+  released: number;
+  rescued: number;
+}
+
+export interface SettlementDeps {
+  pool: pg.Pool;
+  handler: LoadedHandler;
+  maxAttempts: number;
+  backoff: { baseMs: number; capMs: number };
+  random?: (() => number) | undefined;
+  now?: (() => Date) | undefined;
+  stats: WorkerStats;
+  /** A database step, retried while the database is unavailable. */
+  retrying: <T>(what: string, fn: () => Promise<T>) => Promise<T>;
+  /** The record is COMPLETED again and due in `delayMs`. */
+  dueAgain: (execution: Execution, delayMs: number) => void;
+  log: (execution: Execution) => Logger;
+}
+
+export class Settlement {
+  readonly #d: SettlementDeps;
+  readonly #completer: Coalescer<Completion, CompletionOutcome>;
+
+  constructor(deps: SettlementDeps) {
+    this.#d = deps;
+    this.#completer = new Coalescer({
+      maxInFlight: 1,
+      maxBatch: 1000,
+      send: async (items) => {
+        const outcomes = await complete(deps.pool, items, deps.now?.());
+        return items.map((c) => outcomes.get(c.id) ?? 'lost');
+      },
+    });
+  }
+
+  async settle(execution: Execution, outcome: HandlerOutcome): Promise<void> {
+    const { stats, pool } = this.#d;
+    const { claimed, controller } = execution;
+    if (execution.lost) {
+      stats.lost += 1;
+      this.#d.log(execution).warn('lease lost while the handler ran; its result is discarded');
+      return;
+    }
+    if (outcome.ok && outcome.committed) {
+      stats.processed += 1;
+      return;
+    }
+    // Shutdown, or the database went away (or chose this transaction as a deadlock's victim) under a
+    // transactional handler: not the record's fault, so give it back without spending an attempt
+    // (infrastructure retries stay apart from job retries).
+    if (!outcome.ok && (controller.signal.reason instanceof ShutdownError || (this.#d.handler.transactional && isInfrastructure(outcome.error)))) {
+      const released = await this.#d.retrying('release', () => release(pool, [claimed], this.#d.now?.()));
+      stats.released += released;
+      if (released > 0) this.#d.dueAgain(execution, 0);
+      return;
+    }
+    if (outcome.ok) return this.#complete(execution, outcome.result);
+    return this.#fail(execution, outcome.error);
+  }
+
+  async #complete(execution: Execution, result: unknown): Promise<void> {
+    const { stats } = this.#d;
+    const outcome = await this.#d.retrying('complete', () => this.#completer.submit({ ...execution.claimed, result }));
+    if (outcome === 'processed') stats.processed += 1;
+    else if (outcome === 'superseded') {
+      stats.superseded += 1;
+      this.#d.dueAgain(execution, 0);
+      this.#d.log(execution).debug('a newer version arrived while processing; the record will be processed again');
+    } else {
+      stats.lost += 1;
+      this.#d.log(execution).warn('completion refused: the lease was lost');
+    }
+  }
+
+  async #fail(execution: Execution, error: unknown): Promise<void> {
+    const { stats, pool } = this.#d;
+    const { claimed } = execution;
+    const permanent = error instanceof PermanentError || (error as Error)?.name === 'PermanentError';
+    const message = errorMessage(error);
+    const delay = backoffMs(claimed.attempts, this.#d.backoff, this.#d.random);
+    const outcome = await this.#d.retrying('fail', () =>
+      fail(pool, { ...claimed, error: message, permanent, maxAttempts: this.#d.maxAttempts, backoffMs: delay }, this.#d.now?.()),
+    );
+    if (outcome === 'retry') {
+      stats.retried += 1;
+      this.#d.dueAgain(execution, delay);
+      this.#d.log(execution).info({ error: message }, 'handler failed; will retry');
+    } else if (outcome === 'superseded') {
+      this.#d.dueAgain(execution, 0);
+    } else if (outcome === 'failed') {
+      stats.failed += 1;
+      this.#d.log(execution).warn({ error: message, permanent }, 'record FAILED');
+    } else {
+      stats.lost += 1;
+    }
+  }
+}
+
+/**
+ * What `last_error` keeps of a handler's error: its message and its causes, so that
+ * `TypeError: fetch failed` comes with the `ECONNREFUSED` that explains it.
+ */
+function errorMessage(error: unknown): string {
+  const parts: string[] = [];
+  const seen = new Set<unknown>();
+  for (let e: unknown = error; e !== undefined && e !== null && !seen.has(e) && parts.length < 5; e = e instanceof Error ? e.cause : undefined) {
+    seen.add(e);
+    parts.push(describeError(e));
+  }
+  return parts.join('; caused by: ').slice(0, 2000);
+}
+
+function describeError(error: unknown): string {
+  if (!(error instanceof Error)) return typeof error === 'object' ? JSON.stringify(error) ?? String(error) : String(error);
+  const code = (error as { code?: unknown }).code;
+  // Node's network errors often carry an empty message beside their code (AggregateError [ECONNREFUSED]).
+  let text = error.message !== '' ? error.message : typeof code === 'string' ? code : '';
+  if (error instanceof AggregateError && error.errors.length > 0) text += `${text === '' ? '' : ': '}${error.errors.map(describeError).join(', ')}`;
+  return `${error.name === 'Error' ? '' : `${error.name}: `}${text}`;
+}
