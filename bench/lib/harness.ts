@@ -15,6 +15,11 @@ import { startBenchPostgres, type BenchPostgres } from './postgres.ts';
 export interface Bench {
   name: string;
   summary: string;
+  /**
+   * How long the bench may run at full size before the watchdog gives up on the whole run (default
+   * 10 min); scaled down with --scale. A budget, not an estimate: it only has to catch a hang.
+   */
+  budgetMinutes?: number;
   run(ctx: BenchContext): Promise<BenchReport>;
 }
 
@@ -26,6 +31,10 @@ export interface BenchContext {
   warmupSeconds: number;
   /** `--quick`: benches with a matrix measure its headline rows only. */
   quick: boolean;
+  /** `--scale F`: the factor every record / job count is multiplied by (1 for the real run). */
+  scale: number;
+  /** `n` records at this run's --scale, rounded, and never fewer than `min`. */
+  scaled(n: number, min?: number): number;
   progress(line: string): void;
 }
 
@@ -38,13 +47,20 @@ export interface BenchReport {
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const RESULTS_DIR = fileURLToPath(new URL('../results/', import.meta.url));
-/** A hung statement or server must not hold a CI machine: the whole run stops after this. */
-const WATCHDOG_MS = 10 * 60_000;
+/**
+ * A hung statement or server must not hold a CI machine: the run stops when one bench has run
+ * longer than its budget (Bench.budgetMinutes, this by default).
+ */
+const DEFAULT_BUDGET_MINUTES = 10;
+/** The shortest budget, however small --scale makes the counts: process startups do not scale. */
+const MIN_BUDGET_MINUTES = 3;
 
-const USAGE = `usage: bench [names...] [--seconds N] [--warmup N] [--quick]
+const USAGE = `usage: bench [names...] [--seconds N] [--warmup N] [--quick] [--scale F]
   --seconds N   measured window of each scenario (default 12)
   --warmup N    warm-up before each window (default 2)
-  --quick       a smaller matrix, for benches that have one (headline rows only)`;
+  --quick       a smaller matrix, for benches that have one (headline rows only)
+  --scale F     multiply every record / job count by F (e.g. 0.02), to check a bench quickly;
+                the numbers of a scaled run are not results`;
 
 export async function runBenches(benches: readonly Bench[], argv: string[] = process.argv.slice(2)): Promise<void> {
   const { values, positionals } = parseOptions(argv);
@@ -52,16 +68,22 @@ export async function runBenches(benches: readonly Bench[], argv: string[] = pro
   const seconds = positiveNumber(values.seconds, '--seconds');
   const warmupSeconds = positiveNumber(values.warmup, '--warmup');
   const quick = values.quick === true;
+  const scale = scaleFactor(values.scale);
   const unknown = positionals.filter((name) => !benches.some((bench) => bench.name === name));
   if (unknown.length > 0) throw new UsageError(`unknown bench ${unknown.join(', ')}; known: ${benches.map((b) => b.name).join(', ')}`);
   const selected = positionals.length === 0 ? benches : benches.filter((bench) => positionals.includes(bench.name));
 
   const progress = (line: string) => process.stderr.write(`[bench] ${line}\n`);
   const postgres = await startBenchPostgres(progress);
-  const watchdog = setTimeout(() => {
-    progress(`still running after ${WATCHDOG_MS / 60_000} min; giving up`);
-    void postgres.stop().finally(() => process.exit(1));
-  }, WATCHDOG_MS).unref();
+  let watchdog: NodeJS.Timeout | undefined;
+  const arm = (bench: Bench) => {
+    clearTimeout(watchdog);
+    const minutes = Math.max(MIN_BUDGET_MINUTES, (bench.budgetMinutes ?? DEFAULT_BUDGET_MINUTES) * Math.min(1, scale * 4));
+    watchdog = setTimeout(() => {
+      progress(`${bench.name}: still running after ${minutes.toFixed(0)} min; giving up`);
+      void postgres.stop().finally(() => process.exit(1));
+    }, minutes * 60_000).unref();
+  };
   // Ctrl-C: stop the embedded Postgres rather than leave it running detached.
   const onInterrupt = () => void postgres.stop().finally(() => process.exit(130));
   process.once('SIGINT', onInterrupt);
@@ -71,10 +93,13 @@ export async function runBenches(benches: readonly Bench[], argv: string[] = pro
     if (settings.fsync !== 'on' || settings.synchronous_commit === 'off') {
       progress('WARNING: durability is relaxed on this server; the numbers are not representative');
     }
+    if (scale !== 1) progress(`--scale ${scale}: every count is multiplied by ${scale}; a check of the benches, not a result`);
+    const scaled = (n: number, min = 1) => Math.max(min, Math.round(n * scale));
     for (const bench of selected) {
       const startedAt = new Date();
+      arm(bench);
       progress(`${bench.name}: ${bench.summary}`);
-      const report = await bench.run({ postgres, seconds, warmupSeconds, quick, progress: (line) => progress(`${bench.name}: ${line}`) });
+      const report = await bench.run({ postgres, seconds, warmupSeconds, quick, scale, scaled, progress: (line) => progress(`${bench.name}: ${line}`) });
       process.stdout.write(`\n${report.text}\n`);
       const file = await writeResult(bench.name, startedAt, {
         bench: bench.name,
@@ -83,7 +108,7 @@ export async function runBenches(benches: readonly Bench[], argv: string[] = pro
         code: codeVersion(),
         machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version, platform: `${process.platform}-${process.arch}` },
         postgres: { origin: postgres.origin, ...settings },
-        options: { seconds, warmupSeconds, quick },
+        options: { seconds, warmupSeconds, quick, scale },
         ...report.data,
       });
       progress(`${bench.name}: results in ${path.relative(process.cwd(), file)}`);
@@ -117,11 +142,23 @@ function parseOptions(argv: string[]) {
     return parseArgs({
       args: argv,
       allowPositionals: true,
-      options: { seconds: { type: 'string', default: '12' }, warmup: { type: 'string', default: '2' }, quick: { type: 'boolean' }, help: { type: 'boolean' } },
+      options: {
+        seconds: { type: 'string', default: '12' },
+        warmup: { type: 'string', default: '2' },
+        quick: { type: 'boolean' },
+        scale: { type: 'string', default: '1' },
+        help: { type: 'boolean' },
+      },
     });
   } catch (err) {
     throw new UsageError(`${(err as Error).message}\n${USAGE}`);
   }
+}
+
+function scaleFactor(raw: string | undefined): number {
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0 || value > 1) throw new UsageError(`--scale must be a number in (0, 1], got ${raw}`);
+  return value;
 }
 
 function positiveNumber(raw: string | undefined, flag: string): number {
