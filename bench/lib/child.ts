@@ -1,6 +1,8 @@
 /**
- * Node child processes a bench starts (rowfleet workers, pg-boss workers): run from the repository
- * with tsx, stderr shown, killed if the bench itself exits, and stopped by their own PID.
+ * Node child processes a bench starts (rowfleet workers, pg-boss and graphile-worker workers): run
+ * from the repository with tsx, stderr shown, killed if the bench itself exits, and stopped by
+ * their own PID. With `ipc`, the child gets a message channel (process.send), which the start gate
+ * (bench/lib/gate.ts) and the graphile-worker peer's progress reports use.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -14,11 +16,11 @@ export interface Child {
 }
 
 /** `node --import tsx <args>` in the repository, with `env` added to this process's environment. */
-export function spawnTsx(args: readonly string[], env: Record<string, string>): Child {
+export function spawnTsx(args: readonly string[], env: Record<string, string>, { ipc = false }: { ipc?: boolean } = {}): Child {
   const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
     cwd: REPO,
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ipc ? ['ignore', 'ignore', 'inherit', 'ipc'] : ['ignore', 'ignore', 'inherit'],
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   // If the bench dies (watchdog, crash, Ctrl-C), its children must not outlive it.

@@ -4,8 +4,8 @@
  * registered its row in rowfleet.workers and its LISTEN connection is up (the worker registers
  * first and listens after), so that a measurement starts after process startup (a second or more
  * of tsx and module loading) rather than including it, and no wake-up waits for the 1 s poll.
- * The direct engine listens on rowfleet_due; the boss engine's pg-boss listens on its own channel
- * (`pgboss_<hash of the schema>`), opened when pg-boss starts, before the worker registers.
+ * The direct engine listens on rowfleet_due; the boss engine on rowfleet_due too, or (as it did)
+ * through pg-boss on its own channel (`pgboss_<hash of the schema>`), opened when pg-boss starts.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type pg from 'pg';
@@ -20,8 +20,10 @@ export interface WorkerProcessOptions {
   engine?: EngineName;
   /** The boss engine's pg-boss fetch loops per process (ROWFLEET_LOCAL_CONCURRENCY); rowfleet's default unless given. */
   localConcurrency?: number;
-  concurrency: number;
-  batch: number;
+  /** `--concurrency`; the worker's default (left unset) when absent. */
+  concurrency?: number;
+  /** `--batch`; the worker's default when absent. */
+  batch?: number;
   /** `noop`, or a handler module's path relative to the repository. */
   handler: string;
   /** Extra environment for the handler module. */
@@ -49,7 +51,11 @@ export async function startWorkers(count: number, options: WorkerProcessOptions,
 
 function spawnWorker({ databaseUrl, engine = 'direct', localConcurrency, concurrency, batch, handler, env = {} }: WorkerProcessOptions): Child {
   return spawnTsx(
-    ['src/cli/main.ts', 'worker', '--engine', engine, '--handler', handler, '--concurrency', String(concurrency), '--batch', String(batch)],
+    [
+      'src/cli/main.ts', 'worker', '--engine', engine, '--handler', handler,
+      ...(concurrency !== undefined ? ['--concurrency', String(concurrency)] : []),
+      ...(batch !== undefined ? ['--batch', String(batch)] : []),
+    ],
     // Per-record log lines would cost the worker more CPU than the noop handler it runs.
     {
       ...env,
@@ -60,8 +66,11 @@ function spawnWorker({ databaseUrl, engine = 'direct', localConcurrency, concurr
   );
 }
 
-/** What each engine's LISTEN statement looks like in pg_stat_activity. */
-const LISTEN_PATTERNS: Record<EngineName, string> = { direct: 'LISTEN%rowfleet_due%', boss: 'LISTEN%pgboss_%' };
+/**
+ * What each engine's LISTEN statement looks like in pg_stat_activity: the boss engine's workers
+ * have listened on pg-boss's channel, and on rowfleet_due as direct's do; either counts.
+ */
+const LISTEN_PATTERNS: Record<EngineName, string[]> = { direct: ['LISTEN%rowfleet_due%'], boss: ['LISTEN%rowfleet_due%', 'LISTEN%pgboss_%'] };
 
 async function waitUntilReady(children: readonly Child[], pool: pg.Pool, engine: EngineName): Promise<void> {
   const pids = children.map((child) => child.pid);
@@ -74,7 +83,7 @@ async function waitUntilReady(children: readonly Child[], pool: pg.Pool, engine:
     const { rows } = await pool.query<{ registered: number; listening: number }>(
       `SELECT (SELECT count(DISTINCT pid) FROM rowfleet.workers WHERE pid = ANY ($1))::int AS registered,
               (SELECT count(*) FROM pg_stat_activity
-                WHERE datname = current_database() AND query ILIKE $2)::int AS listening`,
+                WHERE datname = current_database() AND query ILIKE ANY ($2))::int AS listening`,
       [pids, LISTEN_PATTERNS[engine]],
     );
     if (rows[0]!.registered === pids.length && rows[0]!.listening >= pids.length) return;
