@@ -13,20 +13,27 @@ export interface BacklogOptions {
   from?: number;
   /** COMPLETED rows wait to be processed; PROCESSED rows are history the claim must not pay for. */
   status: 'COMPLETED' | 'PROCESSED';
+  /**
+   * Row n gets run_after = base - (end - n) ms; by default base is the statement's now() and end
+   * is from + count. Loads written in several statements share one base and end, so that their
+   * rows stay in insertion order across statements.
+   */
+  base?: Date;
+  end?: number;
 }
 
 /**
  * Due rows get distinct run_after values 1 ms apart, oldest first, so the claim's
  * `ORDER BY run_after, id` walks the index in insertion order as it would in production.
  */
-export async function insertBacklog(db: pg.Pool | pg.PoolClient, { count, prefix, from = 1, status }: BacklogOptions): Promise<void> {
+export async function insertBacklog(db: pg.Pool | pg.PoolClient, { count, prefix, from = 1, status, base, end = from + count }: BacklogOptions): Promise<void> {
   await db.query(
     `INSERT INTO rowfleet.records (id, version, data, status, run_after, processed_version, processed_at)
      SELECT $1 || g, 1, jsonb_build_object('n', g, 'name', 'Customer ' || g, 'plan', 'team'), $2,
-            now() - ($3::int + $4::int - g) * interval '1 millisecond',
+            coalesce($5::timestamptz, now()) - ($6::int - g) * interval '1 millisecond',
             CASE WHEN $2 = 'PROCESSED' THEN 1 END, CASE WHEN $2 = 'PROCESSED' THEN now() END
        FROM generate_series($3::int, $3::int + $4::int - 1) AS g`,
-    [prefix, status, from, count],
+    [prefix, status, from, count, base ?? null, end],
   );
 }
 
@@ -47,4 +54,29 @@ export async function anyUnprocessed(db: pg.Pool): Promise<boolean> {
          OR EXISTS (SELECT 1 FROM rowfleet.records WHERE status = 'FAILED') AS any`,
   );
   return rows[0]!.any;
+}
+
+/**
+ * insertBacklog in chunks of `chunk` rows, one transaction each, with progress: five million rows
+ * are a minute or two of INSERT ... SELECT on a small machine, and one transaction that long would
+ * hold back every vacuum horizon while it runs.
+ */
+export async function insertBacklogChunked(
+  db: pg.Pool,
+  options: BacklogOptions,
+  { chunk = 250_000, progress }: { chunk?: number; progress(line: string): void },
+): Promise<void> {
+  const from = options.from ?? 1;
+  const end = from + options.count;
+  const base = options.base ?? (await db.query<{ now: Date }>('SELECT now()')).rows[0]!.now;
+  const started = performance.now();
+  for (let at = from; at < end; at += chunk) {
+    const count = Math.min(chunk, end - at);
+    await insertBacklog(db, { ...options, from: at, count, base, end: options.end ?? end });
+    if (options.count > chunk) {
+      const done = at + count - from;
+      const seconds = (performance.now() - started) / 1000;
+      progress(`  ${done.toLocaleString('en-US')} / ${options.count.toLocaleString('en-US')} ${options.status} rows (${Math.round(done / seconds).toLocaleString('en-US')} rows/s)`);
+    }
+  }
 }

@@ -39,3 +39,33 @@ export function planOutline(plan: readonly string[]): string[] {
   return plan.filter((line, i) => i === 0 || line.includes('->') || /^\s*CTE /.test(line) || /^(Planning|Execution) Time/.test(line));
 }
 
+
+/**
+ * The plans of the statements a call runs inside database functions (rowfleet's claim is a
+ * plpgsql function, whose EXPLAIN shows only a Function Scan): auto_explain, loaded into this
+ * session, with nested statements, ANALYZE and BUFFERS, reporting at NOTICE level so that the
+ * plans come back to this client instead of the server log. Inside a rolled-back transaction, the
+ * settings SET LOCAL. Undefined when auto_explain cannot be loaded (LOAD needs superuser).
+ */
+export async function explainNested(client: pg.PoolClient, run: (db: pg.PoolClient) => Promise<unknown>): Promise<string[] | undefined> {
+  const plan: string[] = [];
+  const onNotice = (notice: { message?: string }) => {
+    if (notice.message?.startsWith('duration:')) plan.push(...notice.message.split('\n'));
+  };
+  await client.query('BEGIN');
+  try {
+    await client.query(`LOAD 'auto_explain'`);
+    for (const setting of ['log_min_duration = 0', 'log_analyze = on', 'log_buffers = on', 'log_nested_statements = on', "log_level = 'notice'"]) {
+      await client.query(`SET LOCAL auto_explain.${setting}`);
+    }
+    await client.query(`SET LOCAL client_min_messages = notice`);
+    client.on('notice', onNotice);
+    await run(client);
+    return plan;
+  } catch {
+    return undefined;
+  } finally {
+    client.off('notice', onNotice);
+    await client.query('ROLLBACK');
+  }
+}
