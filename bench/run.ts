@@ -5,10 +5,11 @@
 import { main, type Bench } from './lib/harness.ts';
 import { upsertBench } from './upsert.ts';
 import { drainBench } from './drain.ts';
+import { drainFreshBench } from './drain-fresh.ts';
 import { claimBench } from './claim.ts';
 import { wakeupBench } from './wakeup.ts';
 import { sweepBench } from './sweep.ts';
 
-const BENCHES: readonly Bench[] = [upsertBench, drainBench, claimBench, wakeupBench, sweepBench];
+const BENCHES: readonly Bench[] = [upsertBench, drainBench, drainFreshBench, claimBench, wakeupBench, sweepBench];
 
 main(BENCHES);
