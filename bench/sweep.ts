@@ -120,7 +120,7 @@ function report(ctx: BenchContext, rows: readonly Row[]): string {
       String(row.newOnlyP50Ms),
       row.ratio === undefined ? 'baseline' : `${row.ratio.toFixed(2)}x`,
       row.newOnlyRatio === undefined ? 'baseline' : `${row.newOnlyRatio.toFixed(2)}x`,
-      row.pass === undefined ? '' : row.pass ? 'PASS' : 'MISS',
+      row.pass === undefined ? '' : row.pass ? 'met' : 'missed',
     ]),
   );
   return [
