@@ -9,7 +9,8 @@ import { drainFreshBench } from './drain-fresh.ts';
 import { claimBench } from './claim.ts';
 import { wakeupBench } from './wakeup.ts';
 import { sweepBench } from './sweep.ts';
+import { autoscaleBench } from './autoscale.ts';
 
-const BENCHES: readonly Bench[] = [upsertBench, drainBench, drainFreshBench, claimBench, wakeupBench, sweepBench];
+const BENCHES: readonly Bench[] = [upsertBench, drainBench, drainFreshBench, claimBench, wakeupBench, sweepBench, autoscaleBench];
 
 main(BENCHES);
