@@ -31,7 +31,7 @@ export interface BenchContext {
   warmupSeconds: number;
   /** `--quick`: benches with a matrix measure its headline rows only. */
   quick: boolean;
-  /** `--scale F`: the factor every record / job count is multiplied by (1 for the real run). */
+  /** `--scale F`: the factor record / job counts are multiplied by (1 for the real run). */
   scale: number;
   /** `n` records at this run's --scale, rounded, and never fewer than `min`. */
   scaled(n: number, min?: number): number;
@@ -59,8 +59,9 @@ const USAGE = `usage: bench [names...] [--seconds N] [--warmup N] [--quick] [--s
   --seconds N   measured window of each scenario (default 12)
   --warmup N    warm-up before each window (default 2)
   --quick       a smaller matrix, for benches that have one (headline rows only)
-  --scale F     multiply every record / job count by F (e.g. 0.02), to check a bench quickly;
-                the numbers of a scaled run are not results`;
+  --scale F     multiply the record / job counts of drain, drain-fresh, claim and autoscale by F
+                (e.g. 0.02), to check them quickly; a scaled run's numbers are not results
+                (upsert and wakeup are sized by --seconds; sweep is not scaled)`;
 
 export async function runBenches(benches: readonly Bench[], argv: string[] = process.argv.slice(2)): Promise<void> {
   const { values, positionals } = parseOptions(argv);
