@@ -59,8 +59,6 @@ export interface BossConfig {
   readonly enqueueOnUpsert: boolean;
   /** Records the sweep marks and sends per transaction. */
   readonly sweepBatch: number;
-  /** The boss engine's fetch loops per worker process (pg-boss work() localConcurrency). */
-  readonly localConcurrency: number;
   /** How often a scheduler checks whether a cron occurrence is due (pg-boss cronMonitorIntervalSeconds). */
   readonly cronCheckSeconds: number;
 }
@@ -174,7 +172,6 @@ function loadBossConfig(env: Env, flags: NonNullable<ConfigOverrides['boss']>): 
     eventRetentionMs: pick('eventRetentionMs', 'ROWFLEET_EVENT_RETENTION', parseRetention, null),
     enqueueOnUpsert: pick('enqueueOnUpsert', 'ROWFLEET_ENQUEUE_ON_UPSERT', parseBoolean, false),
     sweepBatch: pick('sweepBatch', 'ROWFLEET_SWEEP_BATCH', (raw, name) => parseInteger(raw, name, 1, 100_000), 5_000),
-    localConcurrency: pick('localConcurrency', 'ROWFLEET_LOCAL_CONCURRENCY', (raw, name) => parseInteger(raw, name, 1, 100), 1),
     cronCheckSeconds: pick('cronCheckSeconds', 'ROWFLEET_CRON_CHECK', parseCronCheck, 30),
   };
 }

@@ -82,7 +82,7 @@ describe('the enqueue sweep', () => {
   it('sends one job per due record; a second run sends nothing', async () => {
     await upsertMessages(db.pool, messages(ids('s-', 120)));
     await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour' WHERE id = 's-0'`);
-    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED' WHERE id = 's-1'`);
+    await putRecord(db.pool, 's-1', { status: 'PROCESSED' });
     const progress: number[] = [];
     expect(await runSweep({ batch: 50, onProgress: (n) => progress.push(n) })).toMatchObject({ enqueued: 118, repaired: 0 });
     expect(progress).toEqual([50, 100, 118]);
@@ -133,7 +133,7 @@ describe('the enqueue sweep', () => {
 describe('the boss engine', () => {
   it('completes jobs whose record is not claimable as no-ops, and leaves a COMPLETED record to be sent again', async () => {
     await upsertMessages(db.pool, messages(['done', 'held', 'notdue', 'gone-not-really']));
-    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED' WHERE id = 'done'`);
+    await putRecord(db.pool, 'done', { status: 'PROCESSED' });
     await putRecord(db.pool, 'held', { lease: { owner: 'other', expiresInMs: 60_000 } });
     await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour', enqueued_at = now() WHERE id = 'notdue'`);
     await boss.insert(b.queue, ['done', 'held', 'notdue', 'missing'].map((id) => recordJob(id, '1')));

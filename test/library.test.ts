@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEmptyDatabase, createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { waitFor } from './helpers/wait.ts';
+import { settleAll } from './helpers/records.ts';
 import { createClient, createFleet, createWorker, MessageError, PermanentError, UsageError, UserError, type RowfleetClient } from '../src/index.ts';
 
 let db: TestDatabase;
@@ -36,7 +37,7 @@ describe('library', () => {
 
   it('runs a worker in-process with createWorker: results stored, PermanentError fails the record, stats live while it runs', async () => {
     // Only this test's records are due.
-    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED'`);
+    await settleAll(db.pool);
     const worker = createWorker({
       databaseUrl: db.url,
       concurrency: 3,
@@ -85,7 +86,7 @@ describe('library', () => {
   });
 
   it('supervises worker processes with createFleet', async () => {
-    await db.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED'`);
+    await settleAll(db.pool);
     const fleet = createFleet({ databaseUrl: db.url, workers: 1, handler: 'checksum', pollMs: 100 });
     const running = fleet.start();
     await client.upsert({ id: 'fleet-1', data: { n: 1 } });

@@ -85,6 +85,8 @@ export const records = rowfleet.table(
     // A lease exists exactly while the record is PROCESSING. The worker's guarded statements can
     // then test the token alone: a `status = 'PROCESSING'` conjunct would match the predicate of
     // records_lease_idx and let the planner scan every lease instead of looking the ids up.
+    // Only a waiting record carries the sweep's mark; the claim clears it.
+    check('records_marked_only_completed', sql`${t.enqueuedAt} is null or ${t.status} = 'COMPLETED'`),
     check('records_lease_iff_processing', sql`(${t.status} = 'PROCESSING') = (${t.leaseToken} is not null and ${t.leaseExpiresAt} is not null)`),
     // The claim reads due COMPLETED rows oldest-due first; the partial index keeps that
     // O(batch) however many PROCESSED rows accumulate.

@@ -10,7 +10,7 @@ import type pg from 'pg';
 import { sql, type SQL } from 'drizzle-orm';
 import { inTransaction, query, sqlState, type Queryable } from '../db/sql.ts';
 import { presentVersion, type Message } from './message.ts';
-import { wakeAfterCommit, wakeWorkers } from './wake.ts';
+import { wakeAfterCommit } from './wake.ts';
 
 export type UpsertResult =
   | { id: string; applied: true; version: string; reason: 'applied'; duplicate?: true }
@@ -61,7 +61,7 @@ export async function upsertMessages(db: Queryable, messages: readonly Message[]
   for (let attempt = 1; ; attempt++) {
     try {
       const rows = await run(db);
-      if (rows.some((row) => row.applied && !row.duplicate)) await wake(db);
+      if (rows.some((row) => row.applied && !row.duplicate)) wake(db);
       return rows.map((row) => toResult(row, messages[row.ord - 1]!));
     } catch (err) {
       if (!isRetryable(err) || attempt >= RETRY_LIMIT) throw err;
@@ -72,13 +72,12 @@ export async function upsertMessages(db: Queryable, messages: readonly Message[]
 }
 
 /**
- * Wakes waiting workers now that the write is committed (see wake.ts): in the background on a
- * pool, so that the caller's answer does not wait for it; on a client of the caller's, before
- * returning, since the client goes back to the caller.
+ * Wakes waiting workers now that the write is committed (see wake.ts), in the background so that
+ * the caller's answer does not wait for it. On a client the write may sit in the caller's own
+ * transaction, not yet committed: that caller wakes workers after its commit (wakeWorkers).
  */
-async function wake(db: Queryable): Promise<void> {
+function wake(db: Queryable): void {
   if ('totalCount' in db) wakeAfterCommit(db as pg.Pool);
-  else await wakeWorkers(db).catch(() => undefined);
 }
 
 /** The upsert and its jobs in one transaction (on a client of its own when given a pool). */

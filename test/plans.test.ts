@@ -1,0 +1,163 @@
+/**
+ * The plans of the hot statements, in the table states that once made them fall off a cliff: a
+ * backlog just written and never analyzed, statistics that describe an old history of PROCESSED
+ * rows, and a million due rows. Each statement must read `records` only through the index it was
+ * written for, in that index's order (O(batch), and the lock order of drizzle/0006_hot_path.sql),
+ * never by a sequential scan, a bitmap scan, a sort of the backlog, or a hash join. A Postgres
+ * upgrade that changes one of these plans fails here, loudly.
+ *
+ * The plans are those Postgres really ran: auto_explain reports every statement inside the
+ * functions as a NOTICE. Each state's statements run on a fresh connection (plans are cached per
+ * connection) in a transaction that is rolled back, so every statement sees the same state.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import { upsertMessages } from '../src/records/upsert.ts';
+import { parseMessage } from '../src/records/message.ts';
+import { claimDue, claimIds, type Claimed } from '../src/records/claim.ts';
+import { extendLeases, release } from '../src/records/lease.ts';
+import { complete, fail } from '../src/records/settle.ts';
+import { rescueExpired } from '../src/records/rescue.ts';
+import { clearMarks, markUnenqueued } from '../src/records/marks.ts';
+
+interface PlanNode {
+  'Node Type': string;
+  'Relation Name'?: string;
+  'Index Name'?: string;
+  Plans?: PlanNode[];
+}
+
+/** What a statement did with `records`: each scan as "Index Scan records_due_idx", and the joins and sorts around them. */
+interface Shape {
+  scans: string[];
+  others: string[];
+}
+
+const MILLION = 1_000_000;
+
+let databases: TestDatabase[] = [];
+afterAll(async () => {
+  await Promise.all(databases.map((d) => d.drop()));
+});
+
+async function freshDatabase(): Promise<TestDatabase> {
+  const db = await createTestDatabase();
+  databases.push(db);
+  // Nothing analyzes the table behind the test's back.
+  await db.pool.query(`ALTER TABLE rowfleet.records SET (autovacuum_enabled = false)`);
+  return db;
+}
+
+/** Writes `n` due records the way producers do: batches of 1000 through the upsert. */
+async function writeThroughApi(db: TestDatabase, prefix: string, n: number): Promise<void> {
+  for (let start = 0; start < n; start += 1000) {
+    const batch = Array.from({ length: Math.min(1000, n - start) }, (_, i) => parseMessage({ id: `${prefix}${start + i}`, data: { i: start + i } }, { maxDepth: 64 }));
+    await upsertMessages(db.pool, batch);
+  }
+}
+
+/** Runs every hot statement once on a new connection, in a transaction rolled back; returns each one's shape. */
+async function shapes(db: TestDatabase): Promise<Record<string, Shape>> {
+  const client = new pg.Client({ connectionString: db.url });
+  await client.connect();
+  const plans: PlanNode[] = [];
+  client.on('notice', (notice) => {
+    const text = notice.message ?? '';
+    const json = text.slice(text.indexOf('{'));
+    const parsed = JSON.parse(json) as { 'Query Text': string; Plan: PlanNode };
+    // The statements inside the functions; not the call itself.
+    if (!/rowfleet\.\w+\(\$1/.test(parsed['Query Text'])) plans.push(parsed.Plan);
+  });
+  const result: Record<string, Shape> = {};
+  const take = async <T>(name: string, run: () => Promise<T>): Promise<T> => {
+    plans.length = 0;
+    const value = await run();
+    result[name] = shapeOf(plans);
+    return value;
+  };
+  try {
+    await client.query(`LOAD 'auto_explain'`);
+    await client.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice; SET auto_explain.log_format = json`);
+    await client.query('BEGIN');
+    const { rows } = await client.query<{ id: string }>(`SELECT id FROM rowfleet.records WHERE status = 'COMPLETED' ORDER BY id DESC LIMIT 500`);
+    const ids = rows.map((r) => r.id);
+    await take('mark_unenqueued', () => markUnenqueued(client, 1000, 0));
+    await take('clear_marks', () => clearMarks(client, ids));
+    const due = await take('claim_due', () => claimDue(client, { owner: 'w', limit: 1000, leaseMs: 60_000 }));
+    const named: Claimed[] = await take('claim_ids', () => claimIds(client, { ids, owner: 'w', leaseMs: 60_000 }));
+    const held = [...due, ...named];
+    expect(held.length).toBeGreaterThan(500);
+    await take('extend_leases', () => extendLeases(client, { leases: held, leaseMs: 60_000 }));
+    await take('complete_records', () => complete(client, held.slice(0, 400).map((c) => ({ ...c, result: { ok: true } }))));
+    await take('fail_record', () => fail(client, { ...held[400]!, error: 'boom', permanent: false, maxAttempts: 3, backoffMs: 1000 }));
+    await take('release_records', () => release(client, held.slice(401, 600)));
+    await take('rescue_expired', () => rescueExpired(client, { maxExpirations: 3, now: new Date(Date.now() + 3_600_000) }));
+  } finally {
+    await client.query('ROLLBACK').catch(() => {});
+    await client.end();
+  }
+  return result;
+}
+
+function shapeOf(plans: readonly PlanNode[]): Shape {
+  const shape: Shape = { scans: [], others: [] };
+  const visit = (node: PlanNode) => {
+    if (node['Relation Name'] === 'records') shape.scans.push(`${node['Node Type']} ${node['Index Name'] ?? ''}`.trim());
+    else if (/Join|Nested Loop|Sort|Hash/.test(node['Node Type'])) shape.others.push(node['Node Type']);
+    node.Plans?.forEach(visit);
+  };
+  plans.forEach(visit);
+  // The order in which EXPLAIN lists a statement's parts says nothing.
+  shape.scans.sort();
+  shape.others.sort();
+  return shape;
+}
+
+/**
+ * What each statement must do. "ModifyTable" is the update itself (its target is scanned by the
+ * node below it). The one sort allowed is of the statement's own input (ids to lock in order).
+ */
+const EXPECTED: Record<string, Shape> = {
+  mark_unenqueued: { scans: ['Index Scan records_pkey', 'Index Scan records_unenqueued_idx', 'ModifyTable'], others: [] },
+  clear_marks: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },
+  claim_due: { scans: ['Index Scan records_due_idx', 'Index Scan records_pkey', 'ModifyTable'], others: [] },
+  claim_ids: { scans: ['Index Scan records_pkey', 'Index Scan records_pkey', 'ModifyTable'], others: [] },
+  extend_leases: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },
+  complete_records: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },
+  fail_record: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: [] },
+  release_records: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },
+  rescue_expired: { scans: ['Index Scan records_lease_idx', 'Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop'] },
+};
+
+describe('plans of the hot statements', () => {
+  let small: TestDatabase;
+  beforeAll(async () => {
+    small = await freshDatabase();
+  });
+
+  it('on a backlog just written through the upsert, never analyzed (10,000 due)', async () => {
+    await writeThroughApi(small, 'fresh-', 10_000);
+    const { rows } = await small.pool.query(`SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE relid = 'rowfleet.records'::regclass`);
+    expect(rows).toEqual([{ last_analyze: null, last_autoanalyze: null }]);
+    expect(await shapes(small)).toEqual(EXPECTED);
+  });
+
+  it('on statistics of a PROCESSED history, with 10,000 new due records they do not describe', async () => {
+    await small.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED', processed_version = version, processed_at = now()`);
+    await small.pool.query(`ANALYZE rowfleet.records`);
+    await writeThroughApi(small, 'new-', 10_000);
+    expect(await shapes(small)).toEqual(EXPECTED);
+  });
+
+  it('on the same table analyzed as it is', async () => {
+    await small.pool.query(`ANALYZE rowfleet.records`);
+    expect(await shapes(small)).toEqual(EXPECTED);
+  });
+
+  it('on 1,000,000 due records, never analyzed', { timeout: 120_000 }, async () => {
+    const big = await freshDatabase();
+    await big.pool.query(`INSERT INTO rowfleet.records (id, version, data) SELECT 'big-' || g, 1, jsonb_build_object('i', g) FROM generate_series(1, ${MILLION}) g`);
+    expect(await shapes(big)).toEqual(EXPECTED);
+  });
+});
