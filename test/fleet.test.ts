@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
-import { decideScale, isIdle, type ScaleLimits } from '../src/fleet/autoscale.ts';
+import { decideScale, nextIdleStreak, workersNeeded, type BacklogSample, type ScaleLimits } from '../src/fleet/autoscale.ts';
 import { restartDelayMs } from '../src/fleet/fleet.ts';
 import { fleetSize } from '../src/fleet/run.ts';
 import { UsageError } from '../src/errors.ts';
@@ -17,48 +17,47 @@ import { CLI, isAlive, Processes, ROOT, type LogLine } from './helpers/processes
 import { waitFor } from './helpers/wait.ts';
 
 describe('decideScale', () => {
-  const limits: ScaleLimits = { min: 1, max: 4, targetWaitMs: 5_000, idleSamples: 2 };
-  const decide = (count: number, oldestDueAgeMs: number | null, idleStreak = 0) => decideScale({ count, oldestDueAgeMs, idleStreak }, limits);
+  const limits: ScaleLimits = { min: 1, max: 8, targetWaitMs: 5_000, idleSamples: 2, concurrency: 5 };
+  const sample = (due: number, inFlight: number, handlerMs: number | null = null): BacklogSample => ({ due, inFlight, handlerMs, oldestDueAgeMs: due > 0 ? 1_000 : null });
+  const decide = (count: number, s: BacklogSample, idleStreak = 0) => decideScale(count, s, idleStreak, limits);
 
-  it('grows by one while the oldest due record waits longer than the target', () => {
-    expect(decide(1, 5_001)).toEqual({ from: 1, to: 2, reason: 'backlog' });
-    expect(decide(3, 60_000)).toEqual({ from: 3, to: 4, reason: 'backlog' });
+  it('goes straight to what the backlog needs: 200 records of 15 s ask for every slot, so --max at once', () => {
+    expect(decide(1, sample(195, 5))).toEqual({ from: 1, to: 8, reason: 'backlog', needed: 40 });
+    expect(decide(1, sample(195, 5, 15_000))).toEqual({ from: 1, to: 8, reason: 'backlog', needed: 40 });
   });
 
-  it('holds at max however long the backlog', () => {
-    expect(decide(4, 600_000)).toEqual({ from: 4, to: 4, reason: 'at-max' });
+  it('gives fast handlers only the slots that start every due record within the target', () => {
+    // 10,000 due records of 10 ms: 20 slots start them all within 5 s, plus the 5 held.
+    expect(workersNeeded(sample(10_000, 5, 10), limits)).toBe(5);
+    expect(decide(2, sample(10_000, 5, 10))).toEqual({ from: 2, to: 5, reason: 'backlog', needed: 5 });
   });
 
-  it('holds while records are due but have not waited past the target', () => {
-    expect(decide(2, 5_000)).toEqual({ from: 2, to: 2, reason: 'steady' });
-    expect(decide(2, 0, 5)).toEqual({ from: 2, to: 2, reason: 'steady' });
+  it('holds at max however large the backlog', () => {
+    expect(decide(8, sample(100_000, 40))).toEqual({ from: 8, to: 8, reason: 'at-max', needed: 20_008 });
   });
 
-  it('shrinks by one only after enough idle samples in a row, never below min', () => {
-    expect(decide(3, null, 1)).toEqual({ from: 3, to: 3, reason: 'steady' });
-    expect(decide(3, null, 2)).toEqual({ from: 3, to: 2, reason: 'idle' });
-    expect(decide(1, null, 10)).toEqual({ from: 1, to: 1, reason: 'steady' });
+  it('holds while it has what the sample needs', () => {
+    expect(decide(2, sample(3, 7, 1_000))).toEqual({ from: 2, to: 2, reason: 'steady', needed: 2 });
+  });
+
+  it('shrinks to what is needed only after enough idle samples in a row, never below min', () => {
+    expect(decide(4, sample(0, 6, 200), 0)).toEqual({ from: 4, to: 4, reason: 'steady', needed: 2 });
+    expect(nextIdleStreak(4, sample(0, 6, 200), 0, limits)).toBe(1);
+    expect(decide(4, sample(0, 6, 200), 1)).toEqual({ from: 4, to: 2, reason: 'idle', needed: 2 });
+    expect(decide(1, sample(0, 0), 10)).toEqual({ from: 1, to: 1, reason: 'steady', needed: 0 });
+    // Needing what it has ends an idle streak.
+    expect(nextIdleStreak(2, sample(0, 10, 200), 5, limits)).toBe(0);
   });
 
   it('returns to the bounds first', () => {
-    expect(decide(0, null)).toEqual({ from: 0, to: 1, reason: 'below-min' });
-    expect(decide(6, 60_000)).toEqual({ from: 6, to: 4, reason: 'above-max' });
+    expect(decide(0, sample(0, 0))).toEqual({ from: 0, to: 1, reason: 'below-min', needed: 0 });
+    expect(decide(10, sample(500, 40))).toEqual({ from: 10, to: 8, reason: 'above-max', needed: 108 });
   });
 
-  it('scales from zero when min is 0', () => {
+  it('scales from zero when min is 0, and back to zero', () => {
     const zero = { ...limits, min: 0 };
-    expect(decideScale({ count: 0, oldestDueAgeMs: 6_000, idleStreak: 0 }, zero)).toEqual({ from: 0, to: 1, reason: 'backlog' });
-    expect(decideScale({ count: 1, oldestDueAgeMs: null, idleStreak: 2 }, zero)).toEqual({ from: 1, to: 0, reason: 'idle' });
-  });
-});
-
-describe('isIdle', () => {
-  it('needs nothing due and what is held to fit in one worker fewer', () => {
-    expect(isIdle({ oldestDueAgeMs: null, inFlight: 10 }, 2, 10)).toBe(true);
-    expect(isIdle({ oldestDueAgeMs: null, inFlight: 11 }, 2, 10)).toBe(false);
-    expect(isIdle({ oldestDueAgeMs: 10, inFlight: 0 }, 2, 10)).toBe(false);
-    expect(isIdle({ oldestDueAgeMs: null, inFlight: 1 }, 1, 10)).toBe(false);
-    expect(isIdle({ oldestDueAgeMs: null, inFlight: 0 }, 1, 10)).toBe(true);
+    expect(decideScale(0, sample(3, 0), 0, zero)).toEqual({ from: 0, to: 1, reason: 'backlog', needed: 1 });
+    expect(decideScale(1, sample(0, 0, 50), 1, zero)).toEqual({ from: 1, to: 0, reason: 'idle', needed: 0 });
   });
 });
 
@@ -227,9 +226,9 @@ describe('a fleet of worker processes', () => {
     }
   });
 
-  it('grows while records wait past the target and shrinks back when idle', async () => {
-    // 24 records of 400 ms with 2 handlers per worker: one worker needs ~5 s, so the oldest due
-    // record soon waits past 300 ms and the fleet grows to its max of 3.
+  it('grows to what the backlog needs at once and shrinks back when idle, logging each decision with its inputs', async () => {
+    // 24 records of 400 ms with 2 handlers per worker: at the first sample the backlog asks for
+    // more than the max of 3 workers, so the fleet goes to 3 in one step.
     await db.pool.query(
       `SELECT * FROM rowfleet.upsert_messages(
          array(SELECT 'scale-' || g FROM generate_series(1, 24) g),
@@ -250,9 +249,15 @@ describe('a fleet of worker processes', () => {
     await waitFor(() => fleet.logs.filter((l) => l.msg === 'worker process stopped').length === 2, 60_000, 'the two retired workers to exit');
 
     const decisions = fleet.logs.filter(isScale).map((l) => `${l.from}->${l.to} ${l.reason}`);
-    expect(decisions).toEqual(['1->2 backlog', '2->3 backlog', '3->2 idle', '2->1 idle']);
+    expect(decisions).toEqual(['1->3 backlog', '3->1 idle']);
     const grow = fleet.logs.find((l) => l.msg === 'fleet grows')!;
-    expect(grow.oldestDueAgeSeconds).toBeGreaterThan(0.3);
+    expect(grow).toMatchObject({ due: expect.any(Number), inFlight: expect.any(Number), needed: expect.any(Number) });
+    expect((grow.due as number) + (grow.inFlight as number)).toBe(24);
+    expect(grow.needed).toBeGreaterThan(3);
+    const shrink = fleet.logs.find((l) => l.msg === 'fleet shrinks')!;
+    expect(shrink).toMatchObject({ due: 0, inFlight: 0, needed: 0 });
+    // Measured by the workers and reported with their heartbeats (null until the first one).
+    expect(shrink.handlerMs === null || (shrink.handlerMs as number) >= 400).toBe(true);
     // Shrinking is a drain, not a kill: those workers stopped cleanly.
     expect(fleet.logs.filter((l) => l.msg === 'worker process stopped')).toHaveLength(2);
     expect(fleet.logs.filter((l) => l.msg === 'worker process stopped').every((l) => l.code === 0)).toBe(true);

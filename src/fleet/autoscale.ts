@@ -1,36 +1,33 @@
 /**
- * When a fleet grows or shrinks. The decision is a pure function of one sample (how long the
- * oldest due record has waited, how many records this fleet's workers hold) and a little state
- * (the current count, how many samples in a row were idle), so tests check it exactly; the one
- * statement that takes the sample lives here too.
+ * How big a fleet should be. The decision is a pure function of one sample (what is due, what the
+ * fleet holds, how long its handlers take) and a little state (the current size, how many samples
+ * in a row were idle), so tests check it exactly.
  *
- * Grow by one while the oldest due record waits longer than the target: waiting is what users
- * feel, and unlike a due count it does not mistake a burst that is being drained quickly for a
- * lack of capacity. Shrink by one only after several idle samples in a row, idle meaning nothing
- * is due and what is held would fit in one worker fewer: a fleet of busy workers with 15 s jobs
- * shows nothing due between claims, and shrinking it would only make the backlog grow back.
- * One step per sample either way, so a new worker has started (and claimed) before the next look.
+ * Size to the backlog: the slots needed are those holding records now plus enough to start every
+ * due record within the target wait. A slot finishes a record every `handlerMs`, so within the
+ * target it starts `targetWaitMs / handlerMs` of them: `due * handlerMs / targetWaitMs` slots, and
+ * never more than `due` (a record runs in one slot at a time). Before any handler has finished,
+ * its duration is unknown and every due record is given a slot. 200 records of 15 s with a
+ * 5 s target ask for 200 slots at the first sample: with 5 handlers each, the fleet goes straight
+ * to its --max of 8 instead of one worker per sample.
+ *
+ * Grow to that size at once (bounded by --max). Shrink only after several idle samples in a row,
+ * idle meaning the fleet needs fewer workers than it has: busy workers with long handlers show
+ * little due between claims, and shrinking on one sample would let the backlog grow back.
  */
-import os from 'node:os';
-import { sql } from 'drizzle-orm';
-import { query, type Queryable } from '../db/sql.ts';
+import type { BacklogSample } from '../records/backlog.ts';
+
+export type { BacklogSample };
 
 export interface ScaleLimits {
   min: number;
   max: number;
-  /** Grow while the oldest due record has waited longer than this. */
+  /** Every due record should start within this. */
   targetWaitMs: number;
-  /** Idle samples in a row before shrinking by one. */
+  /** Idle samples in a row before shrinking. */
   idleSamples: number;
-}
-
-export interface ScaleInput {
-  /** Workers now (those waiting to be restarted included). */
-  count: number;
-  /** How long the oldest due record has waited; null when nothing is due. */
-  oldestDueAgeMs: number | null;
-  /** Idle samples in a row, this one included (see isIdle). */
-  idleStreak: number;
+  /** Handlers per worker. */
+  concurrency: number;
 }
 
 export type ScaleReason = 'below-min' | 'above-max' | 'backlog' | 'idle' | 'at-max' | 'steady';
@@ -40,45 +37,29 @@ export interface ScaleDecision {
   /** Equal to `from` when the fleet holds. */
   to: number;
   reason: ScaleReason;
+  /** Workers the sample asks for, before the bounds. */
+  needed: number;
 }
 
-export function decideScale(input: ScaleInput, limits: ScaleLimits): ScaleDecision {
-  const { count, oldestDueAgeMs, idleStreak } = input;
-  const hold = (reason: ScaleReason): ScaleDecision => ({ from: count, to: count, reason });
-  if (count < limits.min) return { from: count, to: limits.min, reason: 'below-min' };
-  if (count > limits.max) return { from: count, to: limits.max, reason: 'above-max' };
-  if (oldestDueAgeMs !== null && oldestDueAgeMs > limits.targetWaitMs) {
-    return count < limits.max ? { from: count, to: count + 1, reason: 'backlog' } : hold('at-max');
-  }
-  if (oldestDueAgeMs === null && idleStreak >= limits.idleSamples && count > limits.min) return { from: count, to: count - 1, reason: 'idle' };
-  return hold('steady');
+/** Workers needed for what `sample` shows, before the bounds. */
+export function workersNeeded(sample: BacklogSample, limits: Pick<ScaleLimits, 'targetWaitMs' | 'concurrency'>): number {
+  const perRecord = sample.handlerMs === null ? 1 : Math.min(1, sample.handlerMs / limits.targetWaitMs);
+  const slots = sample.inFlight + sample.due * perRecord;
+  return Math.ceil(slots / limits.concurrency);
 }
 
-export interface BacklogSample {
-  oldestDueAgeMs: number | null;
-  /** Records held by this fleet's workers, as of their last heartbeats. */
-  inFlight: number;
+/** `idleStreak`: idle samples in a row before this one (see nextIdleStreak). */
+export function decideScale(count: number, sample: BacklogSample, idleStreak: number, limits: ScaleLimits): ScaleDecision {
+  const needed = workersNeeded(sample, limits);
+  const decision = (to: number, reason: ScaleReason): ScaleDecision => ({ from: count, to, reason, needed });
+  if (count < limits.min) return decision(limits.min, 'below-min');
+  if (count > limits.max) return decision(limits.max, 'above-max');
+  if (needed > count) return count < limits.max ? decision(Math.min(limits.max, needed), 'backlog') : decision(count, 'at-max');
+  if (needed < count && idleStreak + 1 >= limits.idleSamples && count > limits.min) return decision(Math.max(limits.min, needed), 'idle');
+  return decision(count, 'steady');
 }
 
-/** Nothing is due, and what the fleet holds would fit in one worker fewer. */
-export function isIdle(sample: BacklogSample, count: number, concurrency: number): boolean {
-  return sample.oldestDueAgeMs === null && sample.inFlight <= Math.max(0, count - 1) * concurrency;
-}
-
-/**
- * One sample. min(run_after) over due rows reads the first entry of the partial index
- * records_due_idx, so the sample costs the same with ten due rows or ten million (a count would
- * not). In-flight counts come from the workers' own rows, found by this host and the pids the
- * fleet started.
- */
-export async function sampleBacklog(db: Queryable, workerPids: readonly number[]): Promise<BacklogSample> {
-  const rows = await query<{ oldest_due_age_ms: number | null; in_flight: number }>(
-    db,
-    sql`SELECT (SELECT (extract(epoch FROM now() - min(run_after)) * 1000)::float8
-                  FROM rowfleet.records WHERE status = 'COMPLETED' AND run_after <= now()) AS oldest_due_age_ms,
-               (SELECT coalesce(sum(in_flight), 0)::int
-                  FROM rowfleet.workers WHERE host = ${os.hostname()} AND pid = ANY (${sql.param([...workerPids])}::int[])) AS in_flight`,
-  );
-  const row = rows[0];
-  return { oldestDueAgeMs: row?.oldest_due_age_ms ?? null, inFlight: row?.in_flight ?? 0 };
+/** The idle streak after `sample`: one more when the fleet needs fewer workers than it has, else none. */
+export function nextIdleStreak(count: number, sample: BacklogSample, idleStreak: number, limits: ScaleLimits): number {
+  return workersNeeded(sample, limits) < count ? idleStreak + 1 : 0;
 }

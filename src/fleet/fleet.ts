@@ -23,7 +23,8 @@ import type pg from 'pg';
 import type { Logger } from '../log.ts';
 import { UserError } from '../errors.ts';
 import { unregisterProcess } from '../worker/registry.ts';
-import { decideScale, isIdle, sampleBacklog, type BacklogSample, type ScaleLimits } from './autoscale.ts';
+import { decideScale, nextIdleStreak, type BacklogSample, type ScaleLimits } from './autoscale.ts';
+import { sampleBacklog } from '../records/backlog.ts';
 
 /** How to start one worker process. */
 export interface WorkerProcessSpec {
@@ -131,6 +132,8 @@ export class Fleet {
     process.on('exit', onExit);
     this.#log.info({ workers: o.initial, min: o.min, max: o.max, autoscale, ...(autoscale && { scaleEveryMs: o.scaleEveryMs, targetWaitMs: o.targetWaitMs }) }, 'fleet started');
     for (let i = 0; i < o.initial; i++) this.#add();
+    // The first sample at once: a backlog waiting at startup should not wait a whole interval.
+    if (autoscale) void this.#scale();
     const scaler = autoscale ? setInterval(() => void this.#scale(), o.scaleEveryMs) : undefined;
     try {
       await new Promise<void>((resolve) => {
@@ -240,22 +243,25 @@ export class Fleet {
     this.#sampling = true;
     try {
       const o = this.#o;
+      const limits: ScaleLimits = { min: o.min, max: o.max, targetWaitMs: o.targetWaitMs, idleSamples: o.idleSamples, concurrency: o.concurrency };
       let sample: BacklogSample;
       try {
-        sample = await sampleBacklog(o.pool, this.pids);
+        // Counting past what --max workers could start within the target says nothing more.
+        sample = await sampleBacklog(o.pool, this.pids, Math.max(1_000, o.max * o.concurrency * 100));
       } catch (err) {
         this.#log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'backlog sample failed; holding the fleet at its size');
         return;
       }
       if (this.#stopping) return;
       const count = this.size;
-      this.#idleStreak = isIdle(sample, count, o.concurrency) ? this.#idleStreak + 1 : 0;
-      const limits: ScaleLimits = { min: o.min, max: o.max, targetWaitMs: o.targetWaitMs, idleSamples: o.idleSamples };
-      const decision = decideScale({ count, oldestDueAgeMs: sample.oldestDueAgeMs, idleStreak: this.#idleStreak }, limits);
+      const decision = decideScale(count, sample, this.#idleStreak, limits);
+      this.#idleStreak = nextIdleStreak(count, sample, this.#idleStreak, limits);
       const fields = {
         ...decision,
+        due: sample.due,
         oldestDueAgeSeconds: sample.oldestDueAgeMs === null ? null : Math.round(sample.oldestDueAgeMs / 100) / 10,
         inFlight: sample.inFlight,
+        handlerMs: sample.handlerMs === null ? null : Math.round(sample.handlerMs),
         idleStreak: this.#idleStreak,
       };
       if (decision.to === decision.from) {

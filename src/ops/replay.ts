@@ -13,8 +13,7 @@
  */
 import type pg from 'pg';
 import { sql, type SQL } from 'drizzle-orm';
-import { wakeWorkers } from '../records/wake.ts';
-import { query } from '../db/sql.ts';
+import { rebuild, replayPage, type ReplayRow } from '../records/replay.ts';
 import { presentVersion } from '../records/message.ts';
 
 export interface ReplayOptions {
@@ -56,14 +55,6 @@ export interface ReplayResult {
 
 const PAGE = 1000;
 
-interface Row {
-  id: string;
-  replay_version: string;
-  replay_data: unknown;
-  seq: string;
-  version: string | null;
-  same_data: boolean | null;
-}
 
 export async function replay(pool: pg.Pool, options: ReplayOptions): Promise<ReplayResult> {
   const inRange = rangeSql(options);
@@ -74,27 +65,11 @@ export async function replay(pool: pg.Pool, options: ReplayOptions): Promise<Rep
   let rebuilt = 0;
   let after = '';
   for (;;) {
-    const rows = await query<Row>(
-      pool,
-      sql`WITH candidates AS (
-            SELECT DISTINCT record_id FROM rowfleet.event_log
-             WHERE applied AND ${inRange} AND record_id > ${after}
-             ORDER BY record_id LIMIT ${PAGE}
-          ),
-          latest AS (
-            SELECT DISTINCT ON (e.record_id) e.record_id, e.version, e.data, e.seq
-              FROM rowfleet.event_log e JOIN candidates c ON c.record_id = e.record_id
-             WHERE e.applied AND ${upTo}
-             ORDER BY e.record_id, e.seq DESC
-          )
-          SELECT l.record_id AS id, l.version AS replay_version, l.data AS replay_data, l.seq, r.version, r.data = l.data AS same_data
-            FROM latest l LEFT JOIN rowfleet.records r ON r.id = l.record_id
-           ORDER BY l.record_id`,
-    );
+    const rows = await replayPage(pool, inRange, upTo, after, PAGE);
     if (rows.length === 0) break;
     after = rows.at(-1)!.id;
     checked += rows.length;
-    const changes: Row[] = [];
+    const changes: ReplayRow[] = [];
     for (const row of rows) {
       const kind = classify(row);
       if (kind === undefined) continue;
@@ -117,7 +92,7 @@ export async function replay(pool: pg.Pool, options: ReplayOptions): Promise<Rep
   return { checked, differ, byKind, rebuilt, verify: options.verify, dryRun: options.dryRun, ...(options.verify && { differences }) };
 }
 
-function classify(row: Row): DifferenceKind | undefined {
+function classify(row: ReplayRow): DifferenceKind | undefined {
   if (row.version === null) return 'missing';
   const current = BigInt(row.version);
   const replayed = BigInt(row.replay_version);
@@ -132,47 +107,4 @@ function rangeSql(o: ReplayOptions): SQL {
   if (o.fromSeq !== undefined) parts.push(sql`seq >= ${o.fromSeq}::bigint`);
   if (o.toSeq !== undefined) parts.push(sql`seq <= ${o.toSeq}::bigint`);
   return sql.join(parts, sql` AND `);
-}
-
-/**
- * Rewrites records from their replayed message, each guarded by what was read (version, or
- * absence), so a write that raced the replay is never overwritten; one `replayed` event each. A
- * record held by a worker loses its lease (the token is cleared): the old holder's completion is
- * refused and the record is processed again with the rebuilt data.
- */
-async function rebuild(pool: pg.Pool, rows: readonly Row[]): Promise<number> {
-  const [result] = await query<{ n: number }>(
-    pool,
-    sql`WITH r AS (
-          SELECT * FROM unnest(${sql.param(rows.map((x) => x.id))}::text[], ${sql.param(rows.map((x) => x.replay_version))}::bigint[],
-                               ${sql.param(rows.map((x) => JSON.stringify(x.replay_data)))}::jsonb[], ${sql.param(rows.map((x) => x.version))}::bigint[])
-                 AS t(id, version, data, was)
-        ),
-        -- Locked in id order first, as every statement that waits for records does (drizzle/0006).
-        locked AS (
-          SELECT rec.id FROM rowfleet.records rec WHERE rec.id = ANY (${sql.param(rows.map((x) => x.id))}::text[]) ORDER BY rec.id FOR UPDATE
-        ),
-        updated AS (
-          UPDATE rowfleet.records rec
-             SET version = r.version, data = r.data, status = 'COMPLETED', attempts = 0, lease_expirations = 0, run_after = now(),
-                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, enqueued_at = NULL, last_error = NULL, updated_at = now()
-            FROM r
-           WHERE rec.id = ANY (ARRAY(SELECT id FROM locked)) AND rec.id = r.id AND r.was IS NOT NULL AND rec.version = r.was
-          RETURNING rec.id, rec.version, r.was
-        ),
-        inserted AS (
-          INSERT INTO rowfleet.records (id, version, data)
-          SELECT r.id, r.version, r.data FROM r WHERE r.was IS NULL
-          ON CONFLICT (id) DO NOTHING
-          RETURNING id, version, NULL::bigint AS was
-        ),
-        logged AS (
-          INSERT INTO rowfleet.event_log (record_id, version, applied, reason, detail)
-          SELECT c.id, c.version, false, 'replayed', jsonb_build_object('from', c.was)
-            FROM (SELECT * FROM updated UNION ALL SELECT * FROM inserted) c
-        )
-        SELECT ((SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted))::int AS n`,
-  );
-  if (result!.n > 0) await wakeWorkers(pool);
-  return result!.n;
 }

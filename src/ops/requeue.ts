@@ -6,26 +6,14 @@
  * error history stays in event_log.
  */
 import type pg from 'pg';
-import { sql, type SQL } from 'drizzle-orm';
-import { query, sqlState } from '../db/sql.ts';
+import type { SQL } from 'drizzle-orm';
+import { sqlState } from '../db/sql.ts';
+import { countMatching, previewPage, requeueFilter, requeuePage, type PreviewRow, type RequeueFilter } from '../records/requeue.ts';
 import { UsageError } from '../errors.ts';
 import { wakeWorkers } from '../records/wake.ts';
 import { durationProblem, parseDuration } from '../duration.ts';
 
-export const REQUEUE_STATUSES = ['FAILED', 'PROCESSED'] as const;
-export type RequeueStatus = (typeof REQUEUE_STATUSES)[number];
 
-export interface RequeueFilter {
-  status: RequeueStatus;
-  ids?: readonly string[] | undefined;
-  /** A POSIX regular expression (Postgres `~`) the last error must match. */
-  error?: string | undefined;
-  /** Only records that reached their status at or after this time (updated_at). */
-  since?: Date | undefined;
-  /** Only records that reached their status before this time. */
-  before?: Date | undefined;
-  limit?: number | undefined;
-}
 
 export interface RequeueOptions extends RequeueFilter {
   dryRun: boolean;
@@ -42,13 +30,6 @@ export interface RequeueOptions extends RequeueFilter {
   signal?: AbortSignal;
 }
 
-export interface PreviewRow {
-  id: string;
-  status: string;
-  version: string;
-  lastError: string | null;
-  updatedAt: Date;
-}
 
 export interface RequeueResult {
   matched: number;
@@ -62,9 +43,8 @@ const PAGE = 1000;
 
 export async function requeue(pool: pg.Pool, options: RequeueOptions): Promise<RequeueResult> {
   await checkRegex(pool, options.error);
-  const where = filterSql(options);
-  const [counted] = await query<{ n: number }>(pool, sql`SELECT count(*)::int AS n FROM rowfleet.records WHERE ${where}`);
-  const matched = Math.min(counted!.n, options.limit ?? Number.POSITIVE_INFINITY);
+  const where = requeueFilter(options);
+  const matched = Math.min(await countMatching(pool, where), options.limit ?? Number.POSITIVE_INFINITY);
   if (options.dryRun) {
     const complete = options.onPreview === undefined || (await preview(pool, where, matched, options.onPreview, options.signal));
     return { matched, requeued: 0, dryRun: true, interrupted: !complete };
@@ -78,32 +58,7 @@ export async function requeue(pool: pg.Pool, options: RequeueOptions): Promise<R
   let seen = 0;
   while (seen < matched) {
     if (options.signal?.aborted) return { matched, requeued: done, dryRun: false, interrupted: true };
-    const rows = await query<{ id: string; requeued: boolean }>(
-      pool,
-      sql`WITH picked AS (
-            SELECT id, status, last_error FROM rowfleet.records
-             WHERE ${where} AND id > ${after}
-             ORDER BY id
-             LIMIT ${Math.min(page, matched - seen)}
-             FOR UPDATE SKIP LOCKED
-          ),
-          moved AS (
-            UPDATE rowfleet.records r
-               SET status = 'COMPLETED', attempts = 0, lease_expirations = 0, run_after = now(), last_error = NULL,
-                   enqueued_at = NULL, updated_at = now()
-              FROM picked p
-             WHERE r.id = ANY (ARRAY(SELECT id FROM picked)) AND r.id = p.id AND r.status = ${options.status}
-            RETURNING r.id, r.version, p.status AS was, p.last_error
-          ),
-          logged AS (
-            INSERT INTO rowfleet.event_log (record_id, version, applied, reason, detail)
-            SELECT m.id, m.version, false, 'requeued', jsonb_build_object('from', m.was, 'lastError', m.last_error)
-              FROM moved m
-          )
-          SELECT p.id, EXISTS (SELECT 1 FROM moved m WHERE m.id = p.id) AS requeued
-            FROM picked p
-           ORDER BY p.id`,
-    );
+    const rows = await requeuePage(pool, where, options.status, after, Math.min(page, matched - seen));
     if (rows.length === 0) break;
     if (rows.some((r) => r.requeued)) await wakeWorkers(pool);
     after = rows.at(-1)!.id;
@@ -119,14 +74,6 @@ export async function requeue(pool: pg.Pool, options: RequeueOptions): Promise<R
   return { matched, requeued: done, dryRun: false, interrupted: false };
 }
 
-function filterSql(f: RequeueFilter): SQL {
-  const parts: SQL[] = [sql`status = ${f.status}`];
-  if (f.ids !== undefined && f.ids.length > 0) parts.push(sql`id = ANY (${sql.param([...f.ids])}::text[])`);
-  if (f.error !== undefined) parts.push(sql`last_error ~ ${f.error}`);
-  if (f.since !== undefined) parts.push(sql`updated_at >= ${f.since.toISOString()}::timestamptz`);
-  if (f.before !== undefined) parts.push(sql`updated_at < ${f.before.toISOString()}::timestamptz`);
-  return sql.join(parts, sql` AND `);
-}
 
 /** Lists the matched records page by page; false if `signal` stopped it first. */
 async function preview(pool: pg.Pool, where: SQL, matched: number, emit: (rows: PreviewRow[]) => void, signal: AbortSignal | undefined): Promise<boolean> {
@@ -134,13 +81,9 @@ async function preview(pool: pg.Pool, where: SQL, matched: number, emit: (rows: 
   let seen = 0;
   while (seen < matched) {
     if (signal?.aborted) return false;
-    const rows = await query<{ id: string; status: string; version: string; last_error: string | null; updated_at: Date }>(
-      pool,
-      sql`SELECT id, status, version, last_error, updated_at FROM rowfleet.records
-           WHERE ${where} AND id > ${after} ORDER BY id LIMIT ${Math.min(PAGE, matched - seen)}`,
-    );
+    const rows = await previewPage(pool, where, after, Math.min(PAGE, matched - seen));
     if (rows.length === 0) return true;
-    emit(rows.map((r) => ({ id: r.id, status: r.status, version: r.version, lastError: r.last_error, updatedAt: r.updated_at })));
+    emit(rows);
     after = rows.at(-1)!.id;
     seen += rows.length;
   }

@@ -58,7 +58,7 @@ export class Settlement {
 
   async settle(execution: Execution, outcome: HandlerOutcome): Promise<void> {
     const { stats, pool } = this.#d;
-    const { claimed, controller } = execution;
+    const { claimed } = execution;
     if (execution.lost) {
       stats.lost += 1;
       this.#d.log(execution).warn('lease lost while the handler ran; its result is discarded');
@@ -71,7 +71,7 @@ export class Settlement {
     // Shutdown, or the database went away (or chose this transaction as a deadlock's victim) under a
     // transactional handler: not the record's fault, so give it back without spending an attempt
     // (infrastructure retries stay apart from job retries).
-    if (!outcome.ok && (controller.signal.reason instanceof ShutdownError || (this.#d.handler.transactional && isInfrastructure(outcome.error)))) {
+    if (!outcome.ok && (execution.reason instanceof ShutdownError || (this.#d.handler.transactional && isInfrastructure(outcome.error)))) {
       const released = await this.#d.retrying('release', () => release(pool, [claimed], this.#d.now?.()));
       stats.released += released;
       if (released > 0) this.#d.dueAgain(execution, 0);

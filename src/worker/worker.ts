@@ -20,7 +20,7 @@ import type { Claimed } from '../records/claim.ts';
 import { awaitWork, DUE_CHANNEL } from '../records/wake.ts';
 import type { LoadedHandler } from './handler.ts';
 import type { Engine } from './engine.ts';
-import { Execution, ShutdownError, runHandler } from './execution.ts';
+import { Execution, HandlerTimeoutError, ShutdownError, runHandler } from './execution.ts';
 import { heartbeat } from './heartbeat.ts';
 import { retrying } from './infrastructure.ts';
 import { heartbeatEveryMs } from './policy.ts';
@@ -111,11 +111,14 @@ export class Worker {
     };
     const listener = listen(o.databaseUrl, DUE_CHANNEL, woken, this.#log);
     const beat = setInterval(() => void this.#heartbeat(), heartbeatEveryMs(o.leaseMs));
+    // One clock for every handler's timeout, a quarter of it apart, rather than a timer per record.
+    const timeouts = setInterval(() => this.#expire(), Math.max(5, Math.min(1_000, o.timeoutMs / 4)));
     const rescuer = setInterval(() => void this.#rescue(), o.rescueEveryMs);
     try {
       await this.#loop(signal);
     } finally {
       clearInterval(beat);
+      clearInterval(timeouts);
       clearInterval(rescuer);
       for (const timer of this.#retryTimers) clearTimeout(timer);
       await listener.close();
@@ -180,18 +183,32 @@ export class Worker {
   #start(claimed: Claimed): void {
     const execution = new Execution(claimed);
     this.#active.set(claimed.id, execution);
+    void this.#execute(execution);
+  }
+
+  async #execute(execution: Execution): Promise<void> {
     const o = this.#o;
-    void runHandler(execution, { pool: o.pool, handler: o.handler, leaseMs: o.leaseMs, timeoutMs: o.timeoutMs, log: () => this.#recordLog(claimed), now: o.now })
-      .then((outcome) => {
-        execution.settling = true;
-        this.#measure(performance.now() - execution.startedAt);
-        return this.#settlement.settle(execution, outcome);
-      })
-      .catch((err) => this.#log.error({ err, recordId: claimed.id }, 'could not record the outcome; the lease will expire and the record be rescued'))
-      .finally(() => {
-        this.#active.delete(claimed.id);
-        this.#wakeup.poke();
-      });
+    try {
+      const outcome = await runHandler(execution, { pool: o.pool, handler: o.handler, leaseMs: o.leaseMs, log: () => this.#recordLog(execution.claimed), now: o.now });
+      execution.settling = true;
+      this.#measure(performance.now() - execution.startedAt);
+      await this.#settlement.settle(execution, outcome);
+    } catch (err) {
+      this.#log.error({ err, recordId: execution.claimed.id }, 'could not record the outcome; the lease will expire and the record be rescued');
+    } finally {
+      this.#active.delete(execution.claimed.id);
+      this.#wakeup.poke();
+    }
+  }
+
+  /** Aborts handlers running past the timeout. Executions start in order, so the first one still in time ends the look. */
+  #expire(): void {
+    const now = performance.now();
+    const { timeoutMs } = this.#o;
+    for (const execution of this.#active.values()) {
+      if (now - execution.startedAt < timeoutMs) break;
+      if (!execution.settling) execution.abort(new HandlerTimeoutError(`handler timed out after ${timeoutMs} ms`));
+    }
   }
 
   #measure(ms: number): void {
@@ -245,7 +262,7 @@ export class Worker {
     const deadline = Date.now() + this.#o.graceMs;
     while (this.#active.size > 0 && Date.now() < deadline) await this.#wakeup.wait(deadline - Date.now(), never);
     for (const execution of this.#active.values()) {
-      if (!execution.settling) execution.controller.abort(new ShutdownError('worker shutting down'));
+      if (!execution.settling) execution.abort(new ShutdownError('worker shutting down'));
     }
     while (this.#active.size > 0) await this.#wakeup.wait(1_000, never);
   }

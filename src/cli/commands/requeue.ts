@@ -1,7 +1,8 @@
 import { Command, Option } from 'commander';
 import { parseInteger } from '../../config.ts';
 import { UsageError, UserError } from '../../errors.ts';
-import { REQUEUE_STATUSES, parseMoment, requeue, type RequeueStatus } from '../../ops/requeue.ts';
+import { parseMoment, requeue } from '../../ops/requeue.ts';
+import { REQUEUE_STATUSES, type RequeueStatus } from '../../records/requeue.ts';
 import { progressBar } from '../progress.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 

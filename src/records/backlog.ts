@@ -1,0 +1,37 @@
+/**
+ * What autoscaling reads: how much is due, how much a set of workers holds, how long their
+ * handlers take. Each read is bounded: the due count stops at `cap` (records_due_idx, in order),
+ * holdings are read from the records themselves (not from heartbeats, which lag), durations from
+ * the workers' own rows.
+ */
+import os from 'node:os';
+import { sql } from 'drizzle-orm';
+import { query, type Queryable } from '../db/sql.ts';
+
+export interface BacklogSample {
+  /** Due COMPLETED records, counted up to the cap. */
+  due: number;
+  /** How long the oldest due record has waited; null when nothing is due. */
+  oldestDueAgeMs: number | null;
+  /** Records held (PROCESSING) by the given workers right now. */
+  inFlight: number;
+  /** The given workers' mean handler duration; null before any has finished a record. */
+  handlerMs: number | null;
+}
+
+/** One sample for the worker processes `pids` on this host. */
+export async function sampleBacklog(db: Queryable, pids: readonly number[], cap: number): Promise<BacklogSample> {
+  const fleet = sql`SELECT id FROM rowfleet.workers WHERE host = ${os.hostname()} AND pid = ANY (${sql.param([...pids])}::int[])`;
+  const rows = await query<{ due: number; oldest_due_age_ms: number | null; in_flight: number; handler_ms: number | null }>(
+    db,
+    sql`SELECT (SELECT count(*)::int FROM (SELECT 1 FROM rowfleet.records
+                                            WHERE status = 'COMPLETED' AND run_after <= now() ORDER BY run_after, id LIMIT ${cap}::int) d) AS due,
+               (SELECT (extract(epoch FROM now() - min(run_after)) * 1000)::float8
+                  FROM rowfleet.records WHERE status = 'COMPLETED' AND run_after <= now()) AS oldest_due_age_ms,
+               (SELECT count(*)::int FROM rowfleet.records WHERE status = 'PROCESSING' AND lease_owner IN (${fleet})) AS in_flight,
+               (SELECT avg(handler_ms)::float8 FROM rowfleet.workers
+                 WHERE host = ${os.hostname()} AND pid = ANY (${sql.param([...pids])}::int[]) AND handler_ms IS NOT NULL) AS handler_ms`,
+  );
+  const row = rows[0];
+  return { due: row?.due ?? 0, oldestDueAgeMs: row?.oldest_due_age_ms ?? null, inFlight: row?.in_flight ?? 0, handlerMs: row?.handler_ms ?? null };
+}
