@@ -24,6 +24,31 @@ import {
 
 export const rowfleet = pgSchema('rowfleet');
 
+/**
+ * The life of a record: every status and every transition, with the statement that makes it
+ * (all in src/records/; the hot ones are functions in drizzle/0006_hot_path.sql).
+ *
+ *   (new id) ──upsert──► COMPLETED ◄───────────────────────────────────────────────┐
+ *                          │  ▲  upsert of a newer version: data, version, attempts 0  │
+ *                          │  └─(any status but PROCESSING, which keeps its lease)──────┤
+ *            claim_due /   │                                                            │
+ *            claim_ids     ▼                                                            │
+ *                     PROCESSING ──complete, same version──► PROCESSED ──upsert newer──┤
+ *                     │  │  │  └─complete, a newer version arrived (superseded)────────┤
+ *                     │  │  └──fail, attempts left: run_after = backoff ('retried')─────┤
+ *                     │  └─────release (shutdown; the attempt given back)─────────────┤
+ *                     │  rescue_expired, lease ran out ('rescued')─────────────────────┘
+ *                     │
+ *                     ├──fail, attempts exhausted or permanent ('failed')──► FAILED
+ *                     └──rescue_expired, expired too often (poison, 'failed')──► FAILED
+ *
+ *   FAILED or PROCESSED ──requeue (filters, dry run; 'requeued')──► COMPLETED
+ *   any status ──replay (rebuilt from event_log; 'replayed')──► COMPLETED (a lease is cleared)
+ *
+ * Rules the schema enforces: a lease (token, expiry) exists exactly while PROCESSING; only a
+ * COMPLETED record carries the sweep's enqueued mark. Every transition out of PROCESSING but
+ * rescue is guarded by the lease token and an unexpired lease.
+ */
 export const RECORD_STATUSES = ['COMPLETED', 'PROCESSING', 'PROCESSED', 'FAILED'] as const;
 export type RecordStatus = (typeof RECORD_STATUSES)[number];
 

@@ -1,14 +1,13 @@
 /**
- * `rowfleet status`: what the fleet is doing, from a handful of cheap queries. Counts of
- * COMPLETED, PROCESSING and FAILED records read their partial indexes; PROCESSED, usually most of
- * the table, is counted exactly up to a million rows and estimated from the planner's statistics
- * above that (`estimated` says which). Throughput comes from rowfleet.stats, which every worker
- * adds its outcomes to at each heartbeat.
+ * `rowfleet status`: what the fleet is doing, from a handful of cheap queries: record counts
+ * (src/records/counts.ts; PROCESSED is estimated above a million rows, and `estimated` says so),
+ * throughput from rowfleet.stats, which every state change counts itself into, and the workers.
  */
 import type pg from 'pg';
 import { sql } from 'drizzle-orm';
 import { query } from '../db/sql.ts';
 import { RECORD_STATUSES, type RecordStatus } from '../db/schema.ts';
+import { countRecords, workersWithHoldings } from '../records/counts.ts';
 
 /** A worker not heard from for this long is reported as not alive (heartbeats come every lease/3). */
 export const ALIVE_WITHIN_SECONDS = 60;
@@ -43,34 +42,7 @@ export interface Status {
 }
 
 export async function readStatus(pool: pg.Pool): Promise<Status> {
-  const [row] = await query<{
-    completed: number;
-    processing: number;
-    failed: number;
-    estimate: number;
-    due: number;
-    oldest: number | null;
-    at: Date;
-  }>(
-    pool,
-    sql`SELECT (SELECT count(*) FROM rowfleet.records WHERE status = 'COMPLETED')::int AS completed,
-               (SELECT count(*) FROM rowfleet.records WHERE status = 'PROCESSING')::int AS processing,
-               (SELECT count(*) FROM rowfleet.records WHERE status = 'FAILED')::int AS failed,
-               (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'rowfleet.records'::regclass)::float8 AS estimate,
-               (SELECT count(*) FROM rowfleet.records WHERE status = 'COMPLETED' AND run_after <= now())::int AS due,
-               (SELECT extract(epoch FROM now() - min(run_after)) FROM rowfleet.records WHERE status = 'COMPLETED' AND run_after <= now())::float8 AS oldest,
-               now() AS at`,
-  );
-  const r = row!;
-  let processed: number;
-  const estimated: RecordStatus[] = [];
-  if (r.estimate <= EXACT_PROCESSED_UP_TO) {
-    const [exact] = await query<{ n: number }>(pool, sql`SELECT count(*)::int AS n FROM rowfleet.records WHERE status = 'PROCESSED'`);
-    processed = exact!.n;
-  } else {
-    processed = Math.max(0, Math.round(r.estimate) - r.completed - r.processing - r.failed);
-    estimated.push('PROCESSED');
-  }
+  const r = await countRecords(pool, EXACT_PROCESSED_UP_TO);
   const [window] = await query<{ m1: number; m5: number; m15: number; processed: number; failed: number; retried: number; rescued: number }>(
     pool,
     sql`SELECT coalesce(sum(processed) FILTER (WHERE minute > now() - interval '1 minute'), 0)::float8 AS m1,
@@ -81,30 +53,13 @@ export async function readStatus(pool: pg.Pool): Promise<Status> {
           FROM rowfleet.stats WHERE minute > now() - interval '1 hour'`,
   );
   const w = window!;
-  const workers = await query<{
-    id: string;
-    host: string;
-    pid: number;
-    engine: string;
-    concurrency: number;
-    in_flight: number;
-    started_at: Date;
-    last_seen_at: Date;
-    alive: boolean;
-  }>(
-    pool,
-    sql`SELECT w.id, w.host, w.pid, w.engine, w.concurrency, coalesce(h.n, 0)::int AS in_flight, w.started_at, w.last_seen_at,
-               w.last_seen_at > now() - ${ALIVE_WITHIN_SECONDS} * interval '1 second' AS alive
-          FROM rowfleet.workers w
-          LEFT JOIN (SELECT lease_owner, count(*) AS n FROM rowfleet.records WHERE status = 'PROCESSING' GROUP BY lease_owner) h ON h.lease_owner = w.id
-         ORDER BY w.host, w.pid, w.id`,
-  );
+  const workers = await workersWithHoldings(pool, ALIVE_WITHIN_SECONDS);
   const perSecond = (n: number, minutes: number) => Math.round((n / (minutes * 60)) * 100) / 100;
   const counts = Object.fromEntries(RECORD_STATUSES.map((s) => [s, 0])) as Record<RecordStatus, number>;
-  Object.assign(counts, { COMPLETED: r.completed, PROCESSING: r.processing, PROCESSED: processed, FAILED: r.failed });
+  Object.assign(counts, { COMPLETED: r.completed, PROCESSING: r.processing, PROCESSED: r.processed, FAILED: r.failed });
   return {
     counts,
-    estimated,
+    estimated: r.processedEstimated ? ['PROCESSED'] : [],
     due: r.due,
     oldestDueAgeSeconds: r.oldest === null ? 0 : Math.round(r.oldest * 10) / 10,
     throughput: { '1m': perSecond(w.m1, 1), '5m': perSecond(w.m5, 5), '15m': perSecond(w.m15, 15) },

@@ -3,10 +3,10 @@
  * due again. Everything else (slots, wake-ups, leases, outcomes) is the worker's, the same for
  * both engines; they pass the same conformance suite (test/engine.conformance.test.ts).
  *
- * - direct: claims due rows straight from `records` (rowfleet.claim_due: oldest due first, SKIP
+ * - direct: claims due rows straight from `records` (records/claim.ts: oldest due first, SKIP
  *   LOCKED). A record due again needs nothing: the next claim finds it.
  * - boss: fetches pg-boss jobs `{id, version}` and claims the records they point to
- *   (rowfleet.claim_ids). The jobs are completed once their records are claimed: the row, not the
+ *   (claimIds). The jobs are completed once their records are claimed: the row, not the
  *   job, carries retries and errors. A job whose record is not claimable (held, finished, not due)
  *   clears the record's enqueued mark, so the next sweep sends it again if it is still COMPLETED.
  *   A record due again gets its job now (deferred to when it is due), not at the next sweep.
