@@ -4,8 +4,9 @@
  * TRUNCATE keeps a table's column statistics, so each scenario gets a database of its own
  * (ctx.postgres.createDatabase), created and migrated just before it.
  *
- * Per scenario: `rowfleet worker --handler noop --batch B` processes, every other flag at its
- * default (--concurrency 10, ...), are started on the empty table and left to register and LISTEN;
+ * Per scenario: `rowfleet worker --handler noop --batch B --concurrency 2B` processes (so that a
+ * claim really takes B records, as in the issue's measurement; every other flag at its default)
+ * are started on the empty table and left to register and LISTEN;
  * then 100,000 records are written through the library's upsertMessages in batches of 1,000, as a
  * producer sends them through POST /upsert, and the drain is timed from the commit of the backlog to
  * its last completion (max(processed_at)), as in the drain bench (bench/lib/record-drain.ts).
@@ -85,7 +86,7 @@ async function drainOnce(ctx: BenchContext, state: State, batch: number, backlog
         ctx,
         db.url,
         pool,
-        { engine: 'direct', scenario: `${state}, ${plural(PROCESSES)}, --batch ${batch}`, backlog, processes: PROCESSES, batch },
+        { engine: 'direct', scenario: `${state}, ${plural(PROCESSES)}, --batch ${batch}`, backlog, processes: PROCESSES, batch, concurrency: 2 * batch },
         {
           release: async (db) => {
             const started = performance.now();
@@ -161,7 +162,7 @@ function report(ctx: BenchContext, backlog: number, scenarios: readonly Scenario
   );
   const notes = scenarios.flatMap(({ row }) => row.notes.map((note) => `note: ${row.scenario}: ${note}`));
   const header = [
-    `drain-fresh bench: postgres ${settings.server_version} (${ctx.postgres.origin}), fsync=${settings.fsync}; ${rate(backlog)} records upserted (upsertMessages, ${UPSERT_BATCH} a call) into a new database, then drained by ${PROCESSES} \`rowfleet worker --handler noop --batch B\` (other flags default)`,
+    `drain-fresh bench: postgres ${settings.server_version} (${ctx.postgres.origin}), fsync=${settings.fsync}; ${rate(backlog)} records upserted (upsertMessages, ${UPSERT_BATCH} a call) into a new database, then drained by ${PROCESSES} \`rowfleet worker --handler noop --batch B --concurrency 2B\` (other flags default)`,
     'fresh: never analyzed; analyzed: ANALYZE rowfleet.records before the drain; autovacuum off on rowfleet.records in both; timed from the backlog commit to the last completion',
   ].join('\n');
   return [header, '', summary, '', detail, ...(notes.length > 0 ? ['', ...notes] : [])].join('\n');

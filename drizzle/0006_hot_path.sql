@@ -308,17 +308,29 @@ $fn$;
 -- Wakes the workers that sleep until new work: clears their flag and sends one NOTIFY. Producers
 -- call it after their own commit (src/records/wake.ts), so a commit never waits for Postgres's
 -- global notification lock, and with no worker waiting it writes nothing at all.
+-- The flags are hints (a flag lost in a crash only leaves a worker to its poll), so neither this
+-- nor await_work waits for its commit to reach the disk: that wait was most of a wake-up's latency.
 CREATE FUNCTION rowfleet.wake_workers()
 RETURNS integer LANGUAGE plpgsql AS $fn$
 DECLARE
   v_count integer;
 BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
   UPDATE rowfleet.workers w SET waiting_since = NULL WHERE w.waiting_since IS NOT NULL;
   GET DIAGNOSTICS v_count = ROW_COUNT;
   IF v_count > 0 THEN
     PERFORM pg_notify('rowfleet_due', '');
   END IF;
   RETURN v_count;
+END;
+$fn$;
+--> statement-breakpoint
+-- A worker about to sleep until new work raises its flag (see wake_workers).
+CREATE FUNCTION rowfleet.await_work(p_worker text)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  UPDATE rowfleet.workers w SET waiting_since = now() WHERE w.id = p_worker AND w.waiting_since IS NULL;
 END;
 $fn$;
 --> statement-breakpoint

@@ -71,6 +71,8 @@ export class Worker {
   readonly #settlement: Settlement;
   /** Our flag in rowfleet.workers is up: a producer will notify. Down again once a notification arrives. */
   #flagged = false;
+  /** Notifications received so far (one may clear the flag while it is being raised). */
+  #notifications = 0;
   /** Wake-ups at the due times of the retries this worker scheduled. */
   readonly #retryTimers = new Set<NodeJS.Timeout>();
   /** Mean handler duration, for autoscaling (exponentially weighted). */
@@ -107,6 +109,7 @@ export class Worker {
     // A notification means our flag was cleared; so does a (re)connect, after which work may have arrived unseen.
     const woken = () => {
       this.#flagged = false;
+      this.#notifications += 1;
       this.#wakeup.poke();
     };
     const listener = listen(o.databaseUrl, DUE_CHANNEL, woken, this.#log);
@@ -156,11 +159,14 @@ export class Worker {
         // 4. Sleep until woken. Raise the flag first, and claim once more after it is committed,
         //    so that a record committed meanwhile is either seen by that claim or notified.
         if (want > 0 && !this.#flagged) {
-          this.#flagged = await awaitWork(o.pool, this.id).then(
+          const before = this.#notifications;
+          const raised = await awaitWork(o.pool, this.id).then(
             () => true,
             (err) => (this.#warn(err, 'could not ask to be woken; polling'), false),
           );
-          if (this.#flagged) continue;
+          // A notification that arrived meanwhile may have cleared the flag just raised: raise it again.
+          this.#flagged = raised && this.#notifications === before;
+          if (raised) continue;
         }
         if ((await this.#wakeup.wait(o.pollMs, signal)) === 'timeout') this.#flagged = false;
       }
