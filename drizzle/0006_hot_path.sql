@@ -44,10 +44,12 @@ DECLARE
   v_now timestamptz := coalesce(p_now, now());
 BEGIN
   -- Oldest due first, read from records_due_idx in its order. The CTE makes SKIP LOCKED and LIMIT
-  -- bind before the update; the update finds the locked rows by primary key.
+  -- bind before the update. The update finds the rows it locked by their physical address (a row
+  -- we hold a lock on cannot move): no descent of the primary key per row, whose depth grows with
+  -- the table (a claim of 1000 at 5,000,000 rows cost 1.36x the same claim at 10,000).
   RETURN QUERY
   WITH due AS (
-    SELECT r.id FROM rowfleet.records r
+    SELECT r.ctid AS tid FROM rowfleet.records r
      WHERE r.status = 'COMPLETED' AND r.run_after <= v_now
      ORDER BY r.run_after, r.id
      LIMIT p_limit
@@ -57,7 +59,7 @@ BEGIN
      SET status = 'PROCESSING', lease_owner = p_owner, lease_token = gen_random_uuid(),
          lease_expires_at = v_now + p_lease_ms * interval '1 millisecond', attempts = r.attempts + 1, updated_at = v_now,
          enqueued_at = NULL
-   WHERE r.id = ANY (ARRAY(SELECT due.id FROM due))
+   WHERE r.ctid = ANY (ARRAY(SELECT due.tid FROM due))
   RETURNING r.id, r.version, r.data, r.attempts, r.lease_token;
 END;
 $fn$;
@@ -74,7 +76,7 @@ BEGIN
   -- ORDER BY id with sorting off: the primary key, in its order (records_due_idx would need a sort).
   RETURN QUERY
   WITH due AS (
-    SELECT r.id FROM rowfleet.records r
+    SELECT r.ctid AS tid FROM rowfleet.records r
      WHERE r.id = ANY (p_ids) AND r.status = 'COMPLETED' AND r.run_after <= v_now
      ORDER BY r.id
      FOR UPDATE SKIP LOCKED
@@ -83,7 +85,7 @@ BEGIN
      SET status = 'PROCESSING', lease_owner = p_owner, lease_token = gen_random_uuid(),
          lease_expires_at = v_now + p_lease_ms * interval '1 millisecond', attempts = r.attempts + 1, updated_at = v_now,
          enqueued_at = NULL
-   WHERE r.id = ANY (ARRAY(SELECT due.id FROM due))
+   WHERE r.ctid = ANY (ARRAY(SELECT due.tid FROM due))
   RETURNING r.id, r.version, r.data, r.attempts, r.lease_token;
 END;
 $fn$;
@@ -273,14 +275,14 @@ DECLARE
 BEGIN
   RETURN QUERY
   WITH fresh AS (
-    SELECT r.id FROM rowfleet.records r
+    SELECT r.ctid AS tid FROM rowfleet.records r
      WHERE r.status = 'COMPLETED' AND r.enqueued_at IS NULL AND r.run_after <= v_now + p_lookahead_ms * interval '1 millisecond'
      ORDER BY r.run_after, r.id
      LIMIT p_limit
      FOR UPDATE SKIP LOCKED
   )
   UPDATE rowfleet.records r SET enqueued_at = v_now
-   WHERE r.id = ANY (ARRAY(SELECT fresh.id FROM fresh))
+   WHERE r.ctid = ANY (ARRAY(SELECT fresh.tid FROM fresh))
   RETURNING r.id, r.version, CASE WHEN r.run_after > v_now THEN r.run_after END;
 END;
 $fn$;

@@ -116,13 +116,14 @@ function shapeOf(plans: readonly PlanNode[]): Shape {
 
 /**
  * What each statement must do. "ModifyTable" is the update itself (its target is scanned by the
- * node below it). The one sort allowed is of the statement's own input (ids to lock in order).
+ * node below it); a "Tid Scan" finds rows the statement has just locked by their address. The one
+ * sort allowed is of the statement's own input (ids to lock in order).
  */
 const EXPECTED: Record<string, Shape> = {
-  mark_unenqueued: { scans: ['Index Scan records_pkey', 'Index Scan records_unenqueued_idx', 'ModifyTable'], others: [] },
+  mark_unenqueued: { scans: ['Index Scan records_unenqueued_idx', 'ModifyTable', 'Tid Scan'], others: [] },
   clear_marks: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },
-  claim_due: { scans: ['Index Scan records_due_idx', 'Index Scan records_pkey', 'ModifyTable'], others: [] },
-  claim_ids: { scans: ['Index Scan records_pkey', 'Index Scan records_pkey', 'ModifyTable'], others: [] },
+  claim_due: { scans: ['Index Scan records_due_idx', 'ModifyTable', 'Tid Scan'], others: [] },
+  claim_ids: { scans: ['Index Scan records_pkey', 'ModifyTable', 'Tid Scan'], others: [] },
   extend_leases: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },
   complete_records: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },
   fail_record: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: [] },

@@ -23,7 +23,7 @@ export const DUE_CHANNEL = 'rowfleet_due';
 
 /** Raises this worker's flag: it found less work than it has room for and will sleep until woken. */
 export async function awaitWork(db: Queryable, workerId: string): Promise<void> {
-  await query(db, sql`SELECT rowfleet.await_work(${workerId})`, 'rowfleet_await_work');
+  await query(db, sql`SELECT rowfleet.await_work(${workerId}::text)`, 'rowfleet_await_work');
 }
 
 /** Wakes waiting workers now; returns how many were waiting. */
