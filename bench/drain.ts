@@ -7,17 +7,20 @@
  * Parts (all by default; BENCH_DRAIN_PARTS=direct,engine,boss,peers picks some):
  * - direct: `--engine direct` for 1, 2 and 4 worker processes and claim batches of 10 / 100 / 1000,
  *   100,000 records.
- * - engine: `--engine boss` (pg-boss work() fetches `{id, version}` jobs, the worker claims their
- *   records with the shared SKIP LOCKED claim and completes each row with a versioned
- *   compare-and-set), for 1 and 2 processes, batch 1000 (and 100 in the full run), with 1 and 2
- *   pg-boss fetch loops per process (ROWFLEET_LOCAL_CONCURRENCY).
+ * - engine: `--engine boss` (the worker's own loop claims its free slots, at most --batch, once half
+ *   a batch is free: the engine fetches that many `{id, version}` jobs with pg-boss fetch(), claims
+ *   their records by ID (rowfleet.claim_ids), clears the marks of those it could not claim and
+ *   completes the jobs, fetching again while full pages come back; each record is completed with a
+ *   versioned compare-and-set), for 1 and 2 processes, batch 1000 (and 100 in the full run).
  * - boss: pg-boss alone, in its own schema: batchSize 1000 with localConcurrency 2, the fastest
  *   settings seen on this machine, plus burstWhenBatchFull, in one, two and four processes; without
  *   the burst and with its defaults, over a short window, for reference. And for each boss-engine
- *   scenario, pg-boss alone as the boss engine runs it: the same work() options (batchSize half the
- *   batch, the same localConcurrency, burstWhenBatchFull), the same `{id, version}` jobs with their
- *   singletonKey, in a queue with rowfleet's process-queue options (policy short), a no-op handler.
- *   The boss engine's rate against that one is the cost of the row claim and the row completion.
+ *   scenario, pg-boss alone as the boss engine runs it: one loop per process of
+ *   `fetch(queue, { batchSize: batch })` then `complete(queue, ids)` with nothing between, fetching
+ *   again at once while full pages come back (bench/lib/boss-worker.ts, fetch mode), on the same
+ *   `{id, version}` jobs with their singletonKey in a queue with rowfleet's process-queue options
+ *   (policy short). The boss engine's rate against that one is the cost of the row claim and the
+ *   row completion.
  * - peers (issue 10): rowfleet direct against graphile-worker (concurrentJobs 10, localQueue.size
  *   500, completeJobBatchDelay 0, prepared statements on: bench/lib/graphile.ts) and against
  *   pg-boss (batchSize 1000, localConcurrency 2, burstWhenBatchFull), at 1 and 2 processes, for
@@ -84,24 +87,19 @@ type Part = (typeof PARTS)[number];
 interface BossEngineScenario {
   processes: number;
   batch: number;
-  /** pg-boss fetch loops per process (ROWFLEET_LOCAL_CONCURRENCY). */
-  localConcurrency: number;
   /** Left out of `--quick`. */
   full?: boolean;
 }
 
 /**
- * Batch 1000 at 1 and 2 processes with 1 and 2 fetch loops each; the full run adds batch 100 with
- * one loop. Each scenario is run twice (the engine, then pg-boss alone with its options), so the
- * matrix is kept small.
+ * Batch 1000 at 1 and 2 processes; the full run adds batch 100. Each scenario is run twice (the
+ * engine, then pg-boss alone with its fetch loop), so the matrix is kept small.
  */
 const BOSS_ENGINE_SCENARIOS: readonly BossEngineScenario[] = [
-  { processes: 1, batch: 1000, localConcurrency: 1 },
-  { processes: 2, batch: 1000, localConcurrency: 1 },
-  { processes: 1, batch: 1000, localConcurrency: 2 },
-  { processes: 2, batch: 1000, localConcurrency: 2 },
-  { processes: 1, batch: 100, localConcurrency: 1, full: true },
-  { processes: 2, batch: 100, localConcurrency: 1, full: true },
+  { processes: 1, batch: 1000 },
+  { processes: 2, batch: 1000 },
+  { processes: 1, batch: 100, full: true },
+  { processes: 2, batch: 100, full: true },
 ];
 
 /**
@@ -257,8 +255,8 @@ async function drainBossEngine(ctx: BenchContext, url: string, backlog: number, 
       // records_due_idx instead (26-28 ms per 500 IDs against 7 ms at 100,000 due): not measured here.
       await pool.query(`ANALYZE rowfleet.records, ${pg.escapeIdentifier(config.schema)}.job`);
       const rows: DrainRow[] = [];
-      for (const { processes, batch, localConcurrency } of scenarios) {
-        const scenario = `boss engine, ${plural(processes)}, batch ${batch}, localConcurrency ${localConcurrency}`;
+      for (const { processes, batch } of scenarios) {
+        const scenario = `boss engine, ${plural(processes)}, batch ${batch}`;
         await resetRecords(pool, boss);
         const row = await drainRecords(
           ctx,
@@ -271,8 +269,7 @@ async function drainBossEngine(ctx: BenchContext, url: string, backlog: number, 
             processes,
             batch,
             concurrency: batch * CONCURRENCY_PER_BATCH,
-            localConcurrency,
-            match: engineMatch(processes, batch, localConcurrency),
+            match: engineMatch(processes, batch),
           },
           {
             // Records without jobs: nothing the workers can see until the sweep commits.
@@ -319,30 +316,24 @@ function describeSweep({ jobs, batch, ms }: SweepTiming): string {
 }
 
 /** Pairs a boss-engine row with its pg-boss-alone baseline. */
-function engineMatch(processes: number, batch: number, localConcurrency: number): string {
-  return `${processes} x batch ${batch} x localConcurrency ${localConcurrency}`;
+function engineMatch(processes: number, batch: number): string {
+  return `${processes} x batch ${batch}`;
 }
 
 /**
- * The work() options bossEngine (src/worker/engine.ts) passes for a batch and localConcurrency at
- * the default 1 s poll: each fetch takes half of what a worker may hold. The notify interval is
- * left out: the baseline's workers do not LISTEN, and while batches come back full neither waits.
+ * pg-boss alone doing the boss engine's share of a scenario (src/worker/engine.ts): one loop per
+ * process of fetch(batchSize = the batch) and complete(ids), fetching again at once after a full
+ * page, on the same jobs in a queue with the same options; no row claim, no row completion.
  */
-function engineWorkOptions(batch: number, localConcurrency: number): WorkOptions {
-  const concurrency = batch * CONCURRENCY_PER_BATCH;
-  return { batchSize: Math.max(1, Math.ceil(Math.min(batch, concurrency) / 2)), localConcurrency, pollingIntervalSeconds: 1, burstWhenBatchFull: true };
-}
-
-/** pg-boss alone doing the boss engine's share of a scenario: its fetches and completions of the same jobs. */
-function bossAloneAsEngine({ processes, batch, localConcurrency, full }: BossEngineScenario, backlog: number): BossVariant {
-  const options = engineWorkOptions(batch, localConcurrency);
+function bossAloneAsEngine({ processes, batch, full }: BossEngineScenario, backlog: number): BossVariant {
   return {
-    label: `pg-boss as the boss engine runs it, batchSize ${options.batchSize}, localConcurrency ${localConcurrency}, burstWhenBatchFull`,
+    label: `pg-boss as the boss engine runs it, fetch ${batch} + complete loop`,
     processes,
     backlog,
-    options,
+    options: { batchSize: batch },
+    fetchLoop: true,
     recordJobs: true,
-    match: engineMatch(processes, batch, localConcurrency),
+    match: engineMatch(processes, batch),
     ...(full !== undefined && { full }),
   };
 }
@@ -364,7 +355,7 @@ interface ClaimCost {
   scenario: string;
   /** Records/s, boss engine. */
   engine: number;
-  /** Jobs/s, pg-boss alone with the same work() options and jobs. */
+  /** Jobs/s, pg-boss alone running the engine's fetch and complete loop on the same jobs. */
   alone: number;
   engineVsAlone: number;
   engineVsBossBest: number;
@@ -469,12 +460,12 @@ function report(
   if (claimCosts.length > 0) {
     sections.push(
       [
-        'the cost of the row claim: the boss engine against pg-boss alone with the same options and jobs (same run, same Postgres);',
+        "the cost of the row claim: the boss engine against pg-boss alone running the engine's fetch and complete loop on the same jobs (same run, same Postgres);",
         'row claim adds = 1/engine rate - 1/pg-boss-alone rate (wall time per record, all processes together); CPU: workers + Postgres per record',
         '',
         renderTable(
           'lrrrrrrrr',
-          ['boss engine', 'records/s', 'pg-boss alone, same options', 'engine / alone', 'engine / pg-boss best', 'direct, same procs & batch', 'engine / direct', 'row claim adds, µs/record (ms/1k)', 'CPU µs/record engine / alone / added'],
+          ['boss engine', 'records/s', 'pg-boss alone, same fetch loop', 'engine / alone', 'engine / pg-boss best', 'direct, same procs & batch', 'engine / direct', 'row claim adds, µs/record (ms/1k)', 'CPU µs/record engine / alone / added'],
           claimCosts.map((cost) => [
             cost.scenario,
             rate(cost.engine),
@@ -499,9 +490,9 @@ function report(
   const header = [
     `drain bench: postgres ${settings.server_version} (${ctx.postgres.origin}), fsync=${settings.fsync}, synchronous_commit=${settings.synchronous_commit}; backlog ${rate(backlog)} records / jobs (peers: ${PEER_BACKLOGS.map((n) => rate(ctx.scaled(n, 100))).join(' and ')}), no-op handlers`,
     `direct: \`rowfleet worker --engine direct --handler noop --batch B --concurrency ${CONCURRENCY_PER_BATCH}xB\` per process, timed from the backlog commit to the last completion;`,
-    `boss engine: \`rowfleet worker --engine boss --handler noop --batch B --concurrency ${CONCURRENCY_PER_BATCH}xB\` with ROWFLEET_LOCAL_CONCURRENCY per process (pg-boss batchSize B/2), timed from the sweep's commit to the last completion;`,
+    `boss engine: \`rowfleet worker --engine boss --handler noop --batch B --concurrency ${CONCURRENCY_PER_BATCH}xB\` per process (pg-boss fetch() of the free slots, at most B, then claim_ids and complete()), timed from the sweep's commit to the last completion;`,
     'pg-boss: work() in its own processes (conc. = localConcurrency), started together, timed from the first job started to the last completed; windowed rows: jobs completed in the first seconds;',
-    "  \"as the boss engine runs it\": the boss engine's work() options, its {id, version} jobs and queue options, a no-op handler: the boss engine without the row claim;",
+    "  \"as the boss engine runs it\": one loop per process of fetch(batchSize B) and complete(ids), again at once after a full page, on the boss engine's {id, version} jobs and queue options: the boss engine without the row claim;",
     'graphile-worker: run() in its own processes (batch = localQueue.size, conc. = concurrentJobs), started together, timed from the first task started to the last returned;',
     "txns/1k records: transactions the workers committed per 1,000 records (pg_stat_database; ~ +-1 s of the bench's polling); CPU: % of one core",
   ].join('\n');

@@ -1,7 +1,8 @@
 /**
  * pg-boss 12 alone, as a peer of the drain bench: its jobs inserted first, in a schema of its own
- * in the bench's database, then drained by `work()` with a no-op handler in worker processes of
- * their own (bench/lib/boss-worker.ts). The processes connect, wait at the start gate
+ * in the bench's database, then drained in worker processes of their own (bench/lib/boss-worker.ts)
+ * by `work()` with a no-op handler, or by the boss engine's loop of `fetch()` and `complete()`
+ * without its row claim (`fetchLoop`). The processes connect, wait at the start gate
  * (bench/lib/gate.ts) and start fetching together; the drain runs from the first job's started_on
  * to the last completed_on (the database's clock), so pg-boss pays neither startup nor a poll
  * interval.
@@ -31,7 +32,13 @@ export interface BossVariant {
   processes: number;
   /** Jobs in the backlog. */
   backlog: number;
+  /** work() options; with `fetchLoop`, only batchSize counts. */
   options: WorkOptions;
+  /**
+   * Each process runs one loop of fetch(batchSize) and complete(ids), as the boss engine does
+   * (src/worker/engine.ts), instead of work().
+   */
+  fetchLoop?: boolean;
   /** Measured over a fixed window instead of to the end of the backlog. */
   windowed?: boolean;
   /** Left out of `--quick`. */
@@ -89,7 +96,7 @@ export async function drainBoss(ctx: BenchContext, url: string, variants: readon
 async function drainQueue(ctx: BenchContext, url: string, pool: pg.Pool, queue: BossQueue, scenario: string, variant: BossVariant): Promise<DrainRow> {
   const committedBefore = await commitsSoFar(pool);
   const maintenanceBefore = await maintenanceSoFar(pool);
-  const children = Array.from({ length: variant.processes }, () => spawnBossWorker(url, queue, variant.options));
+  const children = Array.from({ length: variant.processes }, () => spawnBossWorker(url, queue, variant));
   const pids = children.map((child) => child.pid);
   const cpu = meter(ctx, pids);
   const notes: string[] = [];
@@ -130,7 +137,8 @@ async function drainQueue(ctx: BenchContext, url: string, pool: pg.Pool, queue: 
     backlog: variant.backlog,
     processes: variant.processes,
     batch: variant.options.batchSize ?? 1,
-    concurrency: variant.options.localConcurrency ?? 1,
+    // A fetch loop is one loop per process, as localConcurrency 1 is.
+    concurrency: variant.fetchLoop ? 1 : (variant.options.localConcurrency ?? 1),
     records: span.records,
     seconds: span.seconds,
     perSecond,
@@ -193,6 +201,7 @@ async function bossWindow(pool: pg.Pool, queue: BossQueue, windowMs: number): Pr
   return { records: rows[0]!.n, seconds: windowMs / 1000 };
 }
 
-function spawnBossWorker(url: string, queue: BossQueue, options: WorkOptions): Child {
-  return spawnTsx(['bench/lib/boss-worker.ts', queue.schema, queue.name, JSON.stringify(options)], { DATABASE_URL: url }, { ipc: true });
+function spawnBossWorker(url: string, queue: BossQueue, { fetchLoop, options }: BossVariant): Child {
+  const [mode, json] = fetchLoop ? ['fetch', { batchSize: options.batchSize ?? 1 }] : ['work', options];
+  return spawnTsx(['bench/lib/boss-worker.ts', queue.schema, queue.name, mode, JSON.stringify(json)], { DATABASE_URL: url }, { ipc: true });
 }

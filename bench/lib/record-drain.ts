@@ -53,8 +53,6 @@ export interface DrainRow {
   batch: number;
   /** Handlers per process (rowfleet: --concurrency; graphile-worker: concurrentJobs). */
   concurrency?: number;
-  /** Boss engine: pg-boss fetch loops per process. */
-  localConcurrency?: number;
   /** Boss engine: the sweep that sent the jobs, timed before the drain. */
   sweep?: SweepTiming;
   /** A boss-engine row and its pg-boss-alone baseline share this. */
@@ -82,7 +80,6 @@ export interface RecordDrain {
   batch: number;
   /** --concurrency; the worker's default when absent. */
   concurrency?: number;
-  localConcurrency?: number;
   /** Pairs the row with a baseline (DrainRow.match). */
   match?: string;
 }
@@ -144,7 +141,6 @@ export async function drainRecords(ctx: BenchContext, url: string, pool: pg.Pool
       batch,
       handler: 'noop',
       ...(drain.concurrency !== undefined && { concurrency: drain.concurrency }),
-      ...(drain.localConcurrency !== undefined && { localConcurrency: drain.localConcurrency }),
     },
     pool,
   );
@@ -191,7 +187,6 @@ export async function drainRecords(ctx: BenchContext, url: string, pool: pg.Pool
       processes,
       batch,
       ...(drain.concurrency !== undefined && { concurrency: drain.concurrency }),
-      ...(drain.localConcurrency !== undefined && { localConcurrency: drain.localConcurrency }),
       ...(drain.match !== undefined && { match: drain.match }),
       ...(released.sweep !== undefined && { sweep: released.sweep }),
       records: processed,

@@ -4,8 +4,9 @@
  * registered its row in rowfleet.workers and its LISTEN connection is up (the worker registers
  * first and listens after), so that a measurement starts after process startup (a second or more
  * of tsx and module loading) rather than including it, and no wake-up waits for the 1 s poll.
- * The direct engine listens on rowfleet_due; the boss engine on rowfleet_due too, or (as it did)
- * through pg-boss on its own channel (`pgboss_<hash of the schema>`), opened when pg-boss starts.
+ * Both engines are woken on rowfleet_due. The boss engine's pg-boss also LISTENs on its own channel
+ * (`pgboss_<hash of the schema>`) from its start, before the worker registers; that connection
+ * does not count, or a worker would count as ready before the LISTEN that wakes it.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type pg from 'pg';
@@ -18,8 +19,6 @@ export interface WorkerProcessOptions {
   databaseUrl: string;
   /** `--engine`; direct unless given. */
   engine?: EngineName;
-  /** The boss engine's pg-boss fetch loops per process (ROWFLEET_LOCAL_CONCURRENCY); rowfleet's default unless given. */
-  localConcurrency?: number;
   /** `--concurrency`; the worker's default (left unset) when absent. */
   concurrency?: number;
   /** `--batch`; the worker's default when absent. */
@@ -49,7 +48,7 @@ export async function startWorkers(count: number, options: WorkerProcessOptions,
   return { pids: children.map((child) => child.pid), stop };
 }
 
-function spawnWorker({ databaseUrl, engine = 'direct', localConcurrency, concurrency, batch, handler, env = {} }: WorkerProcessOptions): Child {
+function spawnWorker({ databaseUrl, engine = 'direct', concurrency, batch, handler, env = {} }: WorkerProcessOptions): Child {
   return spawnTsx(
     [
       'src/cli/main.ts', 'worker', '--engine', engine, '--handler', handler,
@@ -57,20 +56,12 @@ function spawnWorker({ databaseUrl, engine = 'direct', localConcurrency, concurr
       ...(batch !== undefined ? ['--batch', String(batch)] : []),
     ],
     // Per-record log lines would cost the worker more CPU than the noop handler it runs.
-    {
-      ...env,
-      DATABASE_URL: databaseUrl,
-      ROWFLEET_LOG_LEVEL: 'warn',
-      ...(localConcurrency !== undefined && { ROWFLEET_LOCAL_CONCURRENCY: String(localConcurrency) }),
-    },
+    { ...env, DATABASE_URL: databaseUrl, ROWFLEET_LOG_LEVEL: 'warn' },
   );
 }
 
-/**
- * What each engine's LISTEN statement looks like in pg_stat_activity: the boss engine's workers
- * have listened on pg-boss's channel, and on rowfleet_due as direct's do; either counts.
- */
-const LISTEN_PATTERNS: Record<EngineName, string[]> = { direct: ['LISTEN%rowfleet_due%'], boss: ['LISTEN%rowfleet_due%', 'LISTEN%pgboss_%'] };
+/** What each engine's LISTEN statement looks like in pg_stat_activity: the one that wakes its worker. */
+const LISTEN_PATTERNS: Record<EngineName, string[]> = { direct: ['LISTEN%rowfleet_due%'], boss: ['LISTEN%rowfleet_due%'] };
 
 async function waitUntilReady(children: readonly Child[], pool: pg.Pool, engine: EngineName): Promise<void> {
   const pids = children.map((child) => child.pid);
