@@ -244,7 +244,7 @@ async function drainBossEngine(ctx: BenchContext, url: string, backlog: number, 
   const config = loadConfig({}).boss;
   // Three connections: the sweep's transaction holds one while pg-boss reads its queue through the pool.
   return withPool(url, 3, async (pool) => {
-    const boss = await startBoss({ config, pool, url, role: 'client', log: silentLogger });
+    const boss = await startBoss({ config, pool, role: 'client', log: silentLogger });
     try {
       const sweepAlone = await sweepAloneTiming(ctx, pool, boss, config, backlog);
       // Statistics of a sent backlog, kept through the TRUNCATEs that reset each scenario (only the

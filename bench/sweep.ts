@@ -49,7 +49,7 @@ export const sweepBench: Bench = {
     const b = loadConfig({}).boss;
     try {
       const rows = await withPool(db.url, 4, async (pool) => {
-        const boss = await startBoss({ config: b, pool, url: db.url, role: 'client', log: silentLogger });
+        const boss = await startBoss({ config: b, pool, role: 'client', log: silentLogger });
         try {
           const measured: Row[] = [];
           let loaded = 0;

@@ -202,15 +202,13 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
     if (options.pool !== undefined) {
       const pool = options.pool as pg.Pool;
       await requireMigrated(pool);
-      // pg-boss (enqueue on upsert) opens its own LISTEN connection, so it needs the URL anyway.
-      const url = boss !== undefined ? await resolveDatabaseUrl(config, log) : '';
-      return { pool, enqueue: await openEnqueue(config, pool, url, log) };
+      return { pool, enqueue: await openEnqueue(config, pool, log) };
     }
     const url = await resolveDatabaseUrl(config, log);
     await ensureSchema(url, config.databaseUrl === undefined, boss);
     const pool = createPool({ connectionString: url, max: config.poolSize, log });
     try {
-      return { pool, enqueue: await openEnqueue(config, pool, url, log) };
+      return { pool, enqueue: await openEnqueue(config, pool, log) };
     } catch (err) {
       await pool.end();
       throw err;

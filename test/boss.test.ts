@@ -26,7 +26,7 @@ let db: TestDatabase;
 let boss: PgBoss;
 beforeAll(async () => {
   db = await createTestDatabase({ poolSize: 12 });
-  boss = await startBoss({ config: b, pool: db.pool, url: db.url, role: 'worker', log: silentLogger });
+  boss = await startBoss({ config: b, pool: db.pool, role: 'worker', log: silentLogger });
 });
 afterAll(async () => {
   if (boss) await stopBoss(boss);

@@ -31,7 +31,7 @@ let boss: PgBoss;
 const bossConfig = loadConfig({}).boss;
 beforeAll(async () => {
   db = await createTestDatabase({ poolSize: 12 });
-  boss = await startBoss({ config: bossConfig, pool: db.pool, url: db.url, role: 'worker', log: silentLogger });
+  boss = await startBoss({ config: bossConfig, pool: db.pool, role: 'worker', log: silentLogger });
 });
 afterAll(async () => {
   if (boss) await stopBoss(boss);

@@ -176,7 +176,7 @@ describe('faults', () => {
     await upsertMany(db.pool, Array.from({ length: total }, (_, i) => ({ id: `b-${i}`, data: { n: i } })));
     // The clock, faster than a real scheduler's minute: a sweep every second.
     const b = loadConfig({}).boss;
-    const boss = await startBoss({ config: b, pool: db.pool, url: db.url, role: 'client', log: silentLogger });
+    const boss = await startBoss({ config: b, pool: db.pool, role: 'client', log: silentLogger });
     let sweeping = true;
     const clock = (async () => {
       while (sweeping) {

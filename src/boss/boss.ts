@@ -4,20 +4,22 @@
  * copy of its state).
  *
  * pg-boss lives in its own schema (`pgboss` by default) and runs its statements through the
- * process's own pool (one connection budget per process), plus one LISTEN connection where a role
- * needs wake-ups. Each role switches on only what it needs:
+ * process's own pool (one connection budget per process). Each role switches on only what it needs:
  *
- *   role       migrate  supervise (maintenance)  cron  LISTEN
- *   migrate    yes      -                        -     -
- *   scheduler  -        yes                      yes   -
- *   worker     -        -                        -     yes
- *   client     -        -                        -     -      (api with enqueue-on-upsert, `enqueue`)
+ *   role       migrate  supervise (maintenance)  cron
+ *   migrate    yes      -                        -
+ *   scheduler  -        yes                      yes
+ *   worker     -        -                        -
+ *   client     -        -                        -      (api with enqueue-on-upsert, `enqueue`)
+ *
+ * No role uses pg-boss's LISTEN/NOTIFY: boss-engine workers fetch in their own loop and are woken
+ * like direct ones (src/records/wake.ts), so a job insert must not take Postgres's global
+ * notification lock at commit either.
  */
 import pg from 'pg';
 import { PgBoss, type ConstructorOptions, type Db, type Queue } from 'pg-boss';
 import type { BossConfig } from '../config.ts';
 import type { Logger } from '../log.ts';
-import { listen } from '../db/listen.ts';
 import { SchemaNotReadyError, UserError } from '../errors.ts';
 
 export type BossRole = 'migrate' | 'scheduler' | 'worker' | 'client';
@@ -32,10 +34,10 @@ export const CLOCK_QUEUES = { sweep: 'rowfleet.sweep', rescue: 'rowfleet.rescue'
  * row, never by pg-boss. A job only lives between the sweep and the claim, so completed ones are
  * kept an hour for inspection, and one fetched but never finished (a worker killed between the
  * fetch and the claim) expires after 5 minutes; the sweep does not wait for that. Creating a job
- * notifies the boss engine's workers (LISTEN), so they need not poll.
+ * sends no NOTIFY (see above): `rowfleet migrate` turns it off on a queue made by an older version.
  */
 export function processQueueOptions(): Omit<Queue, 'name'> {
-  return { policy: 'short', retryLimit: 0, expireInSeconds: 300, deleteAfterSeconds: 3600, retentionSeconds: 14 * 24 * 3600, notify: true };
+  return { policy: 'short', retryLimit: 0, expireInSeconds: 300, deleteAfterSeconds: 3600, retentionSeconds: 14 * 24 * 3600, notify: false };
 }
 
 const CLOCK_QUEUE_OPTIONS: Omit<Queue, 'name'> = { policy: 'standard', retryLimit: 0, expireInSeconds: 900, deleteAfterSeconds: 24 * 3600 };
@@ -45,12 +47,10 @@ export function bossDb(db: pg.Pool | pg.PoolClient): Db {
   return { executeSql: (text, values) => db.query(text, values as unknown[] | undefined) };
 }
 
-/** The pool adapter, with a LISTEN connection of its own for pg-boss's job notifications. */
-function poolDb(pool: pg.Pool, url: string, log: Logger): Db {
+/** The pool adapter. */
+function poolDb(pool: pg.Pool): Db {
   return {
     ...bossDb(pool),
-    listen: async (channel, onNotification, onReconnect) =>
-      listen(url, channel, (payload) => payload !== undefined && onNotification(payload), log, onReconnect),
     poolCounts: () => ({ max: pool.options.max ?? 10, total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
   };
 }
@@ -58,21 +58,20 @@ function poolDb(pool: pg.Pool, url: string, log: Logger): Db {
 export interface CreateBossOptions {
   config: BossConfig;
   pool: pg.Pool;
-  url: string;
   role: BossRole;
   log: Logger;
 }
 
 /** A started pg-boss for `role`. Its errors are logged (pg-boss retries on its own). */
-export async function startBoss({ config, pool, url, role, log }: CreateBossOptions): Promise<PgBoss> {
+export async function startBoss({ config, pool, role, log }: CreateBossOptions): Promise<PgBoss> {
   const options: ConstructorOptions = {
-    db: poolDb(pool, url, log),
+    db: poolDb(pool),
     schema: config.schema,
     migrate: role === 'migrate',
     createSchema: role === 'migrate',
     supervise: role === 'scheduler',
     schedule: role === 'scheduler',
-    useListenNotify: role === 'worker',
+    useListenNotify: false,
     cronMonitorIntervalSeconds: config.cronCheckSeconds,
     cronWorkerIntervalSeconds: Math.min(5, config.cronCheckSeconds),
     registerInstance: role !== 'migrate' && role !== 'client',

@@ -43,8 +43,8 @@ export async function sendRequeued(boss: PgBoss, queue: string, records: readonl
  * The enqueue-on-upsert hook for a process that writes records (api, library, `rowfleet upsert`):
  * undefined unless ROWFLEET_ENQUEUE_ON_UPSERT is on. `close()` stops its pg-boss.
  */
-export async function openEnqueue(config: Config, pool: pg.Pool, url: string, log: Logger): Promise<{ enqueue: Enqueue; close: () => Promise<void> } | undefined> {
+export async function openEnqueue(config: Config, pool: pg.Pool, log: Logger): Promise<{ enqueue: Enqueue; close: () => Promise<void> } | undefined> {
   if (!config.boss.enqueueOnUpsert) return undefined;
-  const boss = await startBoss({ config: config.boss, pool, url, role: 'client', log });
+  const boss = await startBoss({ config: config.boss, pool, role: 'client', log });
   return { enqueue: enqueuer(boss, config.boss.queue), close: () => stopBoss(boss) };
 }

@@ -26,7 +26,7 @@ export async function ensureSchema(connectionString: string, migrateIfBehind: bo
   if (state === undefined) return;
   if (!migrateIfBehind) throw new SchemaNotReadyError(state);
   if (state.kind !== 'no-boss') await runMigrations(connectionString);
-  if (boss !== undefined) await withPool(connectionString, (pool) => installBoss({ config: boss, pool, url: connectionString, log: silentLogger }));
+  if (boss !== undefined) await withPool(connectionString, (pool) => installBoss({ config: boss, pool, log: silentLogger }));
 }
 
 /**
@@ -43,7 +43,7 @@ export async function schemaState(db: pg.Pool | pg.Client, bossSchema?: string):
 /** `rowfleet migrate`: the rowfleet schema, then pg-boss's schema and rowfleet's queues. */
 export async function migrateAll(connectionString: string, boss: BossConfig, log: Logger): Promise<MigrateResult & { boss: { schema: string; version: number | null } }> {
   const result = await runMigrations(connectionString);
-  const installed = await withPool(connectionString, (pool) => installBoss({ config: boss, pool, url: connectionString, log }));
+  const installed = await withPool(connectionString, (pool) => installBoss({ config: boss, pool, log }));
   return { ...result, boss: installed };
 }
 

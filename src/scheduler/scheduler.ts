@@ -23,7 +23,6 @@ import { UsageError } from '../errors.ts';
 export interface SchedulerOptions {
   config: Config;
   pool: pg.Pool;
-  url: string;
   log: Logger;
   signal: AbortSignal;
   /** Called with each tick's outcome (tests observe ticks through it). */
@@ -36,9 +35,9 @@ export type Tick =
   | { task: 'retention'; jobId: string; deleted: number };
 
 /** Runs the scheduler until `signal` aborts. */
-export async function runScheduler({ config, pool, url, log, signal, onTick }: SchedulerOptions): Promise<void> {
+export async function runScheduler({ config, pool, log, signal, onTick }: SchedulerOptions): Promise<void> {
   const b = config.boss;
-  const boss = await startBoss({ config: b, pool, url, role: 'scheduler', log });
+  const boss = await startBoss({ config: b, pool, role: 'scheduler', log });
   try {
     const lookaheadMs = await registerSchedules(boss, config);
     const tick = (t: Tick) => {

@@ -37,7 +37,7 @@ export async function runWorker({ config, handler, log, signal, id, onWorker }: 
   let engine: Engine;
   try {
     if (w.engine === 'boss') {
-      boss = await startBoss({ config: config.boss, pool, url, role: 'worker', log });
+      boss = await startBoss({ config: config.boss, pool, role: 'worker', log });
       engine = bossEngine(pool, boss, config.boss.queue);
     } else {
       engine = directEngine(pool);

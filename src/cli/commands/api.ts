@@ -22,7 +22,7 @@ export function registerApi(ctx: CommandContext): Command {
       const log = ctx.logger(config, 'api');
       await ctx.withPool(config, log, async (pool, url) => {
         await ensureSchema(url, config.databaseUrl === undefined, config.boss.enqueueOnUpsert ? config.boss : undefined);
-        const enqueue = await openEnqueue(config, pool, url, log);
+        const enqueue = await openEnqueue(config, pool, log);
         try {
           const app = buildServer({ config, pool, log, enqueue: enqueue?.enqueue });
           let address: string;

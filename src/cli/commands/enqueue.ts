@@ -28,7 +28,7 @@ Examples:
       const b = config.boss;
       const result = await ctx.withPool(config, log, async (pool, url) => {
         await ensureSchema(url, config.databaseUrl === undefined, b);
-        const boss = await startBoss({ config: b, pool, url, role: 'client', log });
+        const boss = await startBoss({ config: b, pool, role: 'client', log });
         try {
           const progress = ctx.io.isTTY === true && flags.json !== true ? (n: number) => ctx.io.stderr.write(`\rsent ${n} jobs…`) : undefined;
           const swept = await sweep(pool, boss, { queue: b.queue, schema: b.schema, batch: b.sweepBatch, ...(flags.limit !== undefined && { limit: flags.limit }), ...(progress && { onProgress: progress }) });

@@ -48,7 +48,7 @@ Examples:
       const log = ctx.logger(config, 'scheduler');
       await ctx.withPool(config, log, async (pool, url) => {
         await ensureSchema(url, config.databaseUrl === undefined, config.boss);
-        await runScheduler({ config, pool, url, log, signal: ctx.io.shutdownSignal ?? new AbortController().signal });
+        await runScheduler({ config, pool, log, signal: ctx.io.shutdownSignal ?? new AbortController().signal });
       });
     });
 }

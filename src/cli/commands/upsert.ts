@@ -30,7 +30,7 @@ export function registerUpsert(ctx: CommandContext): Command {
       }
       const log = ctx.logger(config, 'upsert');
       const [result] = await ctx.withPool(config, log, async (pool, url) => {
-        const enqueue = await openEnqueue(config, pool, url, log);
+        const enqueue = await openEnqueue(config, pool, log);
         try {
           return await upsertMessages(pool, [message], { enqueue: enqueue?.enqueue });
         } finally {
