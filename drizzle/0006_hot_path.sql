@@ -450,6 +450,15 @@ BEGIN
     INTO v_locked, v_locked_versions, v_locked_data
     FROM (SELECT r.id, r.version, r.data FROM rowfleet.records r WHERE r.id = ANY (p_ids) ORDER BY r.id FOR UPDATE) l;
 
+  -- 2b. A record created since the locks were taken (by a concurrent first write of its id) was not
+  --    folded against: retry now, before the insert below would wait for whoever holds it. That
+  --    wait would come after our locks, out of id order: a worker completing the new record
+  --    meanwhile, while waiting for one of ours, was a deadlock.
+  PERFORM 1 FROM rowfleet.records r WHERE r.id = ANY (p_ids) AND NOT r.id = ANY (v_locked) LIMIT 1;
+  IF FOUND THEN
+    RAISE EXCEPTION 'rowfleet.upsert_messages: a record was created concurrently; retry' USING ERRCODE = '40001';
+  END IF;
+
   -- 3. Classify, write and audit in one statement. Its snapshot is taken after the locks, so the
   --    locked rows and earlier messageIds are seen as committed by the writers we waited for.
   WITH msg AS (
