@@ -21,10 +21,14 @@ const BATCH = 200;
 const RUN_MS = 6_000;
 
 let db: TestDatabase;
+/** The run's own connections: closed at the end, so that their statistics are reported. */
+let pool: pg.Pool;
 beforeAll(async () => {
-  db = await createTestDatabase({ poolSize: 16 });
+  db = await createTestDatabase();
+  pool = new pg.Pool({ connectionString: db.url, max: 16 });
 });
 afterAll(async () => {
+  await pool?.end().catch(() => {});
   await db?.drop();
 });
 
@@ -55,7 +59,7 @@ describe('one lock order', () => {
           newest.set(id, ++version);
           return parseMessage({ id, data: { at: version }, version }, { maxDepth: 8 });
         });
-        await upsertMessages(db.pool, batch);
+        await upsertMessages(pool, batch);
         sent += batch.length;
       }
       return sent;
@@ -64,9 +68,9 @@ describe('one lock order', () => {
       { length: 2 },
       (_, i) =>
         new Worker({
-          pool: db.pool,
+          pool,
           databaseUrl: db.url,
-          engine: directEngine(db.pool),
+          engine: directEngine(pool),
           handler: { name: 'noop', run: async () => null, transactional: false },
           log: silentLogger,
           id: `lock-order-${i}`,
@@ -109,8 +113,6 @@ describe('one lock order', () => {
     expect(new Map(records.map((r) => [r.id, Number(r.version)]))).toEqual(newest);
     // A deadlock is counted by the backend that detected it, when it reports its statistics (at the
     // latest when its connection closes): close them, then give the report a moment to land.
-    const pool = db.pool;
-    db.pool = new pg.Pool({ connectionString: db.url, max: 4 });
     await pool.end();
     const deadline = Date.now() + 1_500;
     let after = await deadlocks();

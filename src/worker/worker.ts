@@ -224,17 +224,23 @@ export class Worker {
   /**
    * A record this worker held is COMPLETED again: tell the engine, and when it is due later (a
    * retry), wake then rather than at the next poll (a 200 ms backoff once ran after the 1 s poll).
-   * The database set its due time as its now() plus `delayMs` before this timer starts, so the
-   * timer never fires early.
+   * The timer starts once the engine has taken the record back, so it never fires before the
+   * record is claimable: the row's due time is the database's now() plus `delayMs`, set before
+   * this call, and a boss job's is its insert's now() plus `delayMs`, before the insert returns.
    */
   #dueAgain(claimed: Pick<Claimed, 'id' | 'version'>, delayMs: number): void {
-    this.#o.engine.dueAgain({ id: claimed.id, version: claimed.version, delayMs }).catch((err) => this.#warn(err, 'could not send the job of a record due again; the next sweep will'));
-    if (delayMs <= 0) return;
-    const timer = setTimeout(() => {
-      this.#retryTimers.delete(timer);
-      this.#wakeup.poke();
-    }, delayMs + 1);
-    this.#retryTimers.add(timer);
+    const wakeThen = () => {
+      if (delayMs <= 0) return;
+      const timer = setTimeout(() => {
+        this.#retryTimers.delete(timer);
+        this.#wakeup.poke();
+      }, delayMs + 1);
+      this.#retryTimers.add(timer);
+    };
+    this.#o.engine.dueAgain({ id: claimed.id, version: claimed.version, delayMs }).then(wakeThen, (err) => {
+      this.#warn(err, 'could not send the job of a record due again; the next sweep will');
+      wakeThen();
+    });
   }
 
   #recordLog(claimed: Claimed): Logger {
