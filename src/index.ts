@@ -401,7 +401,7 @@ export interface CreateFleetOptions extends WorkerSettings {
   max?: number;
   /** `--scale-every`, in ms: how often to look at the backlog (default 5_000). */
   scaleEveryMs?: number;
-  /** `--target-wait`, in ms: add a worker while the oldest due record waits longer (default 5_000). */
+  /** `--target-wait`, in ms: size the fleet to start every due record within this (default 5_000). */
   targetWaitMs?: number;
   /** `--database-url` / DATABASE_URL; unset: the embedded Postgres, migrated at start. */
   databaseUrl?: string;

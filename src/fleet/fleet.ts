@@ -5,7 +5,8 @@
  * Procfile's `worker` line would start it. The parent does three things and nothing else:
  * - restarts a worker that dies without being asked to, after a backoff that doubles while the
  *   worker keeps dying young (a worker that cannot start must not spin);
- * - with min < max, samples the backlog every interval and grows or shrinks by one (autoscale.ts);
+ * - with min < max, samples the backlog at start and every interval and sizes itself to it
+ *   (autoscale.ts);
  * - on shutdown, sends SIGTERM to every worker, which drains (handlers finish within their grace,
  *   the rest are released), and SIGKILLs those still running after the grace plus a margin.
  *
@@ -51,7 +52,7 @@ export interface FleetOptions {
   max: number;
   scaleEveryMs: number;
   targetWaitMs: number;
-  /** Idle samples in a row before shrinking by one. */
+  /** Samples in a row that need fewer workers before shrinking. */
   idleSamples: number;
   /** Each worker's --concurrency, to judge whether what is held fits in fewer workers. */
   concurrency: number;

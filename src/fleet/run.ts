@@ -22,7 +22,7 @@ export interface FleetSize {
   targetWaitMs: number;
 }
 
-/** Idle backlog samples in a row before the fleet shrinks by one. */
+/** Backlog samples in a row that need fewer workers before the fleet shrinks. */
 export const IDLE_SAMPLES = 2;
 /** Beyond a worker's grace: releasing what it still holds, unregistering, closing its pool. */
 const STOP_MARGIN_MS = 15_000;

@@ -40,9 +40,17 @@ interface WakeState {
 const states = new WeakMap<pg.Pool, WakeState>();
 
 /**
+ * Calls back to back are spaced this far apart at least: under a steady stream of upserts the
+ * wake-up call would otherwise run continuously on one connection of the pool, costing Postgres
+ * about as much CPU as the upserts themselves, to find no flag raised (busy workers raise none).
+ */
+const WAKE_SPACING_MS = 1;
+
+/**
  * After a commit that made records due: wakes waiting workers in the background, at most one call
  * in flight per pool. A commit made while a call runs gets one more call after it (that call may
- * have looked before the commit). Failures are ignored: a worker that is not woken polls.
+ * have looked before the commit), at least WAKE_SPACING_MS after the last one started. Failures
+ * are ignored: a worker that is not woken polls.
  */
 export function wakeAfterCommit(pool: pg.Pool): void {
   let state = states.get(pool);
@@ -53,10 +61,13 @@ export function wakeAfterCommit(pool: pg.Pool): void {
   }
   const s = state;
   s.running = (async () => {
-    do {
+    for (let first = true; first || s.again; first = false) {
+      const started = performance.now();
       s.again = false;
       await wakeWorkers(pool).catch(() => undefined);
-    } while (s.again);
+      const wait = started + WAKE_SPACING_MS - performance.now();
+      if (s.again && wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
     s.running = undefined;
   })();
 }

@@ -19,13 +19,15 @@ export function registerFleet(ctx: CommandContext): Command {
     .addOption(new Option('--min <n>', 'autoscale: fewest workers (with --max)').argParser(int('--min', 0)))
     .addOption(new Option('--max <n>', 'autoscale: most workers (with --min)').argParser(int('--max', 1)))
     .addOption(new Option('--scale-every <duration>', 'autoscale: how often to look at the backlog (default: 5s)').argParser(duration('--scale-every', 100)))
-    .addOption(new Option('--target-wait <duration>', 'autoscale: add a worker while the oldest due record waits longer than this (default: 5s)').argParser(duration('--target-wait', 0)))
+    .addOption(new Option('--target-wait <duration>', 'autoscale: start every due record within this (default: 5s)').argParser(duration('--target-wait', 0)))
     .addHelpText(
       'after',
       `
-Every worker option is passed on to each worker process. Autoscaling adds one worker per interval
-while the oldest due record has waited longer than --target-wait, and removes the newest one
-(SIGTERM: it drains) after ${IDLE_SAMPLES} intervals in a row with nothing due and spare capacity.
+Every worker option is passed on to each worker process. Autoscaling sizes the fleet, at start and
+every --scale-every, to what the backlog needs: a handler slot per record held, plus enough to start
+every due record within --target-wait at the workers' measured handler time. It grows to that at
+once (up to --max), and shrinks to it (SIGTERM: retired workers drain) after ${IDLE_SAMPLES} samples in a
+row that needed fewer workers. Each decision is logged with its inputs.
 
 Examples:
   rowfleet fleet --workers 4 --handler ./handlers/sync.js --concurrency 20
