@@ -224,13 +224,14 @@ export class Worker {
   /**
    * A record this worker held is COMPLETED again: tell the engine, and when it is due later (a
    * retry), wake then rather than at the next poll (a 200 ms backoff once ran after the 1 s poll).
-   * The timer starts once the engine has taken the record back, so it never fires before the
+   * The wake-up comes once the engine has taken the record back, so it never comes before the
    * record is claimable: the row's due time is the database's now() plus `delayMs`, set before
    * this call, and a boss job's is its insert's now() plus `delayMs`, before the insert returns.
    */
   #dueAgain(claimed: Pick<Claimed, 'id' | 'version'>, delayMs: number): void {
     const wakeThen = () => {
-      if (delayMs <= 0) return;
+      // Due now: claim again once the engine has it (a boss job committed after the last fetch).
+      if (delayMs <= 0) return this.#wakeup.poke();
       const timer = setTimeout(() => {
         this.#retryTimers.delete(timer);
         this.#wakeup.poke();
