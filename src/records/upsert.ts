@@ -72,9 +72,9 @@ export async function upsertMessages(db: Queryable, messages: readonly Message[]
 }
 
 /**
- * Wakes waiting workers now that the write is committed (see wake.ts), in the background so that
- * the caller's answer does not wait for it. On a client the write may sit in the caller's own
- * transaction, not yet committed: that caller wakes workers after its commit (wakeWorkers).
+ * Closes the gap of a flag raised while the write's transaction ran (see wake.ts): in the
+ * background, so that the caller's answer does not wait for it. On a client the write may sit in
+ * the caller's own transaction, not yet committed: that caller calls wakeWorkers after its commit.
  */
 function wake(db: Queryable): void {
   if ('totalCount' in db) wakeAfterCommit(db as pg.Pool);

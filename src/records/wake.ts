@@ -3,16 +3,17 @@
  *
  * A NOTIFY inside the writing transaction takes Postgres's global notification lock at commit, so
  * every upsert that notified committed one at a time (32 clients: ~5k/s with it, ~25k/s without).
- * Instead a worker that is about to sleep raises a flag (`rowfleet.workers.waiting_since`), and a
- * producer, after its own commit, calls rowfleet.wake_workers(): with no flag raised it reads a few
- * rows and writes nothing; with one, it clears every flag and sends one NOTIFY. Busy workers raise
- * no flag, so under load nobody notifies; an idle worker is woken once per sleep, not once per
- * message.
+ * Instead a worker that is about to sleep raises a flag (`rowfleet.workers.waiting_since`). An
+ * upsert looks at the flags before it commits (rowfleet.notify_waiting): with one raised it clears
+ * them and notifies in its own transaction, so the worker wakes at that commit; with none, it only
+ * read a few rows. Busy workers raise no flag, so under load nobody notifies; an idle worker is
+ * woken once per sleep, not once per message.
  *
- * Why nothing is missed: the worker commits its flag and only then claims again (a new snapshot),
- * and the producer calls wake_workers after its commit. Either the producer sees the flag and
- * notifies, or the flag was not yet committed when it looked, and then the worker's claim, later
- * still, sees the producer's row. Polling stays as the fallback for a lost connection.
+ * A flag raised while the upsert's transaction ran is not seen by it. So producers also call
+ * rowfleet.wake_workers() after their commit (below, in the background). Why nothing is missed:
+ * the worker commits its flag and only then claims again (a new snapshot). Either that call sees
+ * the flag and notifies, or the flag was not yet committed when it looked, and then the worker's
+ * claim, later still, sees the producer's row. Polling stays as the fallback for a lost connection.
  */
 import type pg from 'pg';
 import { sql } from 'drizzle-orm';
