@@ -31,7 +31,8 @@ export class ShutdownError extends Error {
  * costs no AbortController, no listener and no timer (timeouts are checked by the worker's clock).
  */
 export class Execution {
-  readonly startedAt = performance.now();
+  /** On the worker's monotonic clock. */
+  readonly startedAt: number;
   /** The handler has returned or thrown: heartbeats leave the lease to the settlement. */
   settling = false;
   lost = false;
@@ -41,8 +42,9 @@ export class Execution {
   #aborted = false;
   #reject: ((reason: unknown) => void) | undefined;
 
-  constructor(claimed: Claimed) {
+  constructor(claimed: Claimed, startedAt: number) {
     this.claimed = claimed;
+    this.startedAt = startedAt;
   }
 
   get signal(): AbortSignal {
@@ -94,7 +96,7 @@ export interface ExecutionDeps {
   handler: LoadedHandler;
   leaseMs: number;
   log: () => Logger;
-  now?: (() => Date) | undefined;
+  now?: (() => Date | undefined) | undefined;
 }
 
 /** What a handler sees besides its record. */

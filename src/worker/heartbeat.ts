@@ -14,7 +14,7 @@ export interface HeartbeatDeps {
   workerId: string;
   leaseMs: number;
   log: Logger;
-  now?: (() => Date) | undefined;
+  now?: (() => Date | undefined) | undefined;
   warn: (err: unknown, message: string) => void;
 }
 

@@ -31,7 +31,7 @@ export interface SettlementDeps {
   maxAttempts: number;
   backoff: { baseMs: number; capMs: number };
   random?: (() => number) | undefined;
-  now?: (() => Date) | undefined;
+  now?: (() => Date | undefined) | undefined;
   stats: WorkerStats;
   /** A database step, retried while the database is unavailable. */
   retrying: <T>(what: string, fn: () => Promise<T>) => Promise<T>;

@@ -2,11 +2,18 @@
  * What the worker loop sleeps on: `poke()` wakes it (a notification, a finished handler, a retry
  * falling due, shutdown); pokes while it is busy count as one, so a wait right after returns at once.
  */
+import { systemClock, type Clock } from './clock.ts';
+
 export type WakeReason = 'poked' | 'timeout' | 'aborted';
 
 export class Wakeup {
   #poked = false;
   #resolve: ((reason: WakeReason) => void) | undefined;
+  readonly #clock: Clock;
+
+  constructor(clock: Clock = systemClock) {
+    this.#clock = clock;
+  }
 
   poke(): void {
     this.#poked = true;
@@ -21,10 +28,10 @@ export class Wakeup {
       return 'poked';
     }
     const reason = await new Promise<WakeReason>((resolve) => {
-      const timer = setTimeout(() => done('timeout'), Math.max(0, ms));
+      const timer = this.#clock.setTimeout(() => done('timeout'), Math.max(0, ms));
       const onAbort = () => done('aborted');
       const done = (why: WakeReason) => {
-        clearTimeout(timer);
+        this.#clock.clear(timer);
         signal.removeEventListener('abort', onAbort);
         this.#resolve = undefined;
         resolve(why);
@@ -40,11 +47,11 @@ export class Wakeup {
   sleep(ms: number, signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
       const done = () => {
-        clearTimeout(timer);
+        this.#clock.clear(timer);
         signal.removeEventListener('abort', done);
         resolve();
       };
-      const timer = setTimeout(done, ms);
+      const timer = this.#clock.setTimeout(done, ms);
       signal.addEventListener('abort', done, { once: true });
     });
   }

@@ -28,6 +28,7 @@ import { registerWorker, unregisterWorker } from './registry.ts';
 import { rescue } from './rescue.ts';
 import { Settlement, type WorkerStats } from './settlement.ts';
 import { Wakeup } from './wakeup.ts';
+import { systemClock, type Clock, type Timer } from './clock.ts';
 
 export { HandlerTimeoutError, LeaseLostError } from './execution.ts';
 export type { WorkerStats } from './settlement.ts';
@@ -57,8 +58,8 @@ export interface WorkerOptions {
   graceMs: number;
   id?: string;
   random?: () => number;
-  /** The clock of every statement (tests move it); the database's now() when undefined. */
-  now?: () => Date;
+  /** The clock of its statements and timers (tests pass a ManualClock and move it); the system's by default. */
+  clock?: Clock;
 }
 
 export class Worker {
@@ -67,14 +68,15 @@ export class Worker {
   readonly #o: WorkerOptions;
   readonly #log: Logger;
   readonly #active = new Map<string, Execution>();
-  readonly #wakeup = new Wakeup();
+  readonly #clock: Clock;
+  readonly #wakeup: Wakeup;
   readonly #settlement: Settlement;
   /** Our flag in rowfleet.workers is up: a producer will notify. Down again once a notification arrives. */
   #flagged = false;
   /** Notifications received so far (one may clear the flag while it is being raised). */
   #notifications = 0;
   /** Wake-ups at the due times of the retries this worker scheduled. */
-  readonly #retryTimers = new Set<NodeJS.Timeout>();
+  readonly #retryTimers = new Set<Timer>();
   /** Mean handler duration, for autoscaling (exponentially weighted). */
   #handlerMs: number | null = null;
 
@@ -82,13 +84,16 @@ export class Worker {
     this.#o = options;
     this.id = options.id ?? `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
     this.#log = options.log.child({ worker: this.id });
+    this.#clock = options.clock ?? systemClock;
+    this.#wakeup = new Wakeup(this.#clock);
+    const now = () => this.#clock.statementTime();
     this.#settlement = new Settlement({
       pool: options.pool,
       handler: options.handler,
       maxAttempts: options.maxAttempts,
       backoff: options.backoff,
       random: options.random,
-      now: options.now,
+      now,
       stats: this.stats,
       retrying: (what, fn) => this.#retrying(what, fn),
       dueAgain: (execution, delayMs) => this.#dueAgain(execution.claimed, delayMs),
@@ -113,17 +118,18 @@ export class Worker {
       this.#wakeup.poke();
     };
     const listener = listen(o.databaseUrl, DUE_CHANNEL, woken, this.#log);
-    const beat = setInterval(() => void this.#heartbeat(), heartbeatEveryMs(o.leaseMs));
-    // One clock for every handler's timeout, a quarter of it apart, rather than a timer per record.
-    const timeouts = setInterval(() => this.#expire(), Math.max(5, Math.min(1_000, o.timeoutMs / 4)));
-    const rescuer = setInterval(() => void this.#rescue(), o.rescueEveryMs);
+    const clock = this.#clock;
+    const beat = clock.setInterval(() => void this.#heartbeat(), heartbeatEveryMs(o.leaseMs));
+    // One check of every handler's timeout, a quarter of it apart, rather than a timer per record.
+    const timeouts = clock.setInterval(() => this.#expire(), Math.max(5, Math.min(1_000, o.timeoutMs / 4)));
+    const rescuer = clock.setInterval(() => void this.#rescue(), o.rescueEveryMs);
     try {
       await this.#loop(signal);
     } finally {
-      clearInterval(beat);
-      clearInterval(timeouts);
-      clearInterval(rescuer);
-      for (const timer of this.#retryTimers) clearTimeout(timer);
+      clock.clear(beat);
+      clock.clear(timeouts);
+      clock.clear(rescuer);
+      for (const timer of this.#retryTimers) clock.clear(timer);
       await listener.close();
       await this.#drain();
       await unregisterWorker(o.pool, this.id).catch((err) => this.#warn(err, 'could not unregister'));
@@ -143,7 +149,7 @@ export class Worker {
         let claimed: Claimed[] = [];
         if (want > 0) {
           try {
-            claimed = await o.engine.claim(want, { owner: this.id, leaseMs: o.leaseMs, now: o.now?.() });
+            claimed = await o.engine.claim(want, { owner: this.id, leaseMs: o.leaseMs, now: this.#clock.statementTime() });
             failures = 0;
           } catch (err) {
             failures += 1;
@@ -187,7 +193,7 @@ export class Worker {
   }
 
   #start(claimed: Claimed): void {
-    const execution = new Execution(claimed);
+    const execution = new Execution(claimed, this.#clock.monotonic());
     this.#active.set(claimed.id, execution);
     void this.#execute(execution);
   }
@@ -195,9 +201,15 @@ export class Worker {
   async #execute(execution: Execution): Promise<void> {
     const o = this.#o;
     try {
-      const outcome = await runHandler(execution, { pool: o.pool, handler: o.handler, leaseMs: o.leaseMs, log: () => this.#recordLog(execution.claimed), now: o.now });
+      const outcome = await runHandler(execution, {
+        pool: o.pool,
+        handler: o.handler,
+        leaseMs: o.leaseMs,
+        log: () => this.#recordLog(execution.claimed),
+        now: () => this.#clock.statementTime(),
+      });
       execution.settling = true;
-      this.#measure(performance.now() - execution.startedAt);
+      this.#measure(this.#clock.monotonic() - execution.startedAt);
       await this.#settlement.settle(execution, outcome);
     } catch (err) {
       this.#log.error({ err, recordId: execution.claimed.id }, 'could not record the outcome; the lease will expire and the record be rescued');
@@ -209,7 +221,7 @@ export class Worker {
 
   /** Aborts handlers running past the timeout. Executions start in order, so the first one still in time ends the look. */
   #expire(): void {
-    const now = performance.now();
+    const now = this.#clock.monotonic();
     const { timeoutMs } = this.#o;
     for (const execution of this.#active.values()) {
       if (now - execution.startedAt < timeoutMs) break;
@@ -232,7 +244,7 @@ export class Worker {
     const wakeThen = () => {
       // Due now: claim again once the engine has it (a boss job committed after the last fetch).
       if (delayMs <= 0) return this.#wakeup.poke();
-      const timer = setTimeout(() => {
+      const timer = this.#clock.setTimeout(() => {
         this.#retryTimers.delete(timer);
         this.#wakeup.poke();
       }, delayMs + 1);
@@ -250,12 +262,19 @@ export class Worker {
 
   #heartbeat(): Promise<void> {
     const o = this.#o;
-    return heartbeat(this.#active, this.#handlerMs, { pool: o.pool, workerId: this.id, leaseMs: o.leaseMs, log: this.#log, now: o.now, warn: (err, m) => this.#warn(err, m) });
+    return heartbeat(this.#active, this.#handlerMs, {
+      pool: o.pool,
+      workerId: this.id,
+      leaseMs: o.leaseMs,
+      log: this.#log,
+      now: () => this.#clock.statementTime(),
+      warn: (err, m) => this.#warn(err, m),
+    });
   }
 
   async #rescue(): Promise<void> {
     try {
-      const rescued = await rescue(this.#o.pool, { maxExpirations: this.#o.maxExpirations, now: this.#o.now?.() });
+      const rescued = await rescue(this.#o.pool, { maxExpirations: this.#o.maxExpirations, now: this.#clock.statementTime() });
       if (rescued.length === 0) return;
       this.stats.rescued += rescued.length;
       const poisoned = rescued.filter((r) => r.status === 'FAILED').map((r) => r.id);
@@ -272,8 +291,8 @@ export class Worker {
     if (this.#active.size === 0) return;
     this.#log.info({ inFlight: this.#active.size, graceMs: this.#o.graceMs }, 'draining in-flight handlers');
     const never = new AbortController().signal;
-    const deadline = Date.now() + this.#o.graceMs;
-    while (this.#active.size > 0 && Date.now() < deadline) await this.#wakeup.wait(deadline - Date.now(), never);
+    const deadline = this.#clock.monotonic() + this.#o.graceMs;
+    while (this.#active.size > 0 && this.#clock.monotonic() < deadline) await this.#wakeup.wait(deadline - this.#clock.monotonic(), never);
     for (const execution of this.#active.values()) {
       if (!execution.settling) execution.abort(new ShutdownError('worker shutting down'));
     }
