@@ -3,8 +3,7 @@
  * parsers so that a flag and its environment variable accept exactly the same values.
  */
 import { Option, type Command } from 'commander';
-import { durationParser, parseInteger, parseRate, type ConfigOverrides, type WorkerConfig } from '../config.ts';
-import { ENGINES } from '../worker/engine.ts';
+import { durationParser, ENGINES, parseInteger, parseRate, type ConfigOverrides, type WorkerConfig } from '../config.ts';
 
 /** Parsed flags, named as commander names them (`--lease` → `lease`). */
 export interface WorkerFlags {

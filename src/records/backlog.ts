@@ -21,16 +21,16 @@ export interface BacklogSample {
 
 /** One sample for the worker processes `pids` on this host. */
 export async function sampleBacklog(db: Queryable, pids: readonly number[], cap: number): Promise<BacklogSample> {
-  const fleet = sql`SELECT id FROM rowfleet.workers WHERE host = ${os.hostname()} AND pid = ANY (${sql.param([...pids])}::int[])`;
+  // The workers rows of this fleet, as a FROM item.
+  const fleet = sql`rowfleet.workers WHERE host = ${os.hostname()} AND pid = ANY (${sql.param([...pids])}::int[])`;
   const rows = await query<{ due: number; oldest_due_age_ms: number | null; in_flight: number; handler_ms: number | null }>(
     db,
     sql`SELECT (SELECT count(*)::int FROM (SELECT 1 FROM rowfleet.records
                                             WHERE status = 'COMPLETED' AND run_after <= now() ORDER BY run_after, id LIMIT ${cap}::int) d) AS due,
                (SELECT (extract(epoch FROM now() - min(run_after)) * 1000)::float8
                   FROM rowfleet.records WHERE status = 'COMPLETED' AND run_after <= now()) AS oldest_due_age_ms,
-               (SELECT count(*)::int FROM rowfleet.records WHERE status = 'PROCESSING' AND lease_owner IN (${fleet})) AS in_flight,
-               (SELECT avg(handler_ms)::float8 FROM rowfleet.workers
-                 WHERE host = ${os.hostname()} AND pid = ANY (${sql.param([...pids])}::int[]) AND handler_ms IS NOT NULL) AS handler_ms`,
+               (SELECT count(*)::int FROM rowfleet.records WHERE status = 'PROCESSING' AND lease_owner IN (SELECT id FROM ${fleet})) AS in_flight,
+               (SELECT avg(handler_ms)::float8 FROM ${fleet}) AS handler_ms`,
   );
   const row = rows[0];
   return { due: row?.due ?? 0, oldestDueAgeMs: row?.oldest_due_age_ms ?? null, inFlight: row?.in_flight ?? 0, handlerMs: row?.handler_ms ?? null };

@@ -15,14 +15,12 @@
  */
 import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
-import { ENGINES, type EngineName } from '../config.ts';
+import type { EngineName } from '../config.ts';
 import { claimDue, claimIds, type Claimed } from '../records/claim.ts';
 import { clearMarks } from '../records/marks.ts';
 import type { RecordJob } from '../boss/sweep.ts';
 import { sendRequeued, type Requeued } from '../boss/enqueue.ts';
 import { Coalescer } from '../coalescer.ts';
-
-export { ENGINES, type EngineName, type Requeued };
 
 export interface LeaseTerms {
   owner: string;

@@ -30,7 +30,6 @@ import { Settlement, type WorkerStats } from './settlement.ts';
 import { Wakeup } from './wakeup.ts';
 import { systemClock, type Clock, type Timer } from './clock.ts';
 
-export { HandlerTimeoutError, LeaseLostError } from './execution.ts';
 export type { WorkerStats } from './settlement.ts';
 
 export interface WorkerOptions {
