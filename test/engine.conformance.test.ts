@@ -2,7 +2,8 @@
  * The engine conformance suite: what every engine must do, run against each (`describe.each`).
  * Every case goes through the engine's own path (its claim, its way of bringing back a record due
  * again); the statements they share are exercised through them. Crash states are fabricated as a
- * crash leaves them (test/helpers/records.ts); time moves through the injected `now`.
+ * crash leaves them (test/helpers/records.ts); time moves through the injected `now` of the
+ * statements and, for a running worker, through its ManualClock (test/helpers/clock.ts).
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type pg from 'pg';
@@ -25,6 +26,8 @@ import { PermanentError, type Handler } from '../src/worker/handler.ts';
 import { silentLogger } from '../src/log.ts';
 import { putRecord, recordRow, settleAll } from './helpers/records.ts';
 import { waitFor } from './helpers/wait.ts';
+import { advanceUntil, workerClock } from './helpers/clock.ts';
+import { systemClock, type Clock } from '../src/worker/clock.ts';
 
 let db: TestDatabase;
 let boss: PgBoss;
@@ -52,6 +55,11 @@ interface Fixture {
   write(messages: Message[]): Promise<unknown>;
   reset(): Promise<void>;
   ordered: boolean;
+  /**
+   * The worker's clock for a retry: pg-boss defers a job by the database's own clock, so the boss
+   * engine's retries run in real time; everything else runs on a ManualClock.
+   */
+  retryClock: Partial<WorkerOptions>;
 }
 
 const fixtures: Array<[string, Fixture]> = [
@@ -64,6 +72,7 @@ const fixtures: Array<[string, Fixture]> = [
       write: (messages) => upsertMessages(db.pool, messages),
       reset: async () => {},
       ordered: true,
+      retryClock: {},
     },
   ],
   [
@@ -84,6 +93,7 @@ const fixtures: Array<[string, Fixture]> = [
         await boss.deleteQueuedJobs(bossConfig.queue);
       },
       ordered: false,
+      retryClock: { clock: systemClock },
     },
   ],
 ];
@@ -94,15 +104,20 @@ const row = (id: string) => recordRow(db.pool, id);
 const claimFor = (engine: Engine, limit: number, owner = 'w1', leaseMs = LEASE, now?: Date): Promise<Claimed[]> => engine.claim(limit, { owner, leaseMs, now });
 const later = (ms: number) => new Date(Date.now() + ms);
 
-/** Runs a worker in-process until `until` resolves, then stops it. */
+/**
+ * Runs a worker in-process until `until` resolves, then stops it. The worker runs on a ManualClock
+ * (test/helpers/clock.ts) unless `overrides.clock` says otherwise: its poll, heartbeats, timeouts,
+ * rescues, retry wake-ups and drain wait for the test to move time, never for real time.
+ */
 async function runWorker(
   engine: Engine,
   handler: Handler,
-  until: (worker: Worker) => Promise<unknown>,
+  until: (worker: Worker, clock: Clock) => Promise<unknown>,
   overrides: Partial<WorkerOptions> = {},
   transactional = false,
 ): Promise<Worker> {
-  const worker = new Worker({
+  const clock = workerClock();
+  const options: WorkerOptions = {
     pool: db.pool,
     databaseUrl: db.url,
     engine,
@@ -115,17 +130,22 @@ async function runWorker(
     maxAttempts: 3,
     backoff: { baseMs: 60_000, capMs: 60_000 },
     maxExpirations: 3,
-    pollMs: 50,
+    pollMs: 60_000,
     rescueEveryMs: 60_000,
     graceMs: 1_000,
+    clock,
     ...overrides,
-  });
+  };
+  const worker = new Worker(options);
   const stop = new AbortController();
-  const running = worker.run(stop.signal);
+  let stopped = false;
+  const running = worker.run(stop.signal).finally(() => (stopped = true));
   try {
-    await until(worker);
+    await until(worker, options.clock!);
   } finally {
     stop.abort();
+    // The drain gives in-flight handlers the grace period on the worker's clock: move it along.
+    await advanceUntil(options.clock!, 100, () => stopped, 10_000, 'the worker to stop');
     await running;
   }
   return worker;
@@ -238,8 +258,8 @@ describe.each(fixtures)('engine %s', (name, fx) => {
         throw new Error(`boom ${calls}`);
       },
       // No sweep runs and the poll is long: only the engine's own way back brings each retry.
-      () => waitFor(async () => (await row(`${prefix}f`))?.status === 'FAILED', 20_000, 'the record to fail'),
-      { pollMs: 600_000, maxAttempts: 3, backoff: { baseMs: 50, capMs: 50 } },
+      (_worker, clock) => advanceUntil(clock, 20, async () => (await row(`${prefix}f`))?.status === 'FAILED', 20_000, 'the record to fail'),
+      { pollMs: 600_000, maxAttempts: 3, backoff: { baseMs: 50, capMs: 50 }, ...fx.retryClock },
     );
     expect(calls).toBe(3);
     expect(worker.stats).toMatchObject({ retried: 2, failed: 1 });
@@ -253,6 +273,7 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     await upsert(`${prefix}r`, { n: 1 });
     await offer();
     let calls = 0;
+    let waited = 0;
     const worker = await runWorker(
       engine,
       async () => {
@@ -261,9 +282,16 @@ describe.each(fixtures)('engine %s', (name, fx) => {
         return { ok: true };
       },
       // With a 10-minute poll, only the wake-up at the retry's due time brings it back within the test.
-      () => waitFor(async () => (await row(`${prefix}r`))?.status === 'PROCESSED', 30_000, 'the retry to be processed'),
-      { pollMs: 600_000, backoff: { baseMs: 300, capMs: 300 }, random: () => 0.99 },
+      async (_worker, clock) => {
+        const start = clock.monotonic();
+        await advanceUntil(clock, 20, async () => (await row(`${prefix}r`))?.status === 'PROCESSED', 30_000, 'the retry to be processed');
+        waited = clock.monotonic() - start;
+      },
+      { pollMs: 600_000, backoff: { baseMs: 300, capMs: 300 }, random: () => 0.99, ...fx.retryClock },
     );
+    // The backoff was 297 ms; the poll would have come after 600 s.
+    expect(waited).toBeGreaterThanOrEqual(297);
+    expect(waited).toBeLessThan(60_000);
     expect(calls).toBe(2);
     expect(worker.stats).toMatchObject({ retried: 1, processed: 1 });
     const { rows } = await db.pool.query(`SELECT detail->>'error' AS error FROM rowfleet.event_log WHERE record_id = $1 AND reason = 'retried'`, [`${prefix}r`]);
@@ -293,7 +321,10 @@ describe.each(fixtures)('engine %s', (name, fx) => {
       engine,
       (_record, ctx) =>
         new Promise((_, reject) => ctx.signal.addEventListener('abort', () => ((aborted = ctx.signal.reason), reject(ctx.signal.reason)))),
-      () => waitFor(async () => (await row(`${prefix}t`))?.last_error !== null, 10_000, 'an error to be recorded'),
+      async (_worker, clock) => {
+        await waitFor(async () => (await row(`${prefix}t`))?.status === 'PROCESSING', 10_000, 'the handler to start');
+        await advanceUntil(clock, 25, async () => (await row(`${prefix}t`))?.last_error !== null, 10_000, 'an error to be recorded');
+      },
       { timeoutMs: 100 },
     );
     expect((aborted as Error).name).toBe('HandlerTimeoutError');
@@ -333,7 +364,11 @@ describe.each(fixtures)('engine %s', (name, fx) => {
         return 'ok';
       },
       // No sweep and a long poll: the rescue (engine boss: its job sent at once) brings the record back.
-      () => waitFor(async () => (await row(id))?.status === 'PROCESSED', 20_000, 'the rescued record to be processed'),
+      // Time moves only until the rescue has happened, so the new holder's lease stays good.
+      async (_worker, clock) => {
+        await advanceUntil(clock, 50, async () => (await row(id))?.lease_owner !== 'dead', 20_000, 'the expired lease to be rescued');
+        await waitFor(async () => (await row(id))?.status === 'PROCESSED', 20_000, 'the rescued record to be processed');
+      },
       { pollMs: 600_000, rescueEveryMs: 50 },
     );
     expect(seen).toEqual([{ id, version: 1, data: { n: 1 }, attempts: 2 }]);
@@ -359,11 +394,11 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     const worker = await runWorker(
       engine,
       (_record, ctx) => new Promise((resolve) => ctx.signal.addEventListener('abort', () => ((reason = ctx.signal.reason), resolve('too late')))),
-      async () => {
+      async (_worker, clock) => {
         await waitFor(async () => (await row(`${prefix}lost`))?.status === 'PROCESSING', 10_000, 'the record to be PROCESSING');
-        // Another holder took over (as after a rescue and a new claim).
+        // Another holder took over (as after a rescue and a new claim); the next heartbeat (every 100 ms) finds out.
         await db.pool.query(`UPDATE rowfleet.records SET lease_token = gen_random_uuid(), lease_owner = 'thief' WHERE id = $1`, [`${prefix}lost`]);
-        await waitFor(async () => reason !== undefined, 10_000, 'the handler to see its lease lost');
+        await advanceUntil(clock, 100, () => reason !== undefined, 10_000, 'the handler to see its lease lost');
       },
       { leaseMs: 300 },
     );
