@@ -9,6 +9,7 @@ import type { PgBoss } from 'pg-boss';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { loadConfig } from '../src/config.ts';
 import { putRecord } from './helpers/records.ts';
+import { waitFor } from './helpers/wait.ts';
 import { silentLogger } from '../src/log.ts';
 import { startBoss, stopBoss } from '../src/boss/boss.ts';
 import { inKeyOrder, recordJob, sweep, type SweepOptions } from '../src/boss/sweep.ts';
@@ -184,15 +185,16 @@ describe('the boss engine', () => {
     ];
     const stop = new AbortController();
     const running = workers.map((w) => w.run(stop.signal));
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.records WHERE status <> 'PROCESSED'`);
-      if (rows[0].n === 0) break;
-      if (Date.now() > deadline) throw new Error(`${rows[0].n} records not processed in time`);
-      await new Promise((r) => setTimeout(r, 20));
+    try {
+      await waitFor(
+        async () => (await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.records WHERE status <> 'PROCESSED'`)).rows[0].n === 0,
+        30_000,
+        'every record to be PROCESSED',
+      );
+    } finally {
+      stop.abort();
+      await Promise.all(running);
     }
-    stop.abort();
-    await Promise.all(running);
     expect(seen.size).toBe(400);
     expect([...seen.values()].filter((runs) => runs.length !== 1)).toEqual([]);
     // Both engines did part of the work.

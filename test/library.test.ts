@@ -90,11 +90,7 @@ describe('library', () => {
     const fleet = createFleet({ databaseUrl: db.url, workers: 1, handler: 'checksum', pollMs: 100 });
     const running = fleet.start();
     await client.upsert({ id: 'fleet-1', data: { n: 1 } });
-    const deadline = Date.now() + 30_000;
-    while ((await client.getRecord('fleet-1'))?.status !== 'PROCESSED') {
-      if (Date.now() > deadline) throw new Error('record not processed in time');
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitFor(async () => (await client.getRecord('fleet-1'))?.status === 'PROCESSED', 30_000, 'the record to be PROCESSED', 50);
     await fleet.stop();
     await running;
     expect((await client.getRecord('fleet-1'))?.result).toMatchObject({ sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
