@@ -10,7 +10,8 @@ import { claimBench } from './claim.ts';
 import { wakeupBench } from './wakeup.ts';
 import { sweepBench } from './sweep.ts';
 import { autoscaleBench } from './autoscale.ts';
+import { soakBench } from './soak.ts';
 
-const BENCHES: readonly Bench[] = [upsertBench, drainBench, drainFreshBench, claimBench, wakeupBench, sweepBench, autoscaleBench];
+const BENCHES: readonly Bench[] = [upsertBench, drainBench, drainFreshBench, claimBench, wakeupBench, sweepBench, autoscaleBench, soakBench];
 
 main(BENCHES);
