@@ -10,7 +10,7 @@ import type pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 import { parseMessage } from '../src/records/message.ts';
-import type { Claimed } from '../src/records/claim.ts';
+import { claimDue, claimIds, type Claimed } from '../src/records/claim.ts';
 import { extendLeases, release } from '../src/records/lease.ts';
 import { complete, fail } from '../src/records/settle.ts';
 import { rescueExpired } from '../src/records/rescue.ts';
@@ -514,5 +514,34 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     const { rows } = await db.pool.query(`SELECT version, note FROM effects WHERE record_id = $1`, [`${prefix}tx`]);
     expect(rows).toEqual([{ version: '2', note: `${prefix}tx:2` }]);
     expect(await row(`${prefix}tx`)).toMatchObject({ processed_version: '2', result: { wrote: true } });
+  });
+});
+
+describe('durability of the claim', () => {
+  it('commits claims without waiting for the disk, and outcomes durably', async () => {
+    await settleAll(db.pool);
+    const ids = ['durable-a', 'durable-b'];
+    for (const id of ids) await putRecord(db.pool, id, {});
+    const client = await db.pool.connect();
+    const setting = async () => (await client.query<{ synchronous_commit: string }>('SHOW synchronous_commit')).rows[0]!.synchronous_commit;
+    try {
+      // A lost claim is a record claimed again, fenced by its token: soft state.
+      await client.query('BEGIN');
+      const [claimed] = await claimDue(client, { owner: 'w', limit: 1, leaseMs: LEASE });
+      expect(await setting()).toBe('off');
+      await client.query('COMMIT');
+      await client.query('BEGIN');
+      await claimIds(client, { ids: ['durable-b'], owner: 'w', leaseMs: LEASE });
+      expect(await setting()).toBe('off');
+      await client.query('COMMIT');
+      // A completion is what the record's PROCESSED means: it waits for the disk.
+      await client.query('BEGIN');
+      expect((await complete(client, [{ ...claimed!, result: 1 }])).get(claimed!.id)).toBe('processed');
+      expect(await setting()).toBe('on');
+      await client.query('COMMIT');
+    } finally {
+      await client.query('ROLLBACK').catch(() => {});
+      client.release();
+    }
   });
 });
