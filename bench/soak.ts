@@ -50,6 +50,7 @@ import { isMain, main, renderTable, type Bench, type BenchContext } from './lib/
 import { percentile } from './lib/load.ts';
 import { pollUntil } from './lib/poll.ts';
 import { withPool } from './lib/pool.ts';
+import { waitUntilReady } from './lib/worker-process.ts';
 
 const REPO = fileURLToPath(new URL('../', import.meta.url));
 const SOAK_MS = 240_000;
@@ -61,7 +62,6 @@ const SAMPLE_MS = 5_000;
 /** A progress line every this many samples (30 s). */
 const PROGRESS_EVERY = 6;
 const SETTLE_TIMEOUT_MS = 60_000;
-const READY_TIMEOUT_MS = 30_000;
 const REQUEST_TIMEOUT_MS = 60_000;
 /** pino's level number for `error`. */
 const ERROR_LEVEL = 50;
@@ -181,7 +181,7 @@ async function soak(ctx: BenchContext, url: string, pool: pg.Pool, soakMs: numbe
   try {
     api = await startApi({ databaseUrl: url, poolSize: config.poolSize });
     for (let i = 1; i <= WORKERS; i++) workers.push(spawnWorker(url, `worker ${i}`));
-    await waitUntilRegistered(pool, workers);
+    await waitUntilReady(workers, pool, 'direct');
     const processes = [{ name: 'api', pid: api.pid }, ...workers.map(({ name, pid }) => ({ name, pid }))];
     ctx.progress(`pids: ${processes.map((p) => `${p.name} ${p.pid}`).join(', ')}; sending for ${(soakMs / 1000).toFixed(0)}s`);
 
@@ -319,22 +319,6 @@ function spawnWorker(url: string, name: string): SoakWorker {
   });
   const logDone = new Promise<void>((resolve) => lines.once('close', () => resolve()));
   return { name, process: child, pid: child.pid!, exited, log, logDone };
-}
-
-/** Each worker has registered its row in rowfleet.workers (a soak does not time startup, so its LISTEN is not awaited). */
-async function waitUntilRegistered(pool: pg.Pool, workers: readonly SoakWorker[]): Promise<void> {
-  const pids = workers.map((w) => w.pid);
-  const gone = new Map<number, number | null>();
-  for (const w of workers) void w.exited.then((code) => gone.set(w.pid, code));
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    const [pid, code] = gone.entries().next().value ?? [];
-    if (pid !== undefined) throw new Error(`rowfleet worker (pid ${pid}) exited with code ${code} before it registered`);
-    const { rows } = await pool.query<{ n: number }>('SELECT count(DISTINCT pid)::int AS n FROM rowfleet.workers WHERE pid = ANY ($1)', [pids]);
-    if (rows[0]!.n === pids.length) return;
-    await delay(100);
-  }
-  throw new Error(`rowfleet worker processes did not register within ${READY_TIMEOUT_MS / 1000}s`);
 }
 
 /**

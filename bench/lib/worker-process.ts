@@ -63,7 +63,8 @@ function spawnWorker({ databaseUrl, engine = 'direct', concurrency, batch, handl
 /** What each engine's LISTEN statement looks like in pg_stat_activity: the one that wakes its worker. */
 const LISTEN_PATTERNS: Record<EngineName, string[]> = { direct: ['LISTEN%rowfleet_due%'], boss: ['LISTEN%rowfleet_due%'] };
 
-async function waitUntilReady(children: readonly Child[], pool: pg.Pool, engine: EngineName): Promise<void> {
+/** Each worker has registered its row in rowfleet.workers and LISTENs; fails if one exits first. */
+export async function waitUntilReady(children: readonly Child[], pool: pg.Pool, engine: EngineName): Promise<void> {
   const pids = children.map((child) => child.pid);
   const gone = new Map<number, number | null>();
   for (const child of children) void child.exited.then((code) => gone.set(child.pid, code));
