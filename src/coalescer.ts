@@ -1,8 +1,9 @@
 /**
  * Sends items that arrive together in one call: at most `maxInFlight` calls run at once; items
  * that arrive meanwhile queue, and the next call to start takes the whole queue (up to
- * `maxBatch`), in arrival order. No timer: an idle process sends an item at once, a busy one sends
- * fewer, larger calls. Used for single HTTP upserts and for worker completions.
+ * `maxBatch`), in arrival order. No timer: an idle process sends an item at once (with `gather`,
+ * at the end of the current turn of the event loop), a busy one sends fewer, larger calls. Used for
+ * single HTTP upserts and for worker completions.
  */
 export interface CoalescerOptions<In, Out> {
   maxInFlight: number;
@@ -11,6 +12,11 @@ export interface CoalescerOptions<In, Out> {
   send(items: In[]): Promise<Out[]>;
   /** Whether a failed call should be retried item by item, so that one bad item fails alone. */
   isolate?(err: unknown): boolean;
+  /**
+   * Let the current turn of the event loop finish before a call starts, so that items submitted
+   * together (a claimed batch's completions) share it instead of the first going alone.
+   */
+  gather?: boolean;
 }
 
 interface Pending<In, Out> {
@@ -23,6 +29,7 @@ export class Coalescer<In, Out> {
   readonly #options: CoalescerOptions<In, Out>;
   readonly #queue: Pending<In, Out>[] = [];
   #inFlight = 0;
+  #gathering = false;
 
   constructor(options: CoalescerOptions<In, Out>) {
     this.#options = options;
@@ -36,6 +43,19 @@ export class Coalescer<In, Out> {
   }
 
   #drain(): void {
+    if (this.#gathering) return;
+    if (this.#options.gather === true && this.#inFlight === 0 && this.#queue.length > 0) {
+      this.#gathering = true;
+      setImmediate(() => {
+        this.#gathering = false;
+        this.#start();
+      });
+      return;
+    }
+    this.#start();
+  }
+
+  #start(): void {
     while (this.#inFlight < this.#options.maxInFlight && this.#queue.length > 0) {
       const batch = this.#queue.splice(0, this.#options.maxBatch);
       this.#inFlight += 1;

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { UpsertCoalescer } from '../src/records/coalescer.ts';
+import { Coalescer } from '../src/coalescer.ts';
 import { parseMessage, type Message } from '../src/records/message.ts';
 
 let db: TestDatabase;
@@ -52,5 +53,32 @@ describe('UpsertCoalescer', () => {
     expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
     const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.records WHERE id LIKE 'ok-%'`);
     expect(rows[0].n).toBe(3);
+  });
+});
+
+describe('Coalescer', () => {
+  const recording = (gather: boolean) => {
+    const calls: number[][] = [];
+    const coalescer = new Coalescer<number, number>({
+      maxInFlight: 1,
+      maxBatch: 1000,
+      gather,
+      send: async (items) => (calls.push(items), items.map((n) => n * 2)),
+    });
+    return { calls, coalescer };
+  };
+
+  it('with gather, items submitted in one turn share the first call', async () => {
+    const { calls, coalescer } = recording(true);
+    // As a claimed batch's handlers finish: each submits after a few promise hops of its own.
+    const outs = await Promise.all(Array.from({ length: 500 }, (_, i) => Promise.resolve(i).then((n) => coalescer.submit(n))));
+    expect(outs).toEqual(Array.from({ length: 500 }, (_, i) => i * 2));
+    expect(calls.map((c) => c.length)).toEqual([500]);
+  });
+
+  it('without it, the first item goes alone and the rest wait for it', async () => {
+    const { calls, coalescer } = recording(false);
+    await Promise.all(Array.from({ length: 500 }, (_, i) => Promise.resolve(i).then((n) => coalescer.submit(n))));
+    expect(calls.map((c) => c.length)).toEqual([1, 499]);
   });
 });

@@ -49,6 +49,8 @@ export class Settlement {
     this.#completer = new Coalescer({
       maxInFlight: 1,
       maxBatch: 1000,
+      // A claimed batch's handlers often finish in one turn: their completions share a statement.
+      gather: true,
       send: async (items) => {
         const outcomes = await complete(deps.pool, items, deps.now?.());
         return items.map((c) => outcomes.get(c.id) ?? 'lost');
