@@ -5,6 +5,10 @@
 -- flush (~1-2 ms here) between a notification and the handler's start. Completions, failures and
 -- upserts still commit durably. A later durable commit flushes the claim with it (WAL is one stream).
 --
+-- One lease token per claim, not per row: a lease is (id, token), and one claim takes a row once,
+-- so every lease is still its own; gen_random_uuid() cost ~1.3 µs a row, about 6% of Postgres's
+-- CPU per drained record.
+--
 -- Otherwise the functions of 0006_hot_path.sql, unchanged: see its notes on plans and lock order.
 CREATE OR REPLACE FUNCTION rowfleet.claim_due(p_owner text, p_limit integer, p_lease_ms integer, p_now timestamptz)
 RETURNS TABLE (id text, version bigint, data jsonb, attempts integer, lease_token uuid) LANGUAGE plpgsql
@@ -13,6 +17,7 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
   v_now timestamptz := coalesce(p_now, now());
+  v_token uuid := gen_random_uuid();
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   -- Oldest due first, read from records_due_idx in its order. The CTE makes SKIP LOCKED and LIMIT
@@ -28,7 +33,7 @@ BEGIN
      FOR UPDATE SKIP LOCKED
   )
   UPDATE rowfleet.records r
-     SET status = 'PROCESSING', lease_owner = p_owner, lease_token = gen_random_uuid(),
+     SET status = 'PROCESSING', lease_owner = p_owner, lease_token = v_token,
          lease_expires_at = v_now + p_lease_ms * interval '1 millisecond', attempts = r.attempts + 1, updated_at = v_now,
          enqueued_at = NULL
    WHERE r.ctid = ANY (ARRAY(SELECT due.tid FROM due))
@@ -43,6 +48,7 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
   v_now timestamptz := coalesce(p_now, now());
+  v_token uuid := gen_random_uuid();
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   -- ORDER BY id with sorting off: the primary key, in its order (records_due_idx would need a sort).
@@ -54,7 +60,7 @@ BEGIN
      FOR UPDATE SKIP LOCKED
   )
   UPDATE rowfleet.records r
-     SET status = 'PROCESSING', lease_owner = p_owner, lease_token = gen_random_uuid(),
+     SET status = 'PROCESSING', lease_owner = p_owner, lease_token = v_token,
          lease_expires_at = v_now + p_lease_ms * interval '1 millisecond', attempts = r.attempts + 1, updated_at = v_now,
          enqueued_at = NULL
    WHERE r.ctid = ANY (ARRAY(SELECT due.tid FROM due))
