@@ -156,8 +156,13 @@ describe('the boss engine', () => {
     await upsertMessages(db.pool, messages(all));
     await runSweep();
     const seen = new Map<string, string[]>();
-    const handler = (engine: string) => async (record: { id: string }) => {
+    // Each engine's first handlers wait until the other engine has started one, so both take part
+    // however fast either one starts (the direct engine alone once drained all 400 first).
+    const started = { direct: Promise.withResolvers<void>(), boss: Promise.withResolvers<void>() };
+    const handler = (engine: 'direct' | 'boss') => async (record: { id: string }) => {
       seen.set(record.id, [...(seen.get(record.id) ?? []), engine]);
+      started[engine].resolve();
+      await started[engine === 'direct' ? 'boss' : 'direct'].promise;
       await new Promise((r) => setTimeout(r, 2));
     };
     const common = {
