@@ -54,7 +54,7 @@ export interface FleetOptions {
   targetWaitMs: number;
   /** Samples in a row that need fewer workers before shrinking. */
   idleSamples: number;
-  /** Each worker's --concurrency, to judge whether what is held fits in fewer workers. */
+  /** Each worker's --concurrency: how many handler slots a worker adds. */
   concurrency: number;
   /** A small pool: backlog samples, and forgetting the registrations of workers that died. */
   pool: pg.Pool;

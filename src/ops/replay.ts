@@ -55,7 +55,6 @@ export interface ReplayResult {
 
 const PAGE = 1000;
 
-
 export async function replay(pool: pg.Pool, options: ReplayOptions): Promise<ReplayResult> {
   const inRange = rangeSql(options);
   const upTo = options.toSeq === undefined ? sql`true` : sql`e.seq <= ${options.toSeq}::bigint`;

@@ -213,7 +213,8 @@ export class Worker {
     } catch (err) {
       this.#log.error({ err, recordId: execution.claimed.id }, 'could not record the outcome; the lease will expire and the record be rescued');
     } finally {
-      this.#active.delete(execution.claimed.id);
+      // Only this execution's entry: a record given back may already be held again by a new one.
+      if (this.#active.get(execution.claimed.id) === execution) this.#active.delete(execution.claimed.id);
       this.#wakeup.poke();
     }
   }
