@@ -6,15 +6,16 @@
  *   3. single messages: POST /upsert against `rowfleet api` in its own process, and for reference
  *      the bare single-row statement over a pg pool, at the same concurrency.
  * Targets (the issues'): batched upserts with full audit reach >= 50% of the bare statement's rate
- * at the same batch size (100 and 1000); single library upserts (upsertMessages with one message a
- * call, 64 concurrent callers on a pool of 10) reach >= 60% of the bare single-row statement's rate
- * with the same callers and pool; single HTTP upserts reach >= 5,000 messages/s.
+ * at the same batch size (100 and 1000); single library upserts (the public client's `upsert` with
+ * one message a call, 64 concurrent callers on a pool of 10) reach >= 60% of the bare single-row
+ * statement's rate with the same callers and pool; single HTTP upserts reach >= 5,000 messages/s.
  *
  *   npm run bench:upsert [-- --seconds 12 --warmup 2]
  */
 import { cpus } from 'node:os';
 import autocannon from 'autocannon';
 import pg from 'pg';
+import { createClient, type UpsertResponse } from '../src/index.ts';
 import { upsertMessages, type UpsertResult } from '../src/records/upsert.ts';
 import type { Message } from '../src/records/message.ts';
 import { startApi, type ApiProcess } from './lib/api-process.ts';
@@ -123,20 +124,24 @@ async function measureBatches(ctx: BenchContext, url: string, kind: 'bare' | 'ro
 }
 
 async function measureSingles(ctx: BenchContext, url: string, kind: 'bare' | 'rowfleet'): Promise<Row> {
-  const scenario = kind === 'bare' ? 'bare statement, single row' : 'rowfleet upsertMessages, single';
+  const scenario = kind === 'bare' ? 'bare statement, single row' : 'rowfleet client upsert, single';
   ctx.progress(`${scenario}, ${SINGLE_CONCURRENCY} callers on a pool of ${SINGLE_POOL_SIZE}: ${ctx.warmupSeconds}s warm-up + ${ctx.seconds}s`);
   return withPool(url, SINGLE_POOL_SIZE, async (pool) => {
     await resetTables(pool);
+    // What an application calls: the public client, on the same pool as the bare reference.
+    const client = createClient({ pool });
     const stream = messageStream(`single-${kind}`);
     const counts = { sent: 0, applied: 0 };
     const call = async () => {
-      const messages = [stream.next()];
-      const applied = kind === 'bare' ? await bareSingle(pool, messages[0]!) : countApplied(await upsertMessages(pool, messages));
+      const message = stream.next();
+      const applied = kind === 'bare' ? await bareSingle(pool, message) : countApplied([await client.upsert(message)]);
       counts.applied += applied;
       counts.sent += 1;
       return 1;
     };
-    const measurement = await closedLoop({ concurrency: SINGLE_CONCURRENCY, warmupSeconds: ctx.warmupSeconds, seconds: ctx.seconds, call, cpu: meter(ctx) });
+    const measurement = await closedLoop({ concurrency: SINGLE_CONCURRENCY, warmupSeconds: ctx.warmupSeconds, seconds: ctx.seconds, call, cpu: meter(ctx) }).finally(() =>
+      client.close(),
+    );
     ctx.progress(`${scenario}: ${formatRate(measurement.messagesPerSecond)} msgs/s`);
     return { scenario, kind: kind === 'bare' ? 'baseline' : 'rowfleet', batchSize: 1, concurrency: SINGLE_CONCURRENCY, measurement, appliedShare: counts.applied / counts.sent, notes: [] };
   });
@@ -202,7 +207,7 @@ async function bareSingle(pool: pg.Pool, m: Message): Promise<number> {
   return result.rowCount ?? 0;
 }
 
-function countApplied(results: readonly UpsertResult[]): number {
+function countApplied(results: readonly (UpsertResult | UpsertResponse)[]): number {
   return results.filter((result) => result.applied).length;
 }
 

@@ -26,6 +26,7 @@ import { parseBatch, parseMessage, type MessageInput, type MessageLimits } from 
 import { getRecord, type RecordView as InternalRecordView, type EventView as InternalEventView } from './records/read.ts';
 import { settleWakes } from './records/wake.ts';
 import { presentResult, upsertMessages, type UpsertResponse as InternalUpsertResponse } from './records/upsert.ts';
+import { coalescedCalls, UpsertCoalescer } from './records/coalescer.ts';
 import {
   loadHandler,
   PermanentError as InternalPermanentError,
@@ -180,6 +181,8 @@ export interface RowfleetClient {
 interface Opened {
   pool: pg.Pool;
   enqueue: Awaited<ReturnType<typeof openEnqueue>>;
+  /** Single messages from concurrent callers share calls, as POST /upsert's do. */
+  singles: UpsertCoalescer;
 }
 
 /**
@@ -198,17 +201,22 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
   const log = (options.log ?? silentLogger) as Logger;
   const boss = config.boss.enqueueOnUpsert ? config.boss : undefined;
 
+  const opening = async (pool: pg.Pool, poolSize: number): Promise<Opened> => {
+    const enqueue = await openEnqueue(config, pool, log);
+    const singles = new UpsertCoalescer(pool, { maxInFlight: coalescedCalls(poolSize), maxBatch: limits.maxBatch, enqueue: enqueue?.enqueue });
+    return { pool, enqueue, singles };
+  };
   async function connect(): Promise<Opened> {
     if (options.pool !== undefined) {
       const pool = options.pool as pg.Pool;
       await requireMigrated(pool);
-      return { pool, enqueue: await openEnqueue(config, pool, log) };
+      return opening(pool, pool.options.max ?? config.poolSize);
     }
     const url = await resolveDatabaseUrl(config, log);
     await ensureSchema(url, config.databaseUrl === undefined, boss);
     const pool = createPool({ connectionString: url, max: config.poolSize, log });
     try {
-      return { pool, enqueue: await openEnqueue(config, pool, log) };
+      return await opening(pool, config.poolSize);
     } catch (err) {
       await pool.end();
       throw err;
@@ -223,10 +231,13 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
 
   async function upsert(input: MessageInput | readonly MessageInput[]): Promise<UpsertResponse | UpsertResponse[]> {
     // Validate everything before writing anything: a bad item refuses the whole batch.
-    const messages = Array.isArray(input) ? parseBatch(input, limits) : [parseMessage(input, limits)];
+    if (!Array.isArray(input)) {
+      const message = parseMessage(input, limits);
+      return presentResult(await (await open()).singles.upsert(message));
+    }
+    const messages = parseBatch(input, limits);
     const { pool, enqueue } = await open();
-    const results = (await upsertMessages(pool, messages, { enqueue: enqueue?.enqueue })).map(presentResult);
-    return Array.isArray(input) ? results : results[0]!;
+    return (await upsertMessages(pool, messages, { enqueue: enqueue?.enqueue })).map(presentResult);
   }
 
   return {

@@ -29,6 +29,40 @@ describe('library', () => {
     expect(await client.getRecord('lib-1', { history: true })).toMatchObject({ version: 2, history: [{ reason: 'applied' }, { reason: 'stale' }] });
   });
 
+  it('sends concurrent single upserts in shared statements, each answered as if sent alone in arrival order', async () => {
+    // The test's pool, counting the upsert statements that reach it.
+    let statements = 0;
+    const pool = new Proxy(db.pool, {
+      get(target, prop, receiver) {
+        if (prop !== 'query') return Reflect.get(target, prop, receiver);
+        return (config: unknown, ...rest: unknown[]) => {
+          if (typeof config === 'object' && config !== null && String((config as { name?: string }).name).startsWith('rowfleet_upsert_message')) statements += 1;
+          return (target.query as (...a: unknown[]) => unknown)(config, ...rest);
+        };
+      },
+    });
+    const shared = createClient({ pool });
+    try {
+      // 40 callers at once on 8 ids: versions out of order, so some are stale behind an earlier caller.
+      const versions = Array.from({ length: 40 }, (_, i) => ((i * 17) % 40) + 1);
+      const results = await Promise.all(versions.map((v, i) => shared.upsert({ id: `lib-co-${i % 8}`, data: { v }, version: v })));
+      expect(statements).toBeLessThan(10);
+      // Arrival order is call order: a message is applied when it is newer than every earlier one for its id.
+      const newest = new Map<string, number>();
+      const expected = versions.map((v, i) => {
+        const id = `lib-co-${i % 8}`;
+        const before = newest.get(id);
+        if (before !== undefined && before >= v) return { id, applied: false, version: v, currentVersion: before, reason: 'stale' };
+        newest.set(id, v);
+        return { id, applied: true, version: v, reason: 'applied' };
+      });
+      expect(results).toEqual(expected);
+      for (const [id, v] of newest) expect(await shared.getRecord(id)).toMatchObject({ version: v, data: { v } });
+    } finally {
+      await shared.close();
+    }
+  });
+
   it('throws MessageError naming the field and writes nothing for a bad batch', async () => {
     await expect(client.upsert([{ id: 'lib-3', data: {} }, { id: 'lib-4', data: { s: 'a\u0000' } }])).rejects.toThrow(MessageError);
     await expect(client.upsert([{ id: 'lib-3', data: {} }, { id: 'lib-4', data: new Date() as object }])).rejects.toThrow(/items\[1\]\.data/);

@@ -3,7 +3,7 @@ import type pg from 'pg';
 import type { Config } from '../config.ts';
 import { MessageError, parseUpsertBody } from '../records/message.ts';
 import { presentResult, statusOf, upsertMessages } from '../records/upsert.ts';
-import { UpsertCoalescer } from '../records/coalescer.ts';
+import { coalescedCalls, UpsertCoalescer } from '../records/coalescer.ts';
 import type { Enqueue, UpsertResult } from '../records/upsert.ts';
 import type { ApiMetrics } from './metrics.ts';
 
@@ -20,10 +20,8 @@ export function registerUpsertRoute(
     for (const r of results) metrics.upserts.inc({ reason: 'duplicate' in r && r.duplicate ? 'duplicate' : r.reason });
   };
   const limits = { maxBatch: config.maxBatch, maxDepth: config.maxDepth };
-  // Concurrent single messages share calls. Two in flight measured best on 2 cores (4,900/s over
-  // HTTP against 4,700/s with four, and less Postgres CPU per message: larger calls); the rest of
-  // the pool stays free for batches and reads.
-  const coalescer = new UpsertCoalescer(pool, { maxInFlight: Math.max(1, Math.min(2, config.poolSize - 1)), maxBatch: config.maxBatch, enqueue });
+  // Concurrent single messages share calls.
+  const coalescer = new UpsertCoalescer(pool, { maxInFlight: coalescedCalls(config.poolSize), maxBatch: config.maxBatch, enqueue });
   app.post('/upsert', async (request, reply) => {
     const key = request.headers['idempotency-key'];
     if (Array.isArray(key)) throw new MessageError('Idempotency-Key', 'must be sent once');

@@ -12,6 +12,15 @@ import type { Queryable } from '../db/sql.ts';
 import type { Message } from './message.ts';
 import { upsertMessages, type Enqueue, type UpsertResult } from './upsert.ts';
 
+/**
+ * Calls in flight for a pool of `poolSize`: two measured best on 2 cores (4,900/s over HTTP against
+ * 4,700/s with four, and less Postgres CPU per message: larger calls); the rest of the pool stays
+ * free for batches and reads.
+ */
+export function coalescedCalls(poolSize: number): number {
+  return Math.max(1, Math.min(2, poolSize - 1));
+}
+
 export class UpsertCoalescer {
   readonly #coalescer: Coalescer<Message, UpsertResult>;
 
