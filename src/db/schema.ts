@@ -206,3 +206,15 @@ export const stats = rowfleet.table('stats', {
   superseded: bigint('superseded', { mode: 'number' }).notNull().default(0),
   rescued: bigint('rescued', { mode: 'number' }).notNull().default(0),
 }, (t) => [primaryKey({ columns: [t.minute, t.backend] })]);
+
+/**
+ * Clients waiting for results (`POST /upsert?wait=`, the library's `upsert(m, { wait })`): one
+ * row per waiting client (not per waiter), kept until `expires_at`. While a row is live, the
+ * statements that settle records (complete, fail, rescue) send one NOTIFY on `rowfleet_settled`;
+ * while none is, they send nothing (see src/records/await.ts). A client that died leaves a row
+ * that expires by itself.
+ */
+export const awaits = rowfleet.table('awaits', {
+  client: uuid('client').primaryKey(),
+  expiresAt: timestamptz('expires_at').notNull(),
+});
