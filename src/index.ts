@@ -25,8 +25,9 @@ import { silentLogger, type Logger } from './log.ts';
 import { parseBatch, parseMessage, type MessageInput, type MessageLimits } from './records/message.ts';
 import { getRecord, type RecordView as InternalRecordView, type EventView as InternalEventView } from './records/read.ts';
 import { settleWakes } from './records/wake.ts';
-import { presentResult, upsertMessages, type UpsertResponse as InternalUpsertResponse } from './records/upsert.ts';
+import { upsertMessages, type UpsertResponse as InternalUpsertResponse } from './records/upsert.ts';
 import { coalescedCalls, UpsertCoalescer } from './records/coalescer.ts';
+import { Awaiter, parseWait, presentAnswer, upsertAnswering, type Outcome as InternalOutcome } from './records/await.ts';
 import {
   loadHandler,
   PermanentError as InternalPermanentError,
@@ -74,6 +75,29 @@ export type UpsertResponse =
   | { id: string; applied: true; version: number | string; reason: 'applied'; duplicate?: true }
   | { id: string; applied: false; version: number | string; currentVersion: number | string; reason: 'stale' | 'conflict'; duplicate?: true }
   | { id: string; applied: false; reason: 'message_id_reused'; messageId: string; error: string };
+
+/**
+ * What became of an applied message when `upsert` was given `wait` (the same as `POST /upsert?wait=`):
+ * `settled` once its version, or a newer one, is PROCESSED (with `result`) or FAILED (with `error`);
+ * `settled: false` with the record's status when the wait ran out first.
+ */
+export interface UpsertOutcome {
+  settled: boolean;
+  status: 'COMPLETED' | 'PROCESSING' | 'PROCESSED' | 'FAILED' | null;
+  processedVersion: number | string | null;
+  result?: unknown;
+  error?: string | null;
+}
+
+/** Options of one `upsert` call. */
+export interface UpsertCallOptions {
+  /**
+   * Answer once each applied message is processed or failed, waiting at most this long after the
+   * write: a duration (`'10s'`, `'500ms'`) or milliseconds, at most 5 minutes. Its answer carries
+   * an `outcome`.
+   */
+  wait?: string | number;
+}
 
 /** A record as `getRecord` returns it (the same as `GET /records/:id`). */
 export interface RecordView {
@@ -172,17 +196,21 @@ export interface ClientOptions {
 
 export interface RowfleetClient {
   /** One message → one response; an array → one response per message, in order. */
-  upsert(message: MessageInput): Promise<UpsertResponse>;
-  upsert(messages: readonly MessageInput[]): Promise<UpsertResponse[]>;
+  upsert(message: MessageInput, options?: UpsertCallOptions): Promise<UpsertResponse & { outcome?: UpsertOutcome }>;
+  upsert(messages: readonly MessageInput[], options?: UpsertCallOptions): Promise<(UpsertResponse & { outcome?: UpsertOutcome })[]>;
   getRecord(id: string, options?: { history?: boolean }): Promise<RecordView | undefined>;
   close(): Promise<void>;
 }
+
+type Answer = UpsertResponse & { outcome?: UpsertOutcome };
 
 interface Opened {
   pool: pg.Pool;
   enqueue: Awaited<ReturnType<typeof openEnqueue>>;
   /** Single messages from concurrent callers share calls, as POST /upsert's do. */
   singles: UpsertCoalescer;
+  /** Answers calls that wait for results (it listens only once one does). */
+  awaiter: Awaiter;
 }
 
 /**
@@ -201,22 +229,22 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
   const log = (options.log ?? silentLogger) as Logger;
   const boss = config.boss.enqueueOnUpsert ? config.boss : undefined;
 
-  const opening = async (pool: pg.Pool, poolSize: number): Promise<Opened> => {
+  const opening = async (pool: pg.Pool, poolSize: number, listenUrl: string): Promise<Opened> => {
     const enqueue = await openEnqueue(config, pool, log);
     const singles = new UpsertCoalescer(pool, { maxInFlight: coalescedCalls(poolSize), maxBatch: limits.maxBatch, enqueue: enqueue?.enqueue });
-    return { pool, enqueue, singles };
+    return { pool, enqueue, singles, awaiter: new Awaiter(pool, { listenUrl, log }) };
   };
   async function connect(): Promise<Opened> {
     if (options.pool !== undefined) {
       const pool = options.pool as pg.Pool;
       await requireMigrated(pool);
-      return opening(pool, pool.options.max ?? config.poolSize);
+      return opening(pool, pool.options.max ?? config.poolSize, pool.options.connectionString ?? '');
     }
     const url = await resolveDatabaseUrl(config, log);
     await ensureSchema(url, config.databaseUrl === undefined, boss);
     const pool = createPool({ connectionString: url, max: config.poolSize, log });
     try {
-      return await opening(pool, config.poolSize);
+      return await opening(pool, config.poolSize, url);
     } catch (err) {
       await pool.end();
       throw err;
@@ -229,15 +257,15 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
       throw err;
     }));
 
-  async function upsert(input: MessageInput | readonly MessageInput[]): Promise<UpsertResponse | UpsertResponse[]> {
+  async function upsert(input: MessageInput | readonly MessageInput[], callOptions: UpsertCallOptions = {}): Promise<Answer | Answer[]> {
     // Validate everything before writing anything: a bad item refuses the whole batch.
-    if (!Array.isArray(input)) {
-      const message = parseMessage(input, limits);
-      return presentResult(await (await open()).singles.upsert(message));
-    }
-    const messages = parseBatch(input, limits);
-    const { pool, enqueue } = await open();
-    return (await upsertMessages(pool, messages, { enqueue: enqueue?.enqueue })).map(presentResult);
+    const batch = Array.isArray(input);
+    const messages = batch ? parseBatch(input, limits) : [parseMessage(input, limits)];
+    const waitMs = callOptions.wait === undefined ? undefined : parseWait(callOptions.wait);
+    const { pool, enqueue, singles, awaiter } = await open();
+    const send = () => (batch ? upsertMessages(pool, messages, { enqueue: enqueue?.enqueue }) : singles.upsert(messages[0]!).then((r) => [r]));
+    const answers = (await upsertAnswering(send, waitMs === undefined ? undefined : { awaiter, ms: waitMs })).map(presentAnswer);
+    return batch ? answers : answers[0]!;
   }
 
   return {
@@ -248,7 +276,8 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
       opened = undefined;
       if (current === undefined) return;
       // An open that failed left nothing to close.
-      const { pool, enqueue } = await current.catch(() => ({ pool: undefined, enqueue: undefined }));
+      const { pool, enqueue, awaiter } = await current.catch(() => ({ pool: undefined, enqueue: undefined, awaiter: undefined }));
+      await awaiter?.close();
       await enqueue?.close();
       if (pool !== undefined) await settleWakes(pool);
       if (pool !== undefined && options.pool === undefined) await pool.end();
@@ -265,11 +294,11 @@ async function requireMigrated(pool: pg.Pool): Promise<void> {
 let shared: RowfleetClient | undefined;
 
 /** Upserts through a shared client configured from the environment (see createClient). */
-export function upsert(message: MessageInput): Promise<UpsertResponse>;
-export function upsert(messages: readonly MessageInput[]): Promise<UpsertResponse[]>;
-export function upsert(input: MessageInput | readonly MessageInput[]): Promise<UpsertResponse | UpsertResponse[]> {
+export function upsert(message: MessageInput, options?: UpsertCallOptions): Promise<Answer>;
+export function upsert(messages: readonly MessageInput[], options?: UpsertCallOptions): Promise<Answer[]>;
+export function upsert(input: MessageInput | readonly MessageInput[], options?: UpsertCallOptions): Promise<Answer | Answer[]> {
   shared ??= createClient();
-  return shared.upsert(input as MessageInput);
+  return shared.upsert(input as MessageInput, options);
 }
 
 /** Closes the shared client's connections (call before exiting a script that used `upsert`). */
@@ -449,6 +478,7 @@ type Fits<A, B> = [A] extends [B] ? true : false;
 type Holds<T extends true> = T;
 type Mirrors = [
   Holds<Same<UpsertResponse, InternalUpsertResponse>>,
+  Holds<Same<UpsertOutcome, InternalOutcome>>,
   Holds<Same<RecordView, InternalRecordView>>,
   Holds<Same<EventView, InternalEventView>>,
   Holds<Same<HandlerRecord, InternalHandlerRecord>>,

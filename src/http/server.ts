@@ -15,6 +15,7 @@ import { MessageError } from '../records/message.ts';
 import type { Enqueue } from '../records/upsert.ts';
 import { bearerAuth } from './auth.ts';
 import { registerUpsertRoute } from './upsert-route.ts';
+import { Awaiter } from '../records/await.ts';
 import { registerRecordRoutes } from './record-routes.ts';
 import { registerHealthRoutes } from './health-routes.ts';
 import { createApiMetrics } from './metrics.ts';
@@ -25,12 +26,14 @@ export interface ServerOptions {
   log: Logger;
   /** Sends each applied record's job in the upsert's transaction (ROWFLEET_ENQUEUE_ON_UPSERT). */
   enqueue?: Enqueue | undefined;
+  /** Where requests that wait for results LISTEN (default: the pool's connection string). */
+  listenUrl?: string | undefined;
 }
 
 /** Seconds a client should wait before retrying when the database is unavailable. */
 const RETRY_AFTER_SECONDS = 2;
 
-export function buildServer({ config, pool, log, enqueue }: ServerOptions): FastifyInstance {
+export function buildServer({ config, pool, log, enqueue, listenUrl }: ServerOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger,
     bodyLimit: config.maxBodyBytes,
@@ -87,7 +90,10 @@ export function buildServer({ config, pool, log, enqueue }: ServerOptions): Fast
     return sendError(reply, 500, 'internal_error', 'internal error; see the server log for this request id');
   });
 
-  registerUpsertRoute(app, { pool, config, metrics, enqueue });
+  const awaiter = new Awaiter(pool, { listenUrl: listenUrl ?? pool.options.connectionString ?? '', log });
+  // Before the server waits for requests in flight: waiting ones are answered with their state now.
+  app.addHook('preClose', () => awaiter.close());
+  registerUpsertRoute(app, { pool, config, metrics, enqueue, awaiter });
   app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   registerRecordRoutes(app, { pool });
   registerHealthRoutes(app, { pool });

@@ -24,7 +24,7 @@ export function registerApi(ctx: CommandContext): Command {
         await ensureSchema(url, config.databaseUrl === undefined, config.boss.enqueueOnUpsert ? config.boss : undefined);
         const enqueue = await openEnqueue(config, pool, log);
         try {
-          const app = buildServer({ config, pool, log, enqueue: enqueue?.enqueue });
+          const app = buildServer({ config, pool, log, enqueue: enqueue?.enqueue, listenUrl: url });
           let address: string;
           try {
             address = await app.listen({ port: config.port, host: config.host });

@@ -51,7 +51,7 @@ export function registerDemo(ctx: CommandContext): Command {
         out(`database   ${where}`);
         const { applied, total } = await migrateAll(url, config.boss, log);
         out(`migrations ${applied} applied, ${total} in all`);
-        const app = buildServer({ config, pool, log });
+        const app = buildServer({ config, pool, log, listenUrl: url });
         const address = await app.listen({ port: 0, host: '127.0.0.1' });
         out(`api        ${address}`);
         out();

@@ -1,0 +1,268 @@
+/**
+ * Waiting for a result: `POST /upsert?wait=10s` and the library's `upsert(m, { wait })` answer once
+ * the applied version is PROCESSED or FAILED, or when the wait runs out, with the record's state.
+ *
+ * No loop per waiter, and no polling: a client that has waiters keeps one row in rowfleet.awaits
+ * and one LISTEN connection on `rowfleet_settled` (drizzle/0008_await_results.sql). Each statement
+ * that settles records notifies that channel while such a row is live; the client then reads the
+ * records of all its waiters in one statement (one read at a time, again if notified meanwhile).
+ *
+ * Order, so that no settlement is missed: the row is committed and the LISTEN established before
+ * the upsert is sent, so the settling statement, which runs after the upsert committed, sees the
+ * row and notifies a listener. A notification that arrives before the waiter is registered is
+ * covered by the read that every registration schedules.
+ */
+import { randomUUID } from 'node:crypto';
+import { sql } from 'drizzle-orm';
+import type pg from 'pg';
+import { listen, type Listener } from '../db/listen.ts';
+import { query } from '../db/sql.ts';
+import { durationProblem, parseDuration } from '../duration.ts';
+import type { Logger } from '../log.ts';
+import { MessageError, presentVersion } from './message.ts';
+import { presentResult, type UpsertResponse, type UpsertResult } from './upsert.ts';
+
+export const SETTLED_CHANNEL = 'rowfleet_settled';
+
+/** The longest wait a caller may ask for: a request held longer belongs to a queue of its own. */
+export const MAX_WAIT_MS = 5 * 60_000;
+
+/** What became of an applied message by the time the answer was sent. */
+export interface Outcome {
+  /** PROCESSED at this version or a newer one, or FAILED; false when the wait ran out first. */
+  settled: boolean;
+  /** The record's status when answered; null if it no longer exists. */
+  status: 'COMPLETED' | 'PROCESSING' | 'PROCESSED' | 'FAILED' | null;
+  /** The version whose result is stored (may be newer than the message's: conflation). */
+  processedVersion: number | string | null;
+  /** The handler's result, when PROCESSED. */
+  result?: unknown;
+  /** The last error, when FAILED. */
+  error?: string | null;
+}
+
+export interface Target {
+  id: string;
+  /** The applied version, as a decimal string. */
+  version: string;
+}
+
+interface StateRow {
+  id: string;
+  status: Exclude<Outcome['status'], null>;
+  version: string;
+  processed_version: string | null;
+  result: unknown;
+  last_error: string | null;
+}
+
+interface Waiter {
+  target: Target;
+  resolve(outcome: Outcome): void;
+  timer: NodeJS.Timeout;
+}
+
+/** Seconds past the longest current wait that the client's row stays live (clock skew, a slow answer). */
+const ROW_MARGIN_MS = 5_000;
+/** How long to wait for the LISTEN to be established before sending the upsert anyway. */
+const LISTEN_READY_MS = 5_000;
+
+/**
+ * A wait as a caller gives it: a duration (`10s`, `500ms`) or milliseconds (the library), at most
+ * MAX_WAIT_MS. `field` names it in the error: `wait` for the query parameter and the option.
+ */
+export function parseWait(raw: unknown, field = 'wait'): number {
+  const ms = typeof raw === 'number' ? raw : typeof raw === 'string' ? parseDuration(raw) : undefined;
+  if (ms === undefined) {
+    throw new MessageError(field, typeof raw === 'string' ? durationProblem(raw, '').trimStart() : 'must be a duration such as "10s", or milliseconds');
+  }
+  if (!Number.isInteger(ms) || ms < 0 || ms > MAX_WAIT_MS) throw new MessageError(field, `must be between 0ms and 5m, got ${typeof raw === 'string' ? raw : `${raw} ms`}`);
+  return ms;
+}
+
+export interface Answer {
+  result: UpsertResult;
+  outcome?: Outcome;
+}
+
+/**
+ * Writes through `send` and, with `wait`, waits up to `wait.ms` (after the write) for every
+ * applied message's version to settle. Messages that were not applied (stale, a conflict) are
+ * answered at once.
+ */
+export async function upsertAnswering(send: () => Promise<UpsertResult[]>, wait?: { awaiter: Awaiter; ms: number }): Promise<Answer[]> {
+  if (wait === undefined) return (await send()).map((result) => ({ result }));
+  await wait.awaiter.prepare(wait.ms);
+  const results = await send();
+  const applied = results.flatMap((result, i) => (result.applied ? [{ i, target: { id: result.id, version: result.version } }] : []));
+  const outcomes = await wait.awaiter.wait(
+    applied.map((a) => a.target),
+    wait.ms,
+  );
+  const byIndex = new Map(applied.map((a, k) => [a.i, outcomes[k]!]));
+  return results.map((result, i) => {
+    const outcome = byIndex.get(i);
+    return outcome === undefined ? { result } : { result, outcome };
+  });
+}
+
+/** An answer as the HTTP API and the library return it. */
+export function presentAnswer({ result, outcome }: Answer): UpsertResponse & { outcome?: Outcome } {
+  return outcome === undefined ? presentResult(result) : { ...presentResult(result), outcome };
+}
+
+export class Awaiter {
+  readonly #pool: pg.Pool;
+  readonly #listenUrl: string;
+  readonly #log: Logger;
+  readonly #client = randomUUID();
+  readonly #waiters = new Set<Waiter>();
+  #listener: Listener | undefined;
+  #listening: Promise<void> | undefined;
+  /** Until when (this process's clock) the row is known to be live. */
+  #rowUntil = 0;
+  #reading = false;
+  #readAgain = false;
+  #closed = false;
+
+  constructor(pool: pg.Pool, options: { listenUrl: string; log: Logger }) {
+    this.#pool = pool;
+    this.#listenUrl = options.listenUrl;
+    this.#log = options.log;
+  }
+
+  /**
+   * Before the upsert: make sure a settlement from now on reaches this client for `waitMs`. An
+   * error here (the database unavailable) is the caller's: nothing was written yet.
+   */
+  async prepare(waitMs: number): Promise<void> {
+    if (this.#closed) throw new Error('the client is closed');
+    this.#listening ??= new Promise<void>((ready) => {
+      this.#listener = listen(this.#listenUrl, SETTLED_CHANNEL, () => this.#read(), this.#log, () => {
+        ready();
+        this.#read();
+      });
+    });
+    const until = Date.now() + waitMs + ROW_MARGIN_MS;
+    // One write per client while its row covers the wait; a burst of waiters costs one.
+    if (until > this.#rowUntil + 1_000) {
+      const ms = waitMs + ROW_MARGIN_MS;
+      await query(
+        this.#pool,
+        sql`INSERT INTO rowfleet.awaits (client, expires_at) VALUES (${this.#client}::uuid, now() + ${ms}::int * interval '1 millisecond')
+            ON CONFLICT (client) DO UPDATE SET expires_at = greatest(rowfleet.awaits.expires_at, excluded.expires_at)`,
+      );
+      this.#rowUntil = Math.max(this.#rowUntil, until - 1_000);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    // A listener that cannot connect yet is no reason to refuse the write: the answer then comes at
+    // the first read after it connects, or when the wait runs out.
+    await Promise.race([this.#listening, new Promise<void>((resolve) => (timer = setTimeout(resolve, LISTEN_READY_MS)))]);
+    clearTimeout(timer);
+  }
+
+  /** After the upsert: resolves when each target's version has settled, or with its state when `waitMs` ran out. */
+  wait(targets: readonly Target[], waitMs: number): Promise<Outcome[]> {
+    const outcomes = Promise.all(
+      targets.map(
+        (target) =>
+          new Promise<Outcome>((resolve) => {
+            const waiter: Waiter = { target, resolve, timer: setTimeout(() => void this.#timeOut(waiter), waitMs) };
+            this.#waiters.add(waiter);
+          }),
+      ),
+    );
+    // Settled already (a fast worker, or a duplicate of a message processed long ago), or
+    // notified before these waiters were registered: one read answers them.
+    this.#read();
+    return outcomes;
+  }
+
+  /** Schedules the read that answers every waiter whose record has settled. */
+  #read(): void {
+    if (this.#reading) {
+      this.#readAgain = true;
+      return;
+    }
+    if (this.#waiters.size === 0) return;
+    this.#reading = true;
+    void this.#readOnce().finally(() => {
+      this.#reading = false;
+      if (this.#readAgain) {
+        this.#readAgain = false;
+        this.#read();
+      }
+    });
+  }
+
+  async #readOnce(): Promise<void> {
+    const ids = [...new Set([...this.#waiters].map((w) => w.target.id))];
+    let rows: StateRow[];
+    try {
+      rows = await readStates(this.#pool, ids);
+    } catch (err) {
+      // The next notification or the waiter's own timeout answers it.
+      this.#log.warn({ err: { message: (err as Error).message } }, 'could not read the records of waiting requests');
+      return;
+    }
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    for (const waiter of this.#waiters) {
+      const outcome = outcomeOf(waiter.target, byId.get(waiter.target.id));
+      if (outcome.settled) this.#answer(waiter, outcome);
+    }
+  }
+
+  async #timeOut(waiter: Waiter): Promise<void> {
+    if (!this.#waiters.has(waiter)) return;
+    const rows = await readStates(this.#pool, [waiter.target.id]).catch(() => undefined);
+    this.#answer(waiter, rows === undefined ? unknownOutcome() : outcomeOf(waiter.target, rows[0]));
+  }
+
+  #answer(waiter: Waiter, outcome: Outcome): void {
+    if (!this.#waiters.delete(waiter)) return;
+    clearTimeout(waiter.timer);
+    waiter.resolve(outcome);
+  }
+
+  /** Answers every waiter with the state it has now, stops listening and removes the client's row. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const waiting = [...this.#waiters];
+    if (waiting.length > 0) {
+      const rows = await readStates(this.#pool, [...new Set(waiting.map((w) => w.target.id))]).catch(() => undefined);
+      const byId = new Map(rows?.map((row) => [row.id, row]));
+      for (const waiter of waiting) this.#answer(waiter, rows === undefined ? unknownOutcome() : outcomeOf(waiter.target, byId.get(waiter.target.id)));
+    }
+    await this.#listener?.close();
+    if (this.#listening !== undefined) {
+      await query(this.#pool, sql`DELETE FROM rowfleet.awaits WHERE client = ${this.#client}::uuid`).catch(() => undefined);
+    }
+  }
+}
+
+function readStates(pool: pg.Pool, ids: readonly string[]): Promise<StateRow[]> {
+  return query<StateRow>(
+    pool,
+    sql`SELECT id, status, version, processed_version, result, last_error FROM rowfleet.records WHERE id = ANY (${sql.param([...ids])}::text[])`,
+    'rowfleet_await_states',
+  );
+}
+
+/** Settled: PROCESSED at the version or a newer one, or FAILED at it or a newer one. */
+export function outcomeOf(target: Target, row: StateRow | undefined): Outcome {
+  if (row === undefined) return { settled: true, status: null, processedVersion: null };
+  const version = BigInt(target.version);
+  const processedVersion = row.processed_version === null ? null : presentVersion(row.processed_version);
+  if (row.status === 'PROCESSED' && row.processed_version !== null && BigInt(row.processed_version) >= version) {
+    return { settled: true, status: 'PROCESSED', processedVersion, result: row.result };
+  }
+  if (row.status === 'FAILED' && BigInt(row.version) >= version) {
+    return { settled: true, status: 'FAILED', processedVersion, error: row.last_error };
+  }
+  return { settled: false, status: row.status, processedVersion };
+}
+
+/** When even the record could not be read (the database went away during the wait). */
+function unknownOutcome(): Outcome {
+  return { settled: false, status: null, processedVersion: null };
+}
