@@ -17,14 +17,43 @@ BEGIN
 END;
 $fn$;
 --> statement-breakpoint
--- Each settling function of 0006 keeps its body (and its pinned plans) under a new name; the old
--- name settles, then tells waiting clients.
-ALTER FUNCTION rowfleet.complete_records(text[], bigint[], uuid[], jsonb[], timestamptz) RENAME TO complete_records_core;
---> statement-breakpoint
-CREATE FUNCTION rowfleet.complete_records(p_ids text[], p_versions bigint[], p_tokens uuid[], p_results jsonb[], p_now timestamptz)
-RETURNS TABLE (id text, processed boolean) LANGUAGE plpgsql AS $fn$
+-- The completion is restated from 0006 with the notification at its end (it is the hot one: a
+-- wrapper's copy of its rows measured about 1 µs more per drained record). The rare ones, failure
+-- and rescue, keep their bodies (and pinned plans) under a new name, and the old name calls them,
+-- then tells waiting clients.
+CREATE OR REPLACE FUNCTION rowfleet.complete_records(p_ids text[], p_versions bigint[], p_tokens uuid[], p_results jsonb[], p_now timestamptz)
+RETURNS TABLE (id text, processed boolean) LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off
+SET enable_hashjoin = off SET enable_mergejoin = off
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_now timestamptz := coalesce(p_now, now());
 BEGIN
-  RETURN QUERY SELECT * FROM rowfleet.complete_records_core(p_ids, p_versions, p_tokens, p_results, p_now);
+  RETURN QUERY
+  WITH updated AS (
+    UPDATE rowfleet.records r
+       SET status = CASE WHEN r.version = d.version THEN 'PROCESSED' ELSE 'COMPLETED' END,
+           result = CASE WHEN r.version = d.version THEN d.result ELSE r.result END,
+           processed_version = CASE WHEN r.version = d.version THEN d.version ELSE r.processed_version END,
+           processed_at = CASE WHEN r.version = d.version THEN v_now ELSE r.processed_at END,
+           last_error = CASE WHEN r.version = d.version THEN NULL ELSE r.last_error END,
+           attempts = CASE WHEN r.version = d.version THEN r.attempts ELSE 0 END,
+           lease_expirations = 0,
+           run_after = v_now,
+           lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = v_now
+      FROM (SELECT d.id, d.version, d.token, d.result
+              FROM unnest(p_ids, p_versions, p_tokens, p_results) AS d(id, version, token, result) ORDER BY d.id) d
+     WHERE r.id = d.id AND r.lease_token = d.token AND r.lease_expires_at > v_now
+    RETURNING r.id, r.status = 'PROCESSED' AS processed
+  ),
+  counted AS (
+    INSERT INTO rowfleet.stats AS s (minute, backend, processed, superseded)
+    SELECT date_trunc('minute', v_now), pg_backend_pid(), count(*) FILTER (WHERE u.processed), count(*) FILTER (WHERE NOT u.processed)
+      FROM updated u HAVING count(*) > 0
+    ON CONFLICT (minute, backend) DO UPDATE SET processed = s.processed + excluded.processed, superseded = s.superseded + excluded.superseded
+  )
+  SELECT u.id, u.processed FROM updated u;
   -- Superseded completions notify too: the waiter re-reads and keeps waiting.
   IF FOUND THEN
     PERFORM rowfleet.notify_settled();
