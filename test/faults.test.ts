@@ -23,6 +23,7 @@ import { sweep } from '../src/boss/sweep.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { EXECUTIONS_TABLE, isAlive, Processes, RECORDING_HANDLER, type LogLine } from './helpers/processes.ts';
 import { waitFor } from './helpers/wait.ts';
+import { createClient, type RowfleetClient } from '../src/index.ts';
 
 const procs = new Processes();
 const databases: TestDatabase[] = [];
@@ -264,7 +265,9 @@ describe('faults', () => {
     // A server of its own: restarting the shared test server would break the other test files.
     let home: string | undefined;
     let pool: pg.Pool | undefined;
+    const clients: RowfleetClient[] = [];
     afterAll(async () => {
+      for (const client of clients) await client.close().catch(() => {});
       await pool?.end().catch(() => {});
       if (home !== undefined) {
         await stopEmbedded(home, silentLogger).catch(() => {});
@@ -288,6 +291,10 @@ describe('faults', () => {
         { DATABASE_URL: server.url, RECORDING_SLEEP_MS: '20' },
       );
       const processed = () => countWhere(db, `status = 'PROCESSED'`).catch(() => 0);
+      // A client waiting for results: its first wait opens its LISTEN, which must survive both faults.
+      const client = createClient({ databaseUrl: server.url, poolSize: 2 });
+      clients.push(client);
+      const firstWait = client.upsert({ id: 'pg-wait-0', data: { n: 0 } }, { wait: '90s' });
       await waitFor(async () => (await processed()) >= 300, 90_000, '300 records processed');
       const workers = procs.fleetWorkers;
       expect(workers).toHaveLength(2);
@@ -310,6 +317,12 @@ describe('faults', () => {
       // New work after the restart: found through the re-established LISTEN or the poll.
       await waitFor(() => upsertMany(db, Array.from({ length: 500 }, (_, i) => ({ id: `pg-new-${i}`, data: { n: i } }))).then(() => true, () => false), 30_000, 'an upsert after the restart');
       await waitFor(async () => (await countWhere(db, `status <> 'PROCESSED'`).catch(() => -1)) === 0, 120_000, 'every record PROCESSED after the restart');
+      expect((await firstWait).outcome).toMatchObject({ settled: true, status: 'PROCESSED' });
+      // The waiting client is answered by a notification, not when its wait runs out (30 s, when a
+      // last read would find it PROCESSED too): its LISTEN reconnected.
+      const asked = Date.now();
+      expect((await client.upsert({ id: 'pg-wait-1', data: { n: 1 } }, { wait: '30s' })).outcome).toMatchObject({ settled: true, status: 'PROCESSED' });
+      expect(Date.now() - asked).toBeLessThan(25_000);
 
       // The same two workers did it all: none exited, none was restarted.
       expect(fleet.logs.filter((l) => l.msg === 'worker process exited unexpectedly; restarting')).toEqual([]);
@@ -320,7 +333,7 @@ describe('faults', () => {
       expect(fleet.logs.filter((l) => isWorkerWarning(l) && (l.time as number) >= restartAt).length).toBeGreaterThan(0);
 
       expect(await fleet.stop('SIGTERM')).toEqual({ code: 0, signal: null });
-      await expectConsistent(db, 2000);
+      await expectConsistent(db, 2002);
       const { rows: registered } = await db.query('SELECT id FROM rowfleet.workers');
       expect(registered).toEqual([]);
     });
