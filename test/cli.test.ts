@@ -152,7 +152,7 @@ describe('rowfleet demo', () => {
   it('shows applied, stale, duplicate, conflict and a 400', async () => {
     const run = await rowfleet(env, 'demo');
     expect(run.error).toBeUndefined();
-    for (const word of ['"reason":"applied"', '"reason":"stale"', '"duplicate":true', '→ 409', '→ 400', 'version 3', 'version 3  PROCESSED  result {"bytes"']) {
+    for (const word of ['"reason":"applied"', '"reason":"stale"', '"duplicate":true', '→ 409', '→ 400', 'version 3', 'version 3  PROCESSED  result {"bytes"', '"outcome":{"settled":true,"status":"PROCESSED"']) {
       expect(run.stdout).toContain(word);
     }
   });

@@ -87,6 +87,12 @@ export function registerDemo(ctx: CommandContext): Command {
               const view = await getRecord(pool, recordId);
               out(`  ${recordId}  version ${view?.version}  ${view?.status}${done ? `  result ${JSON.stringify(view?.result)}` : ' (not yet)'}`);
             }
+            out();
+            out('# ?wait= answers once the worker has processed the message, with its result');
+            const body = { id: `${id}-wait`, data: { total: 30 } };
+            const waited = await fetch(`${address}/upsert?wait=10s`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+            out(`  POST /upsert?wait=10s ${JSON.stringify(body)}`);
+            out(`  → ${waited.status} ${await waited.text()}`);
           } finally {
             stop.abort();
             await worker;
