@@ -8,6 +8,7 @@
  *   afterAll(async () => { await db?.drop(); });
  */
 import { randomBytes } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import { inject } from 'vitest';
 
@@ -47,8 +48,18 @@ async function createDatabase(template: string | undefined, { poolSize = 4 }: { 
     pool,
     async drop() {
       await pool.end();
-      // FORCE: a test that failed midway may have left a client connected.
-      await withAdmin(adminUrl, (admin) => admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+      await withAdmin(adminUrl, async (admin) => {
+        // pool.end() resolves once its clients were told to close, not once they have: a FORCE
+        // drop meanwhile kills them mid-close, and the FATAL reaches a client nobody listens to
+        // any more (an uncaught error in a test that passed). Give them a moment to go.
+        for (let tries = 0; tries < 100; tries++) {
+          const { rows } = await admin.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1`, [name]);
+          if (rows[0]!.n === 0) break;
+          await delay(20);
+        }
+        // FORCE: a test that failed midway may have left a client connected.
+        await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      });
     },
   };
 }
