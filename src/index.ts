@@ -22,9 +22,10 @@ import { ensureSchema, schemaState } from './boss/migrate.ts';
 import { createPool } from './db/pool.ts';
 import { SchemaNotReadyError } from './errors.ts';
 import { silentLogger, type Logger } from './log.ts';
-import { parseBatch, parseMessage, type MessageInput, type MessageLimits } from './records/message.ts';
+import { parseBatch, parseMessage, presentVersion, type MessageInput, type MessageLimits } from './records/message.ts';
 import { getRecord, type RecordView as InternalRecordView, type EventView as InternalEventView } from './records/read.ts';
 import { settleWakes } from './records/wake.ts';
+import { deleteById } from './records/delete.ts';
 import { upsertMessages, type UpsertResponse as InternalUpsertResponse } from './records/upsert.ts';
 import { coalescedCalls, UpsertCoalescer } from './records/coalescer.ts';
 import { Awaiter, parseWait, presentAnswer, upsertAnswering, type Outcome as InternalOutcome } from './records/await.ts';
@@ -83,7 +84,7 @@ export type UpsertResponse =
  */
 export interface UpsertOutcome {
   settled: boolean;
-  status: 'COMPLETED' | 'PROCESSING' | 'PROCESSED' | 'FAILED' | null;
+  status: 'COMPLETED' | 'PROCESSING' | 'PROCESSED' | 'FAILED' | 'DELETED' | null;
   processedVersion: number | string | null;
   result?: unknown;
   error?: string | null;
@@ -103,7 +104,8 @@ export interface UpsertCallOptions {
 export interface RecordView {
   id: string;
   version: number | string;
-  status: 'COMPLETED' | 'PROCESSING' | 'PROCESSED' | 'FAILED';
+  /** DELETED only in `rowfleet inspect`: getRecord returns undefined for a deleted record. */
+  status: 'COMPLETED' | 'PROCESSING' | 'PROCESSED' | 'FAILED' | 'DELETED';
   data: unknown;
   attempts: number;
   runAfter: string;
@@ -125,7 +127,7 @@ export interface EventView {
   version: number | string | null;
   versionAssigned: boolean;
   applied: boolean;
-  reason: 'applied' | 'stale' | 'duplicate' | 'conflict' | 'retried' | 'failed' | 'requeued' | 'rescued' | 'replayed';
+  reason: 'applied' | 'stale' | 'duplicate' | 'conflict' | 'retried' | 'failed' | 'requeued' | 'rescued' | 'replayed' | 'deleted';
   currentVersion: number | string | null;
   data: unknown;
   detail: unknown;
@@ -198,7 +200,14 @@ export interface RowfleetClient {
   /** One message → one response; an array → one response per message, in order. */
   upsert(message: MessageInput, options?: UpsertCallOptions): Promise<UpsertResponse & { outcome?: UpsertOutcome }>;
   upsert(messages: readonly MessageInput[], options?: UpsertCallOptions): Promise<(UpsertResponse & { outcome?: UpsertOutcome })[]>;
+  /** undefined when there is no such record, or it was deleted. */
   getRecord(id: string, options?: { history?: boolean }): Promise<RecordView | undefined>;
+  /**
+   * Deletes a record, leaving a tombstone at its version: a late message at that version or older
+   * is refused, a newer one creates it again. undefined when there is no such record (or it is
+   * deleted already). A record being processed loses its lease: its handler's completion is refused.
+   */
+  deleteRecord(id: string): Promise<{ id: string; version: number | string } | undefined>;
   close(): Promise<void>;
 }
 
@@ -271,6 +280,10 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
   return {
     upsert: upsert as RowfleetClient['upsert'],
     getRecord: async (id, opts) => getRecord((await open()).pool, id, opts),
+    async deleteRecord(id) {
+      const deleted = await deleteById((await open()).pool, id);
+      return deleted === undefined ? undefined : { id: deleted.id, version: presentVersion(deleted.version) };
+    },
     async close() {
       const current = opened;
       opened = undefined;

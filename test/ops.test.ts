@@ -167,6 +167,8 @@ describe('rowfleet status', () => {
     await claimDue(db.pool, { owner: 'h:1:a', limit: 1, leaseMs: 30_000 });
     await upsert('s-4', {});
     await upsert('s-5', {});
+    await upsert('s-7', {});
+    expect((await rowfleet(env, 'delete', '--id', 's-7')).error).toBeUndefined();
     await db.pool.query(`UPDATE rowfleet.records SET run_after = now() - interval '90 seconds' WHERE id = 's-4'`);
     await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour' WHERE id = 's-5'`);
     await db.pool.query(
@@ -175,7 +177,7 @@ describe('rowfleet status', () => {
     await db.pool.query(`INSERT INTO rowfleet.stats (minute, processed, failed, retried) VALUES (date_trunc('minute', now()), 120, 1, 4), (date_trunc('minute', now()) - interval '10 minutes', 600, 0, 0)`);
 
     const status = json(await rowfleet(env, 'status', '--json'));
-    expect(status.counts).toEqual({ COMPLETED: 2, PROCESSING: 1, PROCESSED: 2, FAILED: 1 });
+    expect(status.counts).toEqual({ COMPLETED: 2, PROCESSING: 1, PROCESSED: 2, FAILED: 1, DELETED: 1 });
     expect(status.due).toBe(1);
     expect(status.oldestDueAgeSeconds).toBeGreaterThanOrEqual(89);
     expect(status.throughput).toEqual({ '1m': 2.03, '5m': 0.41, '15m': 0.8 });
@@ -187,7 +189,7 @@ describe('rowfleet status', () => {
     ]);
 
     const text = (await rowfleet(env, 'status')).stdout;
-    expect(text).toContain('COMPLETED 2   PROCESSING 1   PROCESSED 2   FAILED 1');
+    expect(text).toContain('COMPLETED 2   PROCESSING 1   PROCESSED 2   FAILED 1   DELETED 1');
     expect(text).toMatch(/due {8}1 {3}oldest waiting 1m3\ds/);
     expect(text).toContain('workers    1 alive, 1 silent');
     expect(text).toMatch(/h:1:a\s+direct\s+1\/10\s+alive/);

@@ -15,6 +15,7 @@ import { registerFleet } from './commands/fleet.ts';
 import { registerScheduler } from './commands/scheduler.ts';
 import { registerEnqueue } from './commands/enqueue.ts';
 import { registerRequeue } from './commands/requeue.ts';
+import { registerDelete } from './commands/delete.ts';
 import { registerStatus } from './commands/status.ts';
 import { registerInspect } from './commands/inspect.ts';
 import { registerReplay } from './commands/replay.ts';
@@ -33,7 +34,7 @@ export function createProgram(io: CliIO): Command {
     })
     .exitOverride();
 
-  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerScheduler, registerEnqueue, registerRequeue, registerStatus, registerInspect, registerReplay]) {
+  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerScheduler, registerEnqueue, registerRequeue, registerDelete, registerStatus, registerInspect, registerReplay]) {
     const command = register(ctx);
     command.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });
     program.addCommand(command);

@@ -44,21 +44,23 @@ export const rowfleet = pgSchema('rowfleet');
  *
  *   FAILED or PROCESSED ──requeue (filters, dry run; 'requeued')──► COMPLETED
  *   any status ──replay (rebuilt from event_log; 'replayed')──► COMPLETED (a lease is cleared)
+ *   any status but DELETED ──delete (filters, dry run; 'deleted'; a lease is cleared)──► DELETED
+ *   DELETED ──upsert newer than the tombstone's version──► COMPLETED (older or equal: refused)
  *
  * Rules the schema enforces: a lease (token, expiry) exists exactly while PROCESSING; only a
  * COMPLETED record carries the sweep's enqueued mark. Every transition out of PROCESSING but
  * rescue is guarded by the lease token and an unexpired lease.
  */
-export const RECORD_STATUSES = ['COMPLETED', 'PROCESSING', 'PROCESSED', 'FAILED'] as const;
+export const RECORD_STATUSES = ['COMPLETED', 'PROCESSING', 'PROCESSED', 'FAILED', 'DELETED'] as const;
 export type RecordStatus = (typeof RECORD_STATUSES)[number];
 
 /** Outcomes of a message. `duplicate` is only ever a response: a repeated messageId writes nothing. */
 export const MESSAGE_REASONS = ['applied', 'stale', 'duplicate', 'conflict'] as const;
 /**
  * Lifecycle events a worker or operator appends: a failed attempt that will be retried, a record
- * FAILED, a lease rescued, a requeue, a replay that rewrote the record.
+ * FAILED, a lease rescued, a requeue, a replay that rewrote the record, a delete.
  */
-export const LIFECYCLE_REASONS = ['retried', 'failed', 'requeued', 'rescued', 'replayed'] as const;
+export const LIFECYCLE_REASONS = ['retried', 'failed', 'requeued', 'rescued', 'replayed', 'deleted'] as const;
 export type EventReason = (typeof MESSAGE_REASONS)[number] | (typeof LIFECYCLE_REASONS)[number];
 
 /**
@@ -122,6 +124,8 @@ export const records = rowfleet.table(
     index('records_unenqueued_idx').on(t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED' and ${t.enqueuedAt} is null`),
     // On id, not on a timestamp: an index on updated_at would make every upsert a non-HOT update.
     index('records_failed_idx').on(t.id).where(sql`${t.status} = 'FAILED'`),
+    // Tombstones, counted by `status` without reading the table.
+    index('records_deleted_idx').on(t.id).where(sql`${t.status} = 'DELETED'`),
   ],
 );
 

@@ -1,6 +1,6 @@
 /**
  * `rowfleet inspect <id>`: a record and its timeline. Every message (with its outcome) and every
- * lifecycle event (retried, failed, rescued, requeued, replayed) comes from event_log; the last
+ * lifecycle event (retried, failed, rescued, requeued, replayed, deleted) comes from event_log; the last
  * completion and a lease held right now come from the record itself.
  */
 import type pg from 'pg';
@@ -22,7 +22,7 @@ export interface Inspection {
 }
 
 export async function inspectRecord(pool: pg.Pool, id: string): Promise<Inspection | undefined> {
-  const view = await getRecord(pool, id, { history: true });
+  const view = await getRecord(pool, id, { history: true, deleted: true });
   if (view === undefined) return undefined;
   const { history = [], ...record } = view;
   const timeline: TimelineEntry[] = history.map(eventEntry);
@@ -53,6 +53,7 @@ function eventEntry(e: EventView): TimelineEntry {
     rescued: () => `lease of ${detail.owner} expired (${detail.leaseExpirations} so far); back to COMPLETED`,
     requeued: () => `requeued from ${detail.from}${detail.lastError ? ` (last error: ${detail.lastError})` : ''}`,
     replayed: () => `replayed from event_log: version ${detail.from ?? '(none)'} → ${e.version}`,
+    deleted: () => `deleted (was ${detail.from}); a newer version creates it again`,
   };
   return { at: e.receivedAt, what: e.reason, version: e.version, seq: e.seq, summary: (summaries[e.reason] ?? (() => e.reason))() };
 }

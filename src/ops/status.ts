@@ -56,7 +56,7 @@ export async function readStatus(pool: pg.Pool): Promise<Status> {
   const workers = await workersWithHoldings(pool, ALIVE_WITHIN_SECONDS);
   const perSecond = (n: number, minutes: number) => Math.round((n / (minutes * 60)) * 100) / 100;
   const counts = Object.fromEntries(RECORD_STATUSES.map((s) => [s, 0])) as Record<RecordStatus, number>;
-  Object.assign(counts, { COMPLETED: r.completed, PROCESSING: r.processing, PROCESSED: r.processed, FAILED: r.failed });
+  Object.assign(counts, { COMPLETED: r.completed, PROCESSING: r.processing, PROCESSED: r.processed, FAILED: r.failed, DELETED: r.deleted });
   return {
     counts,
     estimated: r.processedEstimated ? ['PROCESSED'] : [],

@@ -29,10 +29,10 @@ export const MAX_WAIT_MS = 5 * 60_000;
 
 /** What became of an applied message by the time the answer was sent. */
 export interface Outcome {
-  /** PROCESSED at this version or a newer one, or FAILED; false when the wait ran out first. */
+  /** PROCESSED at this version or a newer one, FAILED, or DELETED; false when the wait ran out first. */
   settled: boolean;
-  /** The record's status when answered; null if it no longer exists. */
-  status: 'COMPLETED' | 'PROCESSING' | 'PROCESSED' | 'FAILED' | null;
+  /** The record's status when answered; null if it could not be read, or there is no such row. */
+  status: 'COMPLETED' | 'PROCESSING' | 'PROCESSED' | 'FAILED' | 'DELETED' | null;
   /** The version whose result is stored (may be newer than the message's: conflation). */
   processedVersion: number | string | null;
   /** The handler's result, when PROCESSED. */
@@ -248,7 +248,7 @@ function readStates(pool: pg.Pool, ids: readonly string[]): Promise<StateRow[]> 
   );
 }
 
-/** Settled: PROCESSED at the version or a newer one, or FAILED at it or a newer one. */
+/** Settled: PROCESSED at the version or a newer one, FAILED at it or a newer one, or DELETED. */
 export function outcomeOf(target: Target, row: StateRow | undefined): Outcome {
   if (row === undefined) return { settled: true, status: null, processedVersion: null };
   const version = BigInt(target.version);
@@ -259,6 +259,8 @@ export function outcomeOf(target: Target, row: StateRow | undefined): Outcome {
   if (row.status === 'FAILED' && BigInt(row.version) >= version) {
     return { settled: true, status: 'FAILED', processedVersion, error: row.last_error };
   }
+  // Deleted: it will not be processed (a newer version would create it again, and be its own wait).
+  if (row.status === 'DELETED') return { settled: true, status: 'DELETED', processedVersion };
   return { settled: false, status: row.status, processedVersion };
 }
 

@@ -1,5 +1,5 @@
 /**
- * Counting records for `rowfleet status` and the dashboard. COMPLETED, PROCESSING, FAILED and due
+ * Counting records for `rowfleet status` and the dashboard. COMPLETED, PROCESSING, FAILED, DELETED and due
  * are read from their partial indexes; PROCESSED, usually most of the table, is counted exactly up
  * to `exactUpTo` rows and estimated from the planner's statistics above that.
  */
@@ -13,6 +13,8 @@ export interface RecordCounts {
   /** `processed` comes from statistics, not from a count. */
   processedEstimated: boolean;
   failed: number;
+  /** Tombstones (deleted records). */
+  deleted: number;
   /** COMPLETED and due now. */
   due: number;
   /** Seconds the oldest due record has waited; null when nothing is due. */
@@ -22,11 +24,12 @@ export interface RecordCounts {
 }
 
 export async function countRecords(db: Queryable, exactUpTo: number): Promise<RecordCounts> {
-  const [row] = await query<{ completed: number; processing: number; failed: number; estimate: number; due: number; oldest: number | null; at: Date }>(
+  const [row] = await query<{ completed: number; processing: number; failed: number; deleted: number; estimate: number; due: number; oldest: number | null; at: Date }>(
     db,
     sql`SELECT (SELECT count(*) FROM rowfleet.records WHERE status = 'COMPLETED')::int AS completed,
                (SELECT count(*) FROM rowfleet.records WHERE status = 'PROCESSING')::int AS processing,
                (SELECT count(*) FROM rowfleet.records WHERE status = 'FAILED')::int AS failed,
+               (SELECT count(*) FROM rowfleet.records WHERE status = 'DELETED')::int AS deleted,
                (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'rowfleet.records'::regclass)::float8 AS estimate,
                (SELECT count(*) FROM rowfleet.records WHERE status = 'COMPLETED' AND run_after <= now())::int AS due,
                (SELECT extract(epoch FROM now() - min(run_after)) FROM rowfleet.records WHERE status = 'COMPLETED' AND run_after <= now())::float8 AS oldest,
@@ -37,7 +40,7 @@ export async function countRecords(db: Queryable, exactUpTo: number): Promise<Re
     const [exact] = await query<{ n: number }>(db, sql`SELECT count(*)::int AS n FROM rowfleet.records WHERE status = 'PROCESSED'`);
     return { ...r, processed: exact!.n, processedEstimated: false };
   }
-  return { ...r, processed: Math.max(0, Math.round(r.estimate) - r.completed - r.processing - r.failed), processedEstimated: true };
+  return { ...r, processed: Math.max(0, Math.round(r.estimate) - r.completed - r.processing - r.failed - r.deleted), processedEstimated: true };
 }
 
 export interface WorkerHoldings {

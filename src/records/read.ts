@@ -37,10 +37,11 @@ export interface EventView {
   receivedAt: string;
 }
 
-export async function getRecord(pool: pg.Pool | pg.PoolClient, id: string, options: { history?: boolean } = {}): Promise<RecordView | undefined> {
+/** The record, or undefined when there is none or it was deleted (a tombstone, shown with `deleted`). */
+export async function getRecord(pool: pg.Pool | pg.PoolClient, id: string, options: { history?: boolean; deleted?: boolean } = {}): Promise<RecordView | undefined> {
   const db = drizzle({ client: pool });
   const [row] = await db.select().from(records).where(eq(records.id, id));
-  if (row === undefined) return undefined;
+  if (row === undefined || (row.status === 'DELETED' && options.deleted !== true)) return undefined;
   const view = toRecordView(row);
   if (options.history) {
     const events = await db.select().from(eventLog).where(eq(eventLog.recordId, id)).orderBy(asc(eventLog.seq));

@@ -1,37 +1,19 @@
 import { Command, Option } from 'commander';
-import { parseInteger } from '../../config.ts';
-import { UsageError, UserError } from '../../errors.ts';
-import { parseMoment, requeue } from '../../ops/requeue.ts';
+import { UserError } from '../../errors.ts';
+import { requeue } from '../../ops/requeue.ts';
 import { REQUEUE_STATUSES, type RequeueStatus } from '../../records/requeue.ts';
-import { progressBar } from '../progress.ts';
-import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
+import { bulkOptions, withBulkOptions, type BulkFlags } from '../bulk.ts';
+import { overridesFrom, withDatabaseOptions, type CommandContext } from '../context.ts';
 
-interface RequeueFlags extends DatabaseFlags {
+interface RequeueFlags extends BulkFlags {
   status: RequeueStatus;
-  id?: string[];
-  error?: string;
-  since?: string;
-  before?: string;
-  limit?: number;
-  all?: boolean;
-  dryRun?: boolean;
-  rate?: number;
-  json?: boolean;
 }
 
 export function registerRequeue(ctx: CommandContext): Command {
-  return withDatabaseOptions(new Command('requeue'))
+  const command = withDatabaseOptions(new Command('requeue'))
     .description('move FAILED (or PROCESSED) records back to COMPLETED to be processed again, with fresh attempts')
-    .addOption(new Option('--status <status>', 'which records to requeue').choices([...REQUEUE_STATUSES]).default('FAILED'))
-    .option('--id <id>', 'only this record (repeatable)', (value: string, previous: string[] = []) => [...previous, value])
-    .option('--error <regex>', 'only records whose last error matches (a POSIX regular expression, as Postgres ~)')
-    .option('--since <when>', 'only records that reached their status since then: a duration like 2h, or a timestamp')
-    .option('--before <when>', 'only records that reached their status before then: a duration like 2h, or a timestamp')
-    .addOption(new Option('--limit <n>', 'requeue at most n records (in id order)').argParser((v) => parseInteger(v, '--limit', 1, 1_000_000_000)))
-    .option('--all', 'requeue every record in the status (required when no other filter is given)')
-    .option('--dry-run', 'list what would be requeued and change nothing')
-    .addOption(new Option('--rate <n>', 'records per second, to spread a large requeue out').argParser((v) => parseInteger(v, '--rate', 1, 1_000_000)))
-    .option('--json', 'print {"matched": n, "requeued": n, "dryRun": bool}')
+    .addOption(new Option('--status <status>', 'which records to requeue').choices([...REQUEUE_STATUSES]).default('FAILED'));
+  return withBulkOptions(command, 'requeue', 'requeued')
     .addHelpText(
       'after',
       `
@@ -46,39 +28,14 @@ Examples:
 `,
     )
     .action(async (flags: RequeueFlags) => {
-      const hasFilter = (flags.id?.length ?? 0) > 0 || flags.error !== undefined || flags.since !== undefined || flags.before !== undefined || flags.limit !== undefined;
-      if (!hasFilter && flags.all !== true) {
-        throw new UsageError(`no filter given: pass --id, --error, --since, --before or --limit, or --all to requeue every ${flags.status} record`);
-      }
-      const since = flags.since === undefined ? undefined : parseMoment(flags.since, '--since');
-      const before = flags.before === undefined ? undefined : parseMoment(flags.before, '--before');
+      const { options, finish } = bulkOptions(ctx, flags, `requeue every ${flags.status} record`, 'requeued');
       const config = ctx.config(overridesFrom(flags));
       const log = ctx.logger(config, 'requeue');
-      const json = flags.json === true;
-      const bar = json ? undefined : progressBar(ctx.io, 'requeued');
-      const result = await ctx.withPool(config, log, (pool) =>
-        requeue(pool, {
-          status: flags.status,
-          ids: flags.id,
-          error: flags.error,
-          since,
-          before,
-          limit: flags.limit,
-          dryRun: flags.dryRun === true,
-          rate: flags.rate,
-          ...(ctx.io.shutdownSignal && { signal: ctx.io.shutdownSignal }),
-          ...(bar && { onProgress: (done: number, total: number) => bar.update(done, total) }),
-          ...(!json && {
-            onPreview: (rows) => {
-              for (const r of rows) ctx.io.stdout.write(`${r.id}\t${r.status}\tv${r.version}\t${r.updatedAt.toISOString()}\t${r.lastError ?? ''}\n`);
-            },
-          }),
-        }),
-      );
-      bar?.end();
+      const result = await ctx.withPool(config, log, (pool) => requeue(pool, { ...options, status: flags.status }));
+      finish();
       // The result is printed on stdout; the log keeps it for machines, below the default level.
       log.debug({ ...result, status: flags.status }, 'requeue done');
-      ctx.print(result, json, (r) =>
+      ctx.print(result, flags.json === true, (r) =>
         r.dryRun
           ? `dry run: ${r.matched} ${flags.status} record(s) would be requeued; nothing changed`
           : `requeued ${r.requeued} of ${r.matched} matching ${flags.status} record(s)${r.requeued < r.matched && !r.interrupted ? ' (the others changed meanwhile)' : ''}`,

@@ -1,0 +1,54 @@
+/**
+ * Which records an operator's bulk command (requeue, delete) applies to: one WHERE clause from its
+ * filters, the count it matches, and a dry run's listing in id order.
+ */
+import { sql, type SQL } from 'drizzle-orm';
+import { query, type Queryable } from '../db/sql.ts';
+import type { RecordStatus } from '../db/schema.ts';
+
+export interface RecordFilter {
+  /** Any status but DELETED when not given. */
+  status?: RecordStatus | undefined;
+  ids?: readonly string[] | undefined;
+  /** A POSIX regular expression (Postgres `~`) the last error must match. */
+  error?: string | undefined;
+  /** Only records that reached their status at or after this time (updated_at). */
+  since?: Date | undefined;
+  /** Only records that reached their status before this time. */
+  before?: Date | undefined;
+  limit?: number | undefined;
+}
+
+export interface PreviewRow {
+  id: string;
+  status: string;
+  version: string;
+  lastError: string | null;
+  updatedAt: Date;
+}
+
+/** The WHERE clause of a filter: the status (any but DELETED if not given), and each filter given. */
+export function recordFilter(f: RecordFilter): SQL {
+  const parts: SQL[] = [f.status === undefined ? sql`status <> 'DELETED'` : sql`status = ${f.status}`];
+  if (f.ids !== undefined && f.ids.length > 0) parts.push(sql`id = ANY (${sql.param([...f.ids])}::text[])`);
+  if (f.error !== undefined) parts.push(sql`last_error ~ ${f.error}`);
+  if (f.since !== undefined) parts.push(sql`updated_at >= ${f.since.toISOString()}::timestamptz`);
+  if (f.before !== undefined) parts.push(sql`updated_at < ${f.before.toISOString()}::timestamptz`);
+  return sql.join(parts, sql` AND `);
+}
+
+/** Records the filter matches now. */
+export async function countMatching(db: Queryable, where: SQL): Promise<number> {
+  const [counted] = await query<{ n: number }>(db, sql`SELECT count(*)::int AS n FROM rowfleet.records WHERE ${where}`);
+  return counted!.n;
+}
+
+/** The next `limit` matching records after id `after`, for a dry run's listing. */
+export async function previewPage(db: Queryable, where: SQL, after: string, limit: number): Promise<PreviewRow[]> {
+  const rows = await query<{ id: string; status: string; version: string; last_error: string | null; updated_at: Date }>(
+    db,
+    sql`SELECT id, status, version, last_error, updated_at FROM rowfleet.records
+         WHERE ${where} AND id > ${after} ORDER BY id LIMIT ${limit}`,
+  );
+  return rows.map((r) => ({ id: r.id, status: r.status, version: r.version, lastError: r.last_error, updatedAt: r.updated_at }));
+}
