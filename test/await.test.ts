@@ -20,8 +20,9 @@ let app: FastifyInstance;
 let client: RowfleetClient;
 let worker: ReturnType<typeof createWorker>;
 let running: Promise<void>;
-/** Reads of waiters' records, by the server's awaiter (a named statement). */
+/** Reads of waiters' records, and writes of the server's row in rowfleet.awaits (named statements). */
 let stateReads = 0;
+let registrations = 0;
 /** Handlers of records with `data.hold` wait until released. */
 const held = new Map<string, () => void>();
 const release = (id: string) => held.get(id)?.();
@@ -32,7 +33,9 @@ beforeAll(async () => {
     get(target, prop, receiver) {
       if (prop !== 'query') return Reflect.get(target, prop, receiver);
       return (config: unknown, ...rest: unknown[]) => {
-        if ((config as { name?: string } | null)?.name === 'rowfleet_await_states') stateReads += 1;
+        const name = (config as { name?: string } | null)?.name;
+        if (name === 'rowfleet_await_states') stateReads += 1;
+        if (name === 'rowfleet_await_register') registrations += 1;
         return (target.query as (...a: unknown[]) => unknown)(config, ...rest);
       };
     },
@@ -117,6 +120,10 @@ describe('POST /upsert?wait=', () => {
     expect((await post({ id: 'aw-6', data: { n: 2 }, version: 2 })).json()).toMatchObject({ applied: true });
     release('aw-6');
     expect((await waiting).json()).toMatchObject({ version: 1, outcome: { settled: true, status: 'PROCESSED', processedVersion: 2, result: { n: 2 } } });
+  });
+
+  it('the server wrote its row in rowfleet.awaits once for all the waits above', () => {
+    expect(registrations).toBe(1);
   });
 
   it('refuses a bad wait with 400 naming it, and writes nothing', async () => {

@@ -62,8 +62,13 @@ interface Waiter {
   timer: NodeJS.Timeout;
 }
 
-/** Seconds past the longest current wait that the client's row stays live (clock skew, a slow answer). */
+/** How long past a wait's end the client's row stays live (a slow answer, clocks a little apart). */
 const ROW_MARGIN_MS = 5_000;
+/**
+ * The least a write of the row covers: waits arriving within it need no write of their own, and
+ * settling statements notify for at most this long after the last wait.
+ */
+const ROW_COVERS_MS = 60_000;
 /** How long to wait for the LISTEN to be established before sending the upsert anyway. */
 const LISTEN_READY_MS = 5_000;
 
@@ -143,16 +148,18 @@ export class Awaiter {
         this.#read();
       });
     });
-    const until = Date.now() + waitMs + ROW_MARGIN_MS;
-    // One write per client while its row covers the wait; a burst of waiters costs one.
-    if (until > this.#rowUntil + 1_000) {
-      const ms = waitMs + ROW_MARGIN_MS;
+    // One write per client while its row covers the waits: a stream of waiters writes about once a minute.
+    const started = Date.now();
+    if (started + waitMs + ROW_MARGIN_MS > this.#rowUntil) {
+      const ms = Math.max(waitMs + ROW_MARGIN_MS, ROW_COVERS_MS);
       await query(
         this.#pool,
         sql`INSERT INTO rowfleet.awaits (client, expires_at) VALUES (${this.#client}::uuid, now() + ${ms}::int * interval '1 millisecond')
             ON CONFLICT (client) DO UPDATE SET expires_at = greatest(rowfleet.awaits.expires_at, excluded.expires_at)`,
+        'rowfleet_await_register',
       );
-      this.#rowUntil = Math.max(this.#rowUntil, until - 1_000);
+      // Counted from before the write, so that the row is live at least until then.
+      this.#rowUntil = Math.max(this.#rowUntil, started + ms);
     }
     let timer: NodeJS.Timeout | undefined;
     // A listener that cannot connect yet is no reason to refuse the write: the answer then comes at
