@@ -193,6 +193,8 @@ describe('tokens', () => {
     expect((await secured.inject({ url: '/healthz' })).statusCode).toBe(200);
     expect((await secured.inject({ url: '/readyz' })).statusCode).toBe(200);
     expect((await secured.inject({ url: '/records/tok' })).statusCode).toBe(401);
+    expect((await secured.inject({ method: 'DELETE', url: '/records/tok' })).statusCode).toBe(401);
+    expect((await db.pool.query(`SELECT status FROM rowfleet.records WHERE id = 'tok'`)).rows[0]).toEqual({ status: 'COMPLETED' });
     expect((await secured.inject({ url: '/metrics' })).statusCode).toBe(401);
     expect((await secured.inject({ url: '/metrics', headers: { authorization: 'Bearer s3cret' } })).statusCode).toBe(200);
   });
