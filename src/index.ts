@@ -79,8 +79,8 @@ export type UpsertResponse =
 
 /**
  * What became of an applied message when `upsert` was given `wait` (the same as `POST /upsert?wait=`):
- * `settled` once its version, or a newer one, is PROCESSED (with `result`) or FAILED (with `error`);
- * `settled: false` with the record's status when the wait ran out first.
+ * `settled` once its version, or a newer one, is PROCESSED (with `result`) or FAILED (with `error`),
+ * or the record was deleted; `settled: false` with the record's status when the wait ran out first.
  */
 export interface UpsertOutcome {
   settled: boolean;
@@ -93,7 +93,7 @@ export interface UpsertOutcome {
 /** Options of one `upsert` call. */
 export interface UpsertCallOptions {
   /**
-   * Answer once each applied message is processed or failed, waiting at most this long after the
+   * Answer once each applied message is processed, failed or deleted, waiting at most this long after the
    * write: a duration (`'10s'`, `'500ms'`) or milliseconds, at most 5 minutes. Its answer carries
    * an `outcome`.
    */
