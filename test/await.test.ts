@@ -122,6 +122,15 @@ describe('POST /upsert?wait=', () => {
     expect((await waiting).json()).toMatchObject({ version: 1, outcome: { settled: true, status: 'PROCESSED', processedVersion: 2, result: { n: 2 } } });
   });
 
+  it('200 requests waiting at once on the same worker: each gets its own result, none waits its wait out', async () => {
+    const started = Date.now();
+    const answers = await Promise.all(Array.from({ length: 200 }, (_, n) => post({ id: `aw-many-${n}`, data: { n } }, '?wait=20s')));
+    for (const [n, res] of answers.entries()) {
+      expect(res.json()).toMatchObject({ id: `aw-many-${n}`, applied: true, outcome: { settled: true, status: 'PROCESSED', result: { n } } });
+    }
+    expect(Date.now() - started).toBeLessThan(20_000);
+  });
+
   it('the server wrote its row in rowfleet.awaits once for all the waits above', () => {
     expect(registrations).toBe(1);
   });

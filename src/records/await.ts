@@ -31,7 +31,7 @@ export const MAX_WAIT_MS = 5 * 60_000;
 export interface Outcome {
   /** PROCESSED at this version or a newer one, FAILED, or DELETED; false when the wait ran out first. */
   settled: boolean;
-  /** The record's status when answered; null if it could not be read, or there is no such row. */
+  /** The record's status when answered; null if it could not be read, or there is no such row (not settled). */
   status: 'COMPLETED' | 'PROCESSING' | 'PROCESSED' | 'FAILED' | 'DELETED' | null;
   /** The version whose result is stored (may be newer than the message's: conflation). */
   processedVersion: number | string | null;
@@ -203,7 +203,9 @@ export class Awaiter {
   }
 
   async #readOnce(): Promise<void> {
-    const ids = [...new Set([...this.#waiters].map((w) => w.target.id))];
+    // Only the waiters registered now: one registered during the read asks for the next one.
+    const waiters = [...this.#waiters];
+    const ids = [...new Set(waiters.map((w) => w.target.id))];
     let rows: StateRow[];
     try {
       rows = await readStates(this.#pool, ids);
@@ -213,7 +215,7 @@ export class Awaiter {
       return;
     }
     const byId = new Map(rows.map((row) => [row.id, row]));
-    for (const waiter of this.#waiters) {
+    for (const waiter of waiters) {
       const outcome = outcomeOf(waiter.target, byId.get(waiter.target.id));
       if (outcome.settled) this.#answer(waiter, outcome);
     }
@@ -257,7 +259,8 @@ function readStates(pool: pg.Pool, ids: readonly string[]): Promise<StateRow[]> 
 
 /** Settled: PROCESSED at the version or a newer one, FAILED at it or a newer one, or DELETED. */
 export function outcomeOf(target: Target, row: StateRow | undefined): Outcome {
-  if (row === undefined) return { settled: true, status: null, processedVersion: null };
+  // No row at all (records emptied by hand): nothing will settle it; the wait runs out.
+  if (row === undefined) return { settled: false, status: null, processedVersion: null };
   const version = BigInt(target.version);
   const processedVersion = row.processed_version === null ? null : presentVersion(row.processed_version);
   if (row.status === 'PROCESSED' && row.processed_version !== null && BigInt(row.processed_version) >= version) {
