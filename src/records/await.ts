@@ -124,6 +124,8 @@ export class Awaiter {
   readonly #waiters = new Set<Waiter>();
   #listener: Listener | undefined;
   #listening: Promise<void> | undefined;
+  /** The first wait has waited for the LISTEN (or given up on it after LISTEN_READY_MS). */
+  #listened = false;
   /** Until when (this process's clock) the row is known to be live. */
   #rowUntil = 0;
   #reading = false;
@@ -147,7 +149,7 @@ export class Awaiter {
         ready();
         this.#read();
       });
-    });
+    }).finally(() => (this.#listened = true));
     // One write per client while its row covers the waits: a stream of waiters writes about once a minute.
     const started = Date.now();
     if (started + waitMs + ROW_MARGIN_MS > this.#rowUntil) {
@@ -161,11 +163,14 @@ export class Awaiter {
       // Counted from before the write, so that the row is live at least until then.
       this.#rowUntil = Math.max(this.#rowUntil, started + ms);
     }
+    // The first wait waits (a little) for the LISTEN. Later ones do not, even while it reconnects
+    // after a drop: its reconnection reads every waiter's record. A listener that cannot connect is
+    // no reason to refuse the write: the answer then comes after it connects, or when the wait runs out.
+    if (this.#listened) return;
     let timer: NodeJS.Timeout | undefined;
-    // A listener that cannot connect yet is no reason to refuse the write: the answer then comes at
-    // the first read after it connects, or when the wait runs out.
     await Promise.race([this.#listening, new Promise<void>((resolve) => (timer = setTimeout(resolve, LISTEN_READY_MS)))]);
     clearTimeout(timer);
+    this.#listened = true;
   }
 
   /** After the upsert: resolves when each target's version has settled, or with its state when `waitMs` ran out. */
