@@ -85,8 +85,13 @@ export const records = rowfleet.table(
     status: text('status').$type<RecordStatus>().notNull().default('COMPLETED'),
     /** Claims of the current version so far; reset when a new version is applied. */
     attempts: integer('attempts').notNull().default(0),
-    /** Not claimable before this instant (retry backoff). */
+    /**
+     * Not claimable before this instant: the latest applied message's `runAt` (or its arrival, when
+     * it had none or one in the past), or a retry's backoff.
+     */
     runAfter: timestamptz('run_after').notNull().defaultNow(),
+    /** Higher runs first among due records (-1000 to 1000): the latest applied message's. */
+    priority: integer('priority').notNull().default(0),
     leaseOwner: text('lease_owner'),
     leaseToken: uuid('lease_token'),
     leaseExpiresAt: timestamptz('lease_expires_at'),
@@ -109,15 +114,19 @@ export const records = rowfleet.table(
     check('records_status_check', oneOf(sql`${t.status}`, RECORD_STATUSES)),
     check('records_version_positive', sql`${t.version} > 0`),
     check('records_id_length', sql`length(${t.id}) between 1 and 256`),
+    check('records_priority_range', sql`${t.priority} between -1000 and 1000`),
     // A lease exists exactly while the record is PROCESSING. The worker's guarded statements can
     // then test the token alone: a `status = 'PROCESSING'` conjunct would match the predicate of
     // records_lease_idx and let the planner scan every lease instead of looking the ids up.
     // Only a waiting record carries the sweep's mark; the claim clears it.
     check('records_marked_only_completed', sql`${t.enqueuedAt} is null or ${t.status} = 'COMPLETED'`),
     check('records_lease_iff_processing', sql`(${t.status} = 'PROCESSING') = (${t.leaseToken} is not null and ${t.leaseExpiresAt} is not null)`),
-    // The claim reads due COMPLETED rows oldest-due first; the partial index keeps that
-    // O(batch) however many PROCESSED rows accumulate.
-    index('records_due_idx').on(t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED'`),
+    // The claim reads due COMPLETED rows highest priority first, then oldest due; the partial
+    // index keeps that O(batch) however many PROCESSED rows accumulate. Within one priority the
+    // due rows are a range of it, so records scheduled for later are never read (see claim_due).
+    index('records_due_idx').on(sql`${t.priority} DESC`, t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED'`),
+    // The boss engine's check for lost jobs walks the records that carry the sweep's mark.
+    index('records_marked_idx').on(t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED' and ${t.enqueuedAt} is not null`),
     // Rescue finds expired leases without scanning the table.
     index('records_lease_idx').on(t.leaseExpiresAt).where(sql`${t.status} = 'PROCESSING'`),
     // The sweep's new work: due rows without a job. Its cost follows new work, not the backlog.
@@ -144,6 +153,9 @@ export const eventLog = rowfleet.table(
     reason: text('reason').$type<EventReason>().notNull(),
     /** The record's version when the message was refused (stale, conflict). */
     currentVersion: bigintText('current_version'),
+    /** The message's priority and runAt, when it carried them. */
+    priority: integer('priority'),
+    runAt: timestamptz('run_at'),
     /** Lifecycle details: the error of a failure, the filter of a requeue. */
     detail: jsonb('detail'),
     receivedAt: timestamptz('received_at').notNull().defaultNow(),
