@@ -108,6 +108,7 @@ export interface RecordView {
   status: 'COMPLETED' | 'PROCESSING' | 'PROCESSED' | 'FAILED' | 'DELETED';
   data: unknown;
   attempts: number;
+  priority: number;
   runAfter: string;
   lease: { owner: string | null; expiresAt: string | null } | null;
   lastError: string | null;
@@ -129,6 +130,8 @@ export interface EventView {
   applied: boolean;
   reason: 'applied' | 'stale' | 'duplicate' | 'conflict' | 'retried' | 'failed' | 'requeued' | 'rescued' | 'replayed' | 'deleted';
   currentVersion: number | string | null;
+  priority: number | null;
+  runAt: string | null;
   data: unknown;
   detail: unknown;
   receivedAt: string;
@@ -146,6 +149,8 @@ export interface HandlerRecord {
   data: unknown;
   /** Claims of this version so far, this one included. */
   attempts: number;
+  /** -1000..1000, higher first: the latest applied message's (0 when it carried none). */
+  priority: number;
 }
 
 export interface HandlerContext {

@@ -17,7 +17,7 @@ export function enqueuer(boss: PgBoss, queue: string): Enqueue {
   return async (tx, applied) => {
     await boss.insert(
       queue,
-      inKeyOrder(applied.map((a) => recordJob(a.id, a.version))),
+      inKeyOrder(applied.map((a) => recordJob(a.id, a.version, a.runAt, a.priority))),
       { db: bossDb(tx) },
     );
   };
@@ -28,6 +28,8 @@ export interface Requeued {
   id: string;
   version: string;
   delayMs: number;
+  /** The record's priority, when the worker knows it. */
+  priority?: number | undefined;
 }
 
 /** Jobs for records a worker gave back, deferred to when each is due. */
@@ -35,7 +37,7 @@ export async function sendRequeued(boss: PgBoss, queue: string, records: readonl
   if (records.length === 0) return;
   await boss.insert(
     queue,
-    inKeyOrder(records.map((r) => recordJob(r.id, r.version, r.delayMs > 0 ? `${Math.ceil(r.delayMs)} milliseconds` : undefined))),
+    inKeyOrder(records.map((r) => recordJob(r.id, r.version, r.delayMs > 0 ? `${Math.ceil(r.delayMs)} milliseconds` : undefined, r.priority))),
   );
 }
 

@@ -82,15 +82,18 @@ async function sendBatch(pool: pg.Pool, boss: PgBoss, queue: string, limit: numb
   return inTransaction(pool, async (tx) => {
     const rows = await markUnenqueued(tx, limit, lookaheadMs);
     if (rows.length === 0) return { sent: 0, marked: 0 };
-    const jobs = inKeyOrder(rows.map((r) => recordJob(r.id, r.version, r.start_after ?? undefined)));
+    const jobs = inKeyOrder(rows.map((r) => recordJob(r.id, r.version, r.start_after ?? undefined, r.priority)));
     const sent = (await boss.insert(queue, jobs, { db: bossDb(tx), returnId: true }))?.length ?? 0;
     return { sent, marked: rows.length };
   });
 }
 
-/** The job for a record: keyed by its ID, so pg-boss keeps one pending per record. */
-export function recordJob(id: string, version: string, startAfter?: Date | string): JobInsert<RecordJob> {
-  return { data: { id, version }, singletonKey: id, retryLimit: 0, ...(startAfter !== undefined && { startAfter }) };
+/**
+ * The job for a record: keyed by its ID, so pg-boss keeps one pending per record; with the
+ * record's priority (pg-boss fetches higher first) and, when it is due later, its due time.
+ */
+export function recordJob(id: string, version: string, startAfter?: Date | string, priority?: number): JobInsert<RecordJob> {
+  return { data: { id, version }, singletonKey: id, retryLimit: 0, ...(startAfter !== undefined && { startAfter }), ...(priority ? { priority } : {}) };
 }
 
 /**

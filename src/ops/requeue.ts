@@ -12,6 +12,10 @@ import { runBulk, type BulkOptions, type BulkResult } from './bulk.ts';
 
 export interface RequeueOptions extends BulkOptions {
   status: RequeueStatus;
+  /** A new priority for the requeued records (they keep theirs otherwise). */
+  priority?: number | undefined;
+  /** Not processed before this instant (ISO text); at once otherwise. */
+  runAt?: string | undefined;
 }
 
 export interface RequeueResult extends Omit<BulkResult, 'changed'> {
@@ -20,7 +24,7 @@ export interface RequeueResult extends Omit<BulkResult, 'changed'> {
 
 export async function requeue(pool: pg.Pool, options: RequeueOptions): Promise<RequeueResult> {
   const { changed, ...rest } = await runBulk(pool, options, async (where, after, limit) => {
-    const rows = await requeuePage(pool, where, options.status, after, limit);
+    const rows = await requeuePage(pool, where, options.status, after, limit, { priority: options.priority, runAt: options.runAt });
     if (rows.some((r) => r.changed)) await wakeWorkers(pool);
     return rows;
   });

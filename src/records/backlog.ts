@@ -1,6 +1,7 @@
 /**
  * What autoscaling reads: how much is due, how much a set of workers holds, how long their
- * handlers take. Each read is bounded: the due count stops at `cap` (records_due_idx, in order),
+ * handlers take. Each read is bounded: the due count stops at `cap` (rowfleet.due_summary, which
+ * reads records_due_idx per priority),
  * holdings are read from the records themselves (not from heartbeats, which lag), durations from
  * the workers' own rows.
  */
@@ -25,12 +26,10 @@ export async function sampleBacklog(db: Queryable, pids: readonly number[], cap:
   const fleet = sql`rowfleet.workers WHERE host = ${os.hostname()} AND pid = ANY (${sql.param([...pids])}::int[])`;
   const rows = await query<{ due: number; oldest_due_age_ms: number | null; in_flight: number; handler_ms: number | null }>(
     db,
-    sql`SELECT (SELECT count(*)::int FROM (SELECT 1 FROM rowfleet.records
-                                            WHERE status = 'COMPLETED' AND run_after <= now() ORDER BY run_after, id LIMIT ${cap}::int) d) AS due,
-               (SELECT (extract(epoch FROM now() - min(run_after)) * 1000)::float8
-                  FROM rowfleet.records WHERE status = 'COMPLETED' AND run_after <= now()) AS oldest_due_age_ms,
+    sql`SELECT d.due, (extract(epoch FROM now() - d.oldest) * 1000)::float8 AS oldest_due_age_ms,
                (SELECT count(*)::int FROM rowfleet.records WHERE status = 'PROCESSING' AND lease_owner IN (SELECT id FROM ${fleet})) AS in_flight,
-               (SELECT avg(handler_ms)::float8 FROM ${fleet}) AS handler_ms`,
+               (SELECT avg(handler_ms)::float8 FROM ${fleet}) AS handler_ms
+          FROM rowfleet.due_summary(${cap}::int, NULL) d`,
   );
   const row = rows[0];
   return { due: row?.due ?? 0, oldestDueAgeMs: row?.oldest_due_age_ms ?? null, inFlight: row?.in_flight ?? 0, handlerMs: row?.handler_ms ?? null };

@@ -14,6 +14,8 @@ export interface Claimed {
   /** Claims of this version so far, this one included. */
   attempts: number;
   leaseToken: string;
+  /** -1000..1000: the latest applied message's (0 when it carried none). */
+  priority: number;
 }
 
 interface ClaimRow {
@@ -22,11 +24,15 @@ interface ClaimRow {
   data: unknown;
   attempts: number;
   lease_token: string;
+  priority: number;
 }
 
-const toClaimed = (row: ClaimRow): Claimed => ({ id: row.id, version: row.version, data: row.data, attempts: row.attempts, leaseToken: row.lease_token });
+const toClaimed = (row: ClaimRow): Claimed => ({ id: row.id, version: row.version, data: row.data, attempts: row.attempts, leaseToken: row.lease_token, priority: row.priority });
 
-/** Up to `limit` due records, oldest due first: `limit` entries of records_due_idx, however large the backlog. */
+/**
+ * Up to `limit` due records, highest priority first, then oldest due: per priority present one
+ * descent of records_due_idx and a range of its due entries, however large the backlog.
+ */
 export async function claimDue(db: Queryable, options: { owner: string; limit: number; leaseMs: number; now?: Date }): Promise<Claimed[]> {
   const rows = await query<ClaimRow>(
     db,

@@ -31,9 +31,9 @@ export async function countRecords(db: Queryable, exactUpTo: number): Promise<Re
                (SELECT count(*) FROM rowfleet.records WHERE status = 'FAILED')::int AS failed,
                (SELECT count(*) FROM rowfleet.records WHERE status = 'DELETED')::int AS deleted,
                (SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'rowfleet.records'::regclass)::float8 AS estimate,
-               (SELECT count(*) FROM rowfleet.records WHERE status = 'COMPLETED' AND run_after <= now())::int AS due,
-               (SELECT extract(epoch FROM now() - min(run_after)) FROM rowfleet.records WHERE status = 'COMPLETED' AND run_after <= now())::float8 AS oldest,
-               now() AS at`,
+               d.due, extract(epoch FROM now() - d.oldest)::float8 AS oldest,
+               now() AS at
+          FROM rowfleet.due_summary(2147483647, NULL) d`,
   );
   const r = row!;
   if (r.estimate <= exactUpTo) {

@@ -15,7 +15,7 @@ export async function markUnenqueued(
   limit: number,
   lookaheadMs: number,
   now?: Date,
-): Promise<{ id: string; version: string; start_after: Date | null }[]> {
+): Promise<{ id: string; version: string; start_after: Date | null; priority: number }[]> {
   return query(
     db,
     sql`SELECT * FROM rowfleet.mark_unenqueued(${limit}::int, ${Math.round(lookaheadMs)}::int, ${now ?? null}::timestamptz)`,
@@ -24,8 +24,9 @@ export async function markUnenqueued(
 }
 
 /**
- * Checks the next `limit` COMPLETED records (in due order, after the saved cursor) and clears the
- * mark of those whose job is no longer pending. One statement; the cursor wraps at the end.
+ * Checks the next `limit` marked COMPLETED records (records_marked_idx, in due order, after the
+ * saved cursor) and clears the mark of those whose job is no longer pending. One statement; the
+ * cursor wraps at the end.
  */
 export async function repairLostJobs(db: Queryable, queue: string, schema: string, limit: number): Promise<{ checked: number; repaired: number }> {
   const jobs = sql.raw(`"${schema}".job`);
@@ -37,7 +38,7 @@ export async function repairLostJobs(db: Queryable, queue: string, schema: strin
         ),
         slice AS (
           SELECT r.id, r.run_after, r.enqueued_at FROM rowfleet.records r, cursor c
-           WHERE r.status = 'COMPLETED' AND (r.run_after, r.id) > (c.run_after, c.id)
+           WHERE r.status = 'COMPLETED' AND r.enqueued_at IS NOT NULL AND (r.run_after, r.id) > (c.run_after, c.id)
            ORDER BY r.run_after, r.id
            LIMIT ${limit}
         ),

@@ -13,6 +13,10 @@ export interface Message {
   data: JsonObject;
   version?: string;
   messageId?: string;
+  /** -1000..1000; higher runs first among due records. Absent: 0. */
+  priority?: number;
+  /** Not processed before this instant (ISO-8601, normalized to UTC); absent or past: at once. */
+  runAt?: string;
 }
 
 /** What callers pass in: versions may be numbers, decimal strings or bigints. */
@@ -21,6 +25,9 @@ export interface MessageInput {
   data: object;
   version?: number | string | bigint | null;
   messageId?: string | null;
+  priority?: number | null;
+  /** An ISO-8601 timestamp with a time zone (`2026-12-01T12:00:00Z`), or a Date. */
+  runAt?: string | Date | null;
 }
 
 export interface MessageLimits {
@@ -33,7 +40,9 @@ export interface MessageLimits {
 export const MAX_ID_LENGTH = 256;
 export const MAX_MESSAGE_ID_LENGTH = 256;
 const MAX_BIGINT = 9223372036854775807n;
-const MESSAGE_FIELDS = new Set(['id', 'data', 'version', 'messageId']);
+const MESSAGE_FIELDS = new Set(['id', 'data', 'version', 'messageId', 'priority', 'runAt']);
+export const MIN_PRIORITY = -1000;
+export const MAX_PRIORITY = 1000;
 
 /** A message that cannot be accepted; `field` is its path in the request (`items[2].data.name`). */
 export class MessageError extends Error {
@@ -50,7 +59,7 @@ export function parseMessage(input: unknown, limits: Pick<MessageLimits, 'maxDep
   if (!isPlainObject(input)) throw new MessageError(path === '' ? 'body' : path, 'must be a JSON object');
   for (const key of Object.keys(input)) {
     if (!MESSAGE_FIELDS.has(key)) {
-      throw new MessageError(at(key), 'is not a known field (expected id, data, version, messageId)');
+      throw new MessageError(at(key), 'is not a known field (expected id, data, version, messageId, priority, runAt)');
     }
   }
 
@@ -74,7 +83,36 @@ export function parseMessage(input: unknown, limits: Pick<MessageLimits, 'maxDep
     checkText(messageId, at('messageId'), MAX_MESSAGE_ID_LENGTH);
     message.messageId = messageId;
   }
+
+  const priority = parsePriority(input.priority, at('priority'));
+  if (priority !== undefined) message.priority = priority;
+  const runAt = parseRunAt(input.runAt, at('runAt'));
+  if (runAt !== undefined) message.runAt = runAt;
   return message;
+}
+
+/** An integer from -1000 to 1000; undefined when absent. */
+export function parsePriority(raw: unknown, field = 'priority'): number | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  if (typeof raw !== 'number' || !Number.isInteger(raw) || raw < MIN_PRIORITY || raw > MAX_PRIORITY) {
+    throw new MessageError(field, `must be an integer from ${MIN_PRIORITY} to ${MAX_PRIORITY}, got ${JSON.stringify(raw)}`);
+  }
+  return raw;
+}
+
+/**
+ * An ISO-8601 date and time with a time zone (Z or ±hh:mm), or a Date, as UTC ISO text;
+ * undefined when absent. A time without a zone is refused: it would depend on the server's.
+ */
+export function parseRunAt(raw: unknown, field = 'runAt'): string | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  const problem = 'must be an ISO-8601 timestamp with a time zone, like 2026-12-01T12:00:00Z';
+  let ms: number;
+  if (raw instanceof Date) ms = raw.getTime();
+  else if (typeof raw === 'string' && /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i.test(raw)) ms = Date.parse(raw);
+  else throw new MessageError(field, `${problem}, got ${JSON.stringify(raw)}`);
+  if (!Number.isFinite(ms)) throw new MessageError(field, `${problem}, got ${JSON.stringify(raw instanceof Date ? 'Invalid Date' : raw)}`);
+  return new Date(ms).toISOString();
 }
 
 /**

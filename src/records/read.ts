@@ -13,6 +13,7 @@ export interface RecordView {
   status: RecordRow['status'];
   data: unknown;
   attempts: number;
+  priority: number;
   runAfter: string;
   lease: { owner: string | null; expiresAt: string | null } | null;
   lastError: string | null;
@@ -32,6 +33,9 @@ export interface EventView {
   applied: boolean;
   reason: EventRow['reason'];
   currentVersion: number | string | null;
+  /** The message's priority and runAt, as sent (null when it carried none). */
+  priority: number | null;
+  runAt: string | null;
   data: unknown;
   detail: unknown;
   receivedAt: string;
@@ -60,6 +64,7 @@ function toRecordView(row: RecordRow): RecordView {
     status: row.status,
     data: row.data,
     attempts: row.attempts,
+    priority: row.priority,
     runAfter: row.runAfter.toISOString(),
     lease: row.status === 'PROCESSING' ? { owner: row.leaseOwner, expiresAt: optionalTime(row.leaseExpiresAt) } : null,
     lastError: row.lastError,
@@ -80,6 +85,8 @@ function toEventView(row: EventRow): EventView {
     applied: row.applied,
     reason: row.reason,
     currentVersion: optionalVersion(row.currentVersion),
+    priority: row.priority,
+    runAt: optionalTime(row.runAt),
     data: row.data,
     detail: row.detail,
     receivedAt: row.receivedAt.toISOString(),

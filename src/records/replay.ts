@@ -11,6 +11,9 @@ export interface ReplayRow {
   id: string;
   replay_version: string;
   replay_data: unknown;
+  /** The replayed message's priority and runAt (null when it carried none). */
+  replay_priority: number | null;
+  replay_run_at: Date | null;
   seq: string;
   version: string | null;
   same_data: boolean | null;
@@ -29,12 +32,13 @@ export async function replayPage(db: Queryable, inRange: SQL, upTo: SQL, after: 
            ORDER BY record_id LIMIT ${limit}
         ),
         latest AS (
-          SELECT DISTINCT ON (e.record_id) e.record_id, e.version, e.data, e.seq
+          SELECT DISTINCT ON (e.record_id) e.record_id, e.version, e.data, e.priority, e.run_at, e.seq
             FROM rowfleet.event_log e JOIN candidates c ON c.record_id = e.record_id
            WHERE e.applied AND ${upTo}
            ORDER BY e.record_id, e.seq DESC
         )
-        SELECT l.record_id AS id, l.version AS replay_version, l.data AS replay_data, l.seq, r.version, r.data = l.data AS same_data
+        SELECT l.record_id AS id, l.version AS replay_version, l.data AS replay_data, l.priority AS replay_priority, l.run_at AS replay_run_at,
+               l.seq, r.version, r.data = l.data AS same_data
           FROM latest l LEFT JOIN rowfleet.records r ON r.id = l.record_id
          ORDER BY l.record_id`,
   );
@@ -51,8 +55,10 @@ export async function rebuild(pool: pg.Pool, rows: readonly ReplayRow[]): Promis
     pool,
     sql`WITH r AS (
           SELECT * FROM unnest(${sql.param(rows.map((x) => x.id))}::text[], ${sql.param(rows.map((x) => x.replay_version))}::bigint[],
-                               ${sql.param(rows.map((x) => JSON.stringify(x.replay_data)))}::jsonb[], ${sql.param(rows.map((x) => x.version))}::bigint[])
-                 AS t(id, version, data, was)
+                               ${sql.param(rows.map((x) => JSON.stringify(x.replay_data)))}::jsonb[], ${sql.param(rows.map((x) => x.version))}::bigint[],
+                               ${sql.param(rows.map((x) => x.replay_priority ?? 0))}::int[],
+                               ${sql.param(rows.map((x) => x.replay_run_at?.toISOString() ?? null))}::timestamptz[])
+                 AS t(id, version, data, was, priority, run_at)
         ),
         -- Locked in id order first, as every statement that waits for records does (drizzle/0006).
         locked AS (
@@ -60,15 +66,16 @@ export async function rebuild(pool: pg.Pool, rows: readonly ReplayRow[]): Promis
         ),
         updated AS (
           UPDATE rowfleet.records rec
-             SET version = r.version, data = r.data, status = 'COMPLETED', attempts = 0, lease_expirations = 0, run_after = now(),
+             SET version = r.version, data = r.data, status = 'COMPLETED', attempts = 0, lease_expirations = 0,
+                 priority = r.priority, run_after = greatest(coalesce(r.run_at, now()), now()),
                  lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, enqueued_at = NULL, last_error = NULL, updated_at = now()
             FROM r
            WHERE rec.id = ANY (ARRAY(SELECT id FROM locked)) AND rec.id = r.id AND r.was IS NOT NULL AND rec.version = r.was
           RETURNING rec.id, rec.version, r.was
         ),
         inserted AS (
-          INSERT INTO rowfleet.records (id, version, data)
-          SELECT r.id, r.version, r.data FROM r WHERE r.was IS NULL
+          INSERT INTO rowfleet.records (id, version, data, priority, run_after)
+          SELECT r.id, r.version, r.data, r.priority, greatest(coalesce(r.run_at, now()), now()) FROM r WHERE r.was IS NULL
           ON CONFLICT (id) DO NOTHING
           RETURNING id, version, NULL::bigint AS was
         ),

@@ -11,7 +11,14 @@ export const REQUEUE_STATUSES = ['FAILED', 'PROCESSED'] as const;
 export type RequeueStatus = (typeof REQUEUE_STATUSES)[number];
 
 /** Requeues the next `limit` matching records after id `after`; each picked id, whether it moved. */
-export async function requeuePage(db: Queryable, where: SQL, status: RequeueStatus, after: string, limit: number): Promise<{ id: string; changed: boolean }[]> {
+export async function requeuePage(
+  db: Queryable,
+  where: SQL,
+  status: RequeueStatus,
+  after: string,
+  limit: number,
+  set: { priority?: number | undefined; runAt?: string | undefined } = {},
+): Promise<{ id: string; changed: boolean }[]> {
   return query<{ id: string; changed: boolean }>(
     db,
     sql`WITH picked AS (
@@ -23,7 +30,9 @@ export async function requeuePage(db: Queryable, where: SQL, status: RequeueStat
         ),
         moved AS (
           UPDATE rowfleet.records r
-             SET status = 'COMPLETED', attempts = 0, lease_expirations = 0, run_after = now(), last_error = NULL,
+             SET status = 'COMPLETED', attempts = 0, lease_expirations = 0, last_error = NULL,
+                 run_after = greatest(coalesce(${set.runAt ?? null}::timestamptz, now()), now()),
+                 priority = coalesce(${set.priority ?? null}::int, r.priority),
                  enqueued_at = NULL, updated_at = now()
             FROM picked p
            WHERE r.id = ANY (ARRAY(SELECT id FROM picked)) AND r.id = p.id AND r.status = ${status}

@@ -46,7 +46,7 @@ function isRetryable(err: unknown): boolean {
  * Sends jobs for the records a call applied, inside the call's own transaction (the boss engine's
  * enqueue-on-upsert): the write and its jobs commit together or not at all.
  */
-export type Enqueue = (tx: pg.PoolClient, applied: readonly { id: string; version: string }[]) => Promise<void>;
+export type Enqueue = (tx: pg.PoolClient, applied: readonly { id: string; version: string; priority?: number; runAt?: string }[]) => Promise<void>;
 
 export interface UpsertOptions {
   enqueue?: Enqueue | undefined;
@@ -56,7 +56,7 @@ export interface UpsertOptions {
 export async function upsertMessages(db: Queryable, messages: readonly Message[], options: UpsertOptions = {}): Promise<UpsertResult[]> {
   if (messages.length === 0) return [];
   const [name, statement] = messages.length === 1 ? singleStatement(messages[0]!) : batchStatement(messages);
-  const run = options.enqueue === undefined ? (d: Queryable) => query<ResultRow>(d, statement, name) : enqueuing(statement, name, options.enqueue);
+  const run = options.enqueue === undefined ? (d: Queryable) => query<ResultRow>(d, statement, name) : enqueuing(statement, name, options.enqueue, messages);
 
   for (let attempt = 1; ; attempt++) {
     try {
@@ -81,14 +81,19 @@ function wake(db: Queryable): void {
 }
 
 /** The upsert and its jobs in one transaction (on a client of its own when given a pool). */
-function enqueuing(statement: SQL, name: string, enqueue: Enqueue): (db: Queryable) => Promise<ResultRow[]> {
+function enqueuing(statement: SQL, name: string, enqueue: Enqueue, messages: readonly Message[]): (db: Queryable) => Promise<ResultRow[]> {
   return (db) =>
     inTransaction(db, async (tx) => {
       const rows = await query<ResultRow>(tx, statement, name);
-      // Newest applied version per record; a repeated messageId wrote nothing and sends nothing.
-      const applied = new Map<string, string>();
-      for (const row of rows) if (row.applied && !row.duplicate && !row.reused) applied.set(row.record_id, row.version);
-      if (applied.size > 0) await enqueue(tx, [...applied].map(([id, version]) => ({ id, version })));
+      // Newest applied version per record, with its message's priority and runAt; a repeated
+      // messageId wrote nothing and sends nothing.
+      const applied = new Map<string, { id: string; version: string; priority?: number; runAt?: string }>();
+      for (const row of rows) {
+        if (!row.applied || row.duplicate || row.reused) continue;
+        const { priority, runAt } = messages[row.ord - 1]!;
+        applied.set(row.record_id, { id: row.record_id, version: row.version, ...(priority !== undefined && { priority }), ...(runAt !== undefined && { runAt }) });
+      }
+      if (applied.size > 0) await enqueue(tx, [...applied.values()]);
       return rows;
     });
 }
@@ -100,7 +105,8 @@ function enqueuing(statement: SQL, name: string, enqueue: Enqueue): (db: Queryab
 function singleStatement(m: Message): [string, SQL] {
   return [
     'rowfleet_upsert_message',
-    sql`SELECT * FROM rowfleet.upsert_message(${m.id}::text, ${JSON.stringify(m.data)}::jsonb, ${m.version ?? null}::bigint, ${m.messageId ?? null}::text)`,
+    sql`SELECT * FROM rowfleet.upsert_message(${m.id}::text, ${JSON.stringify(m.data)}::jsonb, ${m.version ?? null}::bigint, ${m.messageId ?? null}::text,
+                                              ${m.priority ?? null}::int, ${m.runAt ?? null}::timestamptz)`,
   ];
 }
 
@@ -109,9 +115,13 @@ function batchStatement(messages: readonly Message[]): [string, SQL] {
   const data = JSON.stringify(messages.map((m) => m.data));
   const versions = messages.map((m) => m.version ?? null);
   const messageIds = messages.map((m) => m.messageId ?? null);
+  // Most batches carry neither: NULL arrays, so that nothing per message is sent or unnested for them.
+  const priorities = messages.some((m) => m.priority !== undefined) ? messages.map((m) => m.priority ?? null) : null;
+  const runAts = messages.some((m) => m.runAt !== undefined) ? messages.map((m) => m.runAt ?? null) : null;
   return [
     'rowfleet_upsert_messages',
-    sql`SELECT * FROM rowfleet.upsert_messages(${sql.param(ids)}::text[], ${data}::jsonb, ${sql.param(versions)}::bigint[], ${sql.param(messageIds)}::text[])`,
+    sql`SELECT * FROM rowfleet.upsert_messages(${sql.param(ids)}::text[], ${data}::jsonb, ${sql.param(versions)}::bigint[], ${sql.param(messageIds)}::text[],
+                                               ${sql.param(priorities)}::int[], ${sql.param(runAts)}::timestamptz[])`,
   ];
 }
 

@@ -188,5 +188,5 @@ async function inTransaction(execution: Execution, deps: ExecutionDeps): Promise
 }
 
 function recordOf(claimed: Claimed): HandlerRecord {
-  return { id: claimed.id, version: presentVersion(claimed.version), data: claimed.data, attempts: claimed.attempts };
+  return { id: claimed.id, version: presentVersion(claimed.version), data: claimed.data, attempts: claimed.attempts, priority: claimed.priority };
 }

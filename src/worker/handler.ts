@@ -27,6 +27,8 @@ export interface HandlerRecord {
   data: unknown;
   /** Claims of this version so far, this one included. */
   attempts: number;
+  /** -1000..1000, higher first: the latest applied message's (0 when it carried none). */
+  priority: number;
 }
 
 export interface HandlerContext {

@@ -240,7 +240,7 @@ export class Worker {
    * record is claimable: the row's due time is the database's now() plus `delayMs`, set before
    * this call, and a boss job's is its insert's now() plus `delayMs`, before the insert returns.
    */
-  #dueAgain(claimed: Pick<Claimed, 'id' | 'version'>, delayMs: number): void {
+  #dueAgain(claimed: Pick<Claimed, 'id' | 'version'> & { priority?: number }, delayMs: number): void {
     const wakeThen = () => {
       // Due now: claim again once the engine has it (a boss job committed after the last fetch).
       if (delayMs <= 0) return this.#wakeup.poke();
@@ -250,7 +250,7 @@ export class Worker {
       }, delayMs + 1);
       this.#retryTimers.add(timer);
     };
-    this.#o.engine.dueAgain({ id: claimed.id, version: claimed.version, delayMs }).then(wakeThen, (err) => {
+    this.#o.engine.dueAgain({ id: claimed.id, version: claimed.version, delayMs, priority: claimed.priority }).then(wakeThen, (err) => {
       this.#warn(err, 'could not send the job of a record due again; the next sweep will');
       wakeThen();
     });
