@@ -111,6 +111,20 @@ describe('the enqueue sweep', () => {
     expect(job!.startAfter.getTime()).toBe((rows[0].run_after as Date).getTime());
   });
 
+  it('sends each job with its record\'s priority, and one scheduled by runAt for then', async () => {
+    const later = new Date(Date.now() + 30_000);
+    await upsertMessages(db.pool, [
+      parseMessage({ id: 'p-high', data: {}, priority: 9 }, { maxDepth: 64 }),
+      parseMessage({ id: 'p-low', data: {}, priority: -4 }, { maxDepth: 64 }),
+      parseMessage({ id: 'p-later', data: {}, priority: 2, runAt: later }, { maxDepth: 64 }),
+    ]);
+    expect((await runSweep({ lookaheadMs: 60_000 })).enqueued).toBe(3);
+    const job = async (key: string) => (await boss.findJobs(b.queue, { key }))[0]!;
+    expect((await job('p-high')).priority).toBe(9);
+    expect((await job('p-low')).priority).toBe(-4);
+    expect(await job('p-later')).toMatchObject({ priority: 2, startAfter: later });
+  });
+
   it('re-creates jobs deleted behind pg-boss\'s back', async () => {
     await upsertMessages(db.pool, messages(ids('d-', 40)));
     expect((await runSweep()).enqueued).toBe(40);
@@ -225,6 +239,11 @@ describe('enqueue on upsert', () => {
     );
     expect(results.map((r) => r.reason)).toEqual(['stale', 'applied', 'applied']);
     expect([...(await pendingJobs()).keys()]).toEqual(['e2']);
+
+    // The job carries the applied message's priority and runAt.
+    const later = new Date(Date.now() + 3_600_000);
+    await upsertMessages(db.pool, [parseMessage({ id: 'e3', data: {}, priority: 5, runAt: later }, { maxDepth: 64 })], { enqueue: send });
+    expect((await boss.findJobs(b.queue, { key: 'e3' }))[0]).toMatchObject({ priority: 5, startAfter: later });
   });
 
   it('works through POST /upsert and the library when ROWFLEET_ENQUEUE_ON_UPSERT is on', async () => {

@@ -192,10 +192,11 @@ describe('before `rowfleet migrate`', () => {
     // src/db/migrate.ts); the others find out from their first statement. Both say the same.
     const line = /^rowfleet: the database has no rowfleet schema; run `rowfleet migrate` first$/;
     for (const r of runs) expectOneLine(r, 1, line, passwordOf(fresh.url));
-    // Those that met a missing table tell machines what it was.
+    // Those that met a missing schema tell machines what it was (status's first statement calls a
+    // rowfleet function: 3F000, no such schema; a missing table would be 42P01).
     const status = runs.find((r) => r.args[0] === 'status')!;
     expect(status.personLines[0]).toBe('rowfleet: the database has no rowfleet schema; run `rowfleet migrate` first');
-    expect(status.logs.find((e) => e.level === 50)).toMatchObject({ code: '42P01', schema: { kind: 'missing' } });
+    expect(status.logs.find((e) => e.level === 50)).toMatchObject({ code: '3F000', schema: { kind: 'missing' } });
 
     const { rows } = await fresh.pool.query<{ name: string }>(
       `SELECT n.nspname AS name FROM pg_namespace n WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'

@@ -371,7 +371,7 @@ describe.each(fixtures)('engine %s', (name, fx) => {
       },
       { pollMs: 600_000, rescueEveryMs: 50 },
     );
-    expect(seen).toEqual([{ id, version: 1, data: { n: 1 }, attempts: 2 }]);
+    expect(seen).toEqual([{ id, version: 1, data: { n: 1 }, attempts: 2, priority: 0 }]);
     expect(worker.stats).toMatchObject({ rescued: 1, processed: 1 });
   });
 

@@ -11,7 +11,7 @@ const ctx = (signal = new AbortController().signal): HandlerContext => ({
   idempotencyKey: 'a:1',
   extendLease: async () => {},
 });
-const record = (data: unknown) => ({ id: 'a', version: 1, data, attempts: 1 });
+const record = (data: unknown) => ({ id: 'a', version: 1, data, attempts: 1, priority: 0 });
 
 describe('built-in handlers', () => {
   const builtins = builtinHandlers(options);

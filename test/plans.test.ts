@@ -122,7 +122,8 @@ function shapeOf(plans: readonly PlanNode[]): Shape {
 const EXPECTED: Record<string, Shape> = {
   mark_unenqueued: { scans: ['Index Scan records_unenqueued_idx', 'ModifyTable', 'Tid Scan'], others: [] },
   clear_marks: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },
-  claim_due: { scans: ['Index Scan records_due_idx', 'ModifyTable', 'Tid Scan'], others: [] },
+  // The two Index Only Scans find the highest priority present and, after it, the next lower one.
+  claim_due: { scans: ['Index Only Scan records_due_idx', 'Index Only Scan records_due_idx', 'Index Scan records_due_idx', 'ModifyTable', 'Tid Scan'], others: [] },
   claim_ids: { scans: ['Index Scan records_pkey', 'ModifyTable', 'Tid Scan'], others: [] },
   extend_leases: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },
   complete_records: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },
