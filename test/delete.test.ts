@@ -5,12 +5,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
+import type { TestDatabase } from './helpers/database.ts';
+import { openSurfaces, type Surfaces } from './helpers/surfaces.ts';
 import { rowfleet } from './helpers/cli.ts';
-import { buildServer } from '../src/http/server.ts';
-import { loadConfig } from '../src/config.ts';
 import { silentLogger } from '../src/log.ts';
-import { createClient, createWorker, UsageError, type RowfleetClient } from '../src/index.ts';
+import { createWorker, UsageError, type RowfleetClient } from '../src/index.ts';
 import { waitFor } from './helpers/wait.ts';
 import { settleAll } from './helpers/records.ts';
 import { claimDue } from '../src/records/claim.ts';
@@ -18,21 +17,18 @@ import { complete } from '../src/records/settle.ts';
 import { Awaiter } from '../src/records/await.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 
+let surfaces: Surfaces;
 let db: TestDatabase;
 let app: FastifyInstance;
 let client: RowfleetClient;
 let env: Record<string, string>;
 
 beforeAll(async () => {
-  db = await createTestDatabase();
-  app = buildServer({ config: loadConfig({}, { databaseUrl: db.url }), pool: db.pool, log: silentLogger });
-  client = createClient({ databaseUrl: db.url, poolSize: 2 });
-  env = { DATABASE_URL: db.url };
+  surfaces = await openSurfaces();
+  ({ db, app, client, env } = surfaces);
 });
 afterAll(async () => {
-  await app?.close();
-  await client?.close();
-  await db?.drop();
+  await surfaces?.close();
 });
 
 const upsert = (body: unknown) => app.inject({ method: 'POST', url: '/upsert', headers: { 'content-type': 'application/json' }, payload: JSON.stringify(body) });
