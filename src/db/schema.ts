@@ -26,7 +26,7 @@ export const rowfleet = pgSchema('rowfleet');
 
 /**
  * The life of a record: every status and every transition, with the statement that makes it
- * (all in src/records/; the hot ones are functions in drizzle/0006_hot_path.sql).
+ * (all in src/records/; the hot ones are functions, first in drizzle/0006_hot_path.sql, latest in 0010).
  *
  *   (new id) ──upsert──► COMPLETED ◄───────────────────────────────────────────────┐
  *                          │  ▲  upsert of a newer version: data, version, attempts 0  │

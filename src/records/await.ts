@@ -22,7 +22,7 @@ import type { Logger } from '../log.ts';
 import { MessageError, presentVersion } from './message.ts';
 import { presentResult, type UpsertResponse, type UpsertResult } from './upsert.ts';
 
-export const SETTLED_CHANNEL = 'rowfleet_settled';
+const SETTLED_CHANNEL = 'rowfleet_settled';
 
 /** The longest wait a caller may ask for: a request held longer belongs to a queue of its own. */
 export const MAX_WAIT_MS = 5 * 60_000;
@@ -209,27 +209,31 @@ export class Awaiter {
 
   async #readOnce(): Promise<void> {
     // Only the waiters registered now: one registered during the read asks for the next one.
-    const waiters = [...this.#waiters];
-    const ids = [...new Set(waiters.map((w) => w.target.id))];
-    let rows: StateRow[];
-    try {
-      rows = await readStates(this.#pool, ids);
-    } catch (err) {
-      // The next notification or the waiter's own timeout answers it.
-      this.#log.warn({ err: { message: (err as Error).message } }, 'could not read the records of waiting requests');
-      return;
-    }
-    const byId = new Map(rows.map((row) => [row.id, row]));
-    for (const waiter of waiters) {
-      const outcome = outcomeOf(waiter.target, byId.get(waiter.target.id));
-      if (outcome.settled) this.#answer(waiter, outcome);
-    }
+    await this.#answerFrom([...this.#waiters], false);
   }
 
   async #timeOut(waiter: Waiter): Promise<void> {
-    if (!this.#waiters.has(waiter)) return;
-    const rows = await readStates(this.#pool, [waiter.target.id]).catch(() => undefined);
-    this.#answer(waiter, rows === undefined ? unknownOutcome() : outcomeOf(waiter.target, rows[0]));
+    if (this.#waiters.has(waiter)) await this.#answerFrom([waiter], true);
+  }
+
+  /**
+   * Reads the records of `waiters` in one statement and answers those that settled, or with
+   * `all` every one with its state (a timeout, a shutdown). A failed read answers nobody but
+   * `all`'s, with an unknown state: the next notification or a waiter's own timeout answers the rest.
+   */
+  async #answerFrom(waiters: readonly Waiter[], all: boolean): Promise<void> {
+    let byId: Map<string, StateRow> | undefined;
+    try {
+      const rows = await readStates(this.#pool, [...new Set(waiters.map((w) => w.target.id))]);
+      byId = new Map(rows.map((row) => [row.id, row]));
+    } catch (err) {
+      this.#log.warn({ err: { message: (err as Error).message } }, 'could not read the records of waiting requests');
+      if (!all) return;
+    }
+    for (const waiter of waiters) {
+      const outcome = byId === undefined ? unknownOutcome() : outcomeOf(waiter.target, byId.get(waiter.target.id));
+      if (all || outcome.settled) this.#answer(waiter, outcome);
+    }
   }
 
   #answer(waiter: Waiter, outcome: Outcome): void {
@@ -241,12 +245,7 @@ export class Awaiter {
   /** Answers every waiter with the state it has now, stops listening and removes the client's row. */
   async close(): Promise<void> {
     this.#closed = true;
-    const waiting = [...this.#waiters];
-    if (waiting.length > 0) {
-      const rows = await readStates(this.#pool, [...new Set(waiting.map((w) => w.target.id))]).catch(() => undefined);
-      const byId = new Map(rows?.map((row) => [row.id, row]));
-      for (const waiter of waiting) this.#answer(waiter, rows === undefined ? unknownOutcome() : outcomeOf(waiter.target, byId.get(waiter.target.id)));
-    }
+    if (this.#waiters.size > 0) await this.#answerFrom([...this.#waiters], true);
     await this.#listener?.close();
     if (this.#listening !== undefined) {
       await query(this.#pool, sql`DELETE FROM rowfleet.awaits WHERE client = ${this.#client}::uuid`).catch(() => undefined);

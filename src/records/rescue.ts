@@ -1,7 +1,7 @@
 /**
- * Rescue of expired leases (rowfleet.rescue_expired, drizzle/0006_hot_path.sql): the one way out of
- * PROCESSING that does not hold the lease. Run by every worker and by the scheduler; SKIP LOCKED,
- * so any number of them split the work.
+ * Rescue of expired leases (rowfleet.rescue_expired, whose body is rescue_expired_core, latest in
+ * drizzle/0010_priority_run_at.sql): the one way out of PROCESSING that does not hold the lease.
+ * Run by every worker and by the scheduler; SKIP LOCKED, so any number of them split the work.
  */
 import { sql } from 'drizzle-orm';
 import { query, type Queryable } from '../db/sql.ts';

@@ -1,6 +1,6 @@
 /**
  * A handler's outcome, written with a versioned compare-and-set (rowfleet.complete_records and
- * rowfleet.fail_record, drizzle/0006_hot_path.sql): only while the lease is held, and only as the
+ * rowfleet.fail_record, latest in drizzle/0010_priority_run_at.sql): only while the lease is held, and only as the
  * result of the version that was claimed.
  */
 import { sql } from 'drizzle-orm';

@@ -1,7 +1,7 @@
 /**
  * The versioned upsert (invariants I1 newest wins, I2 every message audited once).
  *
- * All the work happens in one call of a database function (drizzle/0006_hot_path.sql, first in 0001):
+ * All the work happens in one call of a database function (drizzle/0010_priority_run_at.sql, first in 0001):
  * take versions, lock rows in id order, classify each message against the stored version, write
  * the newest per record, append one event_log row per message. A single message and a batch of
  * a thousand cost one round trip each.
