@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { UsageError } from './errors.ts';
+import { KIND_PATTERN, KIND_RULE } from './kind.ts';
 import { durationProblem, parseDuration } from './duration.ts';
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -68,6 +69,8 @@ export interface WorkerConfig {
   readonly engine: EngineName;
   /** Built-in handler name or module path; required by `rowfleet worker` and `fleet` (no default). */
   readonly handler: string | undefined;
+  /** The kinds to serve (`--kinds a,b`); undefined: every kind the handler has a handler for. */
+  readonly kinds: readonly string[] | undefined;
   readonly concurrency: number;
   readonly batch: number;
   readonly leaseMs: number;
@@ -124,6 +127,7 @@ function picker<C>(env: Env, flags: { readonly [K in keyof C]?: C[K] | undefined
 
 /** A number given in code as its variable would spell it: `leaseMs` 50 is "50ms", `cronCheckSeconds` 5 is "5s". */
 function asText(key: string, value: unknown): string | undefined {
+  if (Array.isArray(value)) return value.join(',');
   if (typeof value !== 'number') return undefined;
   if (key.endsWith('Ms')) return `${value}ms`;
   if (key.endsWith('Seconds')) return `${value}s`;
@@ -225,6 +229,7 @@ function loadWorkerConfig(env: Env, flags: NonNullable<ConfigOverrides['worker']
   const worker: WorkerConfig = {
     engine: pick('engine', 'ROWFLEET_ENGINE', parseEngine, 'direct'),
     handler: pick('handler', 'ROWFLEET_HANDLER', (raw) => raw.trim(), undefined),
+    kinds: pick('kinds', 'ROWFLEET_KINDS', parseKindList, undefined),
     concurrency: pick('concurrency', 'ROWFLEET_CONCURRENCY', int(1, 10_000), 10),
     batch: pick('batch', 'ROWFLEET_BATCH', int(1, 10_000), 100),
     leaseMs: pick('leaseMs', 'ROWFLEET_LEASE', durationParser(100), 30_000),
@@ -242,6 +247,18 @@ function loadWorkerConfig(env: Env, flags: NonNullable<ConfigOverrides['worker']
     throw new UsageError(`the backoff cap (${worker.backoffCapMs} ms) must not be below its base (${worker.backoffBaseMs} ms)`);
   }
   return worker;
+}
+
+/** `order,invoice`: kind names, each checked, without repeats. */
+export function parseKindList(raw: string, name: string): string[] {
+  const kinds = raw.split(',').map((k) => k.trim()).filter((k) => k !== '');
+  if (kinds.length === 0) throw new UsageError(`${name} must list at least one kind, like order,invoice, got "${raw}"`);
+  for (const kind of kinds) {
+    if (!KIND_PATTERN.test(kind)) {
+      throw new UsageError(`${name}: "${kind}" is not a kind name (${KIND_RULE})`);
+    }
+  }
+  return [...new Set(kinds)];
 }
 
 /** A parser for durations like `500ms`, `30s`, `5m`, `1h`, at least `minMs`. */

@@ -22,15 +22,18 @@ import { ensureSchema, schemaState } from './boss/migrate.ts';
 import { createPool } from './db/pool.ts';
 import { SchemaNotReadyError } from './errors.ts';
 import { silentLogger, type Logger } from './log.ts';
-import { parseBatch, parseMessage, presentVersion, type MessageInput, type MessageLimits } from './records/message.ts';
+import { MessageError, parseBatch, parseKind, parseMessage, presentVersion, type MessageInput, type MessageLimits } from './records/message.ts';
 import { getRecord, type RecordView as InternalRecordView, type EventView as InternalEventView } from './records/read.ts';
 import { settleWakes } from './records/wake.ts';
-import { deleteById } from './records/delete.ts';
+import { deleteByKey } from './records/delete.ts';
+import { DEFAULT_KIND, type RecordKey } from './records/key.ts';
 import { upsertMessages, type UpsertResponse as InternalUpsertResponse } from './records/upsert.ts';
 import { coalescedCalls, UpsertCoalescer } from './records/coalescer.ts';
 import { Awaiter, parseWait, presentAnswer, upsertAnswering, type Outcome as InternalOutcome } from './records/await.ts';
 import {
   loadHandler,
+  handlerFromExport,
+  type KindOptions as InternalKindOptions,
   PermanentError as InternalPermanentError,
   type HandlerContext as InternalHandlerContext,
   type HandlerRecord as InternalHandlerRecord,
@@ -73,9 +76,9 @@ export interface PgPool {
 
 /** An upsert result, as the HTTP API returns it: versions are numbers when exact, decimal strings above 2^53. */
 export type UpsertResponse =
-  | { id: string; applied: true; version: number | string; reason: 'applied'; duplicate?: true }
-  | { id: string; applied: false; version: number | string; currentVersion: number | string; reason: 'stale' | 'conflict'; duplicate?: true }
-  | { id: string; applied: false; reason: 'message_id_reused'; messageId: string; error: string };
+  | { kind: string; id: string; applied: true; version: number | string; reason: 'applied'; duplicate?: true }
+  | { kind: string; id: string; applied: false; version: number | string; currentVersion: number | string; reason: 'stale' | 'conflict'; duplicate?: true }
+  | { kind: string; id: string; applied: false; reason: 'message_id_reused'; messageId: string; error: string };
 
 /**
  * What became of an applied message when `upsert` was given `wait` (the same as `POST /upsert?wait=`):
@@ -102,6 +105,7 @@ export interface UpsertCallOptions {
 
 /** A record as `getRecord` returns it (the same as `GET /records/:id`). */
 export interface RecordView {
+  kind: string;
   id: string;
   version: number | string;
   /** DELETED only in `rowfleet inspect`: getRecord returns undefined for a deleted record. */
@@ -143,6 +147,8 @@ export interface PermanentError extends Error {}
 export const PermanentError: new (message: string, options?: ErrorOptions) => PermanentError = InternalPermanentError;
 
 export interface HandlerRecord {
+  /** The record's kind (`default` when its messages named none). */
+  kind: string;
   id: string;
   /** A number when exact, a decimal string above 2^53. */
   version: number | string;
@@ -158,7 +164,7 @@ export interface HandlerContext {
   signal: AbortSignal;
   log: RowfleetLogger;
   attempt: number;
-  /** `<id>:<version>`: the same for every execution of this version, for external effects. */
+  /** `<kind>:<id>:<version>`: the same for every execution of this version, for external effects. */
   idempotencyKey: string;
   /** Extends the lease now (heartbeats do it anyway); throws if the lease was lost. */
   extendLease(): Promise<void>;
@@ -168,6 +174,23 @@ export interface HandlerContext {
 
 /** What a handler returns is stored as the record's `result` (JSON). */
 export type Handler = (record: HandlerRecord, ctx: HandlerContext) => Promise<unknown>;
+
+/**
+ * A kind's settings in a handler map; what is not given comes from the worker's. Durations are
+ * milliseconds or text like `'30s'`.
+ */
+export interface KindOptions {
+  /** Handlers of this kind running at once in one worker process (within its concurrency). */
+  concurrency?: number;
+  maxAttempts?: number;
+  backoff?: { base?: number | string; cap?: number | string };
+  lease?: number | string;
+  timeout?: number | string;
+  transactional?: boolean;
+}
+
+/** A handler module's default export as a map: kind → handler, or → `{ handler, ...options }`. */
+export type HandlerMap = Record<string, Handler | (KindOptions & { handler: Handler })>;
 
 /** Records this worker finished, by outcome, since it started. */
 export interface WorkerStats {
@@ -205,18 +228,24 @@ export interface RowfleetClient {
   /** One message → one response; an array → one response per message, in order. */
   upsert(message: MessageInput, options?: UpsertCallOptions): Promise<UpsertResponse & { outcome?: UpsertOutcome }>;
   upsert(messages: readonly MessageInput[], options?: UpsertCallOptions): Promise<(UpsertResponse & { outcome?: UpsertOutcome })[]>;
-  /** undefined when there is no such record, or it was deleted. */
-  getRecord(id: string, options?: { history?: boolean }): Promise<RecordView | undefined>;
+  /** The record `kind/id` (kind `default` when not given); undefined when there is none, or it was deleted. */
+  getRecord(id: string, options?: { kind?: string; history?: boolean }): Promise<RecordView | undefined>;
   /**
    * Deletes a record, leaving a tombstone at its version: a late message at that version or older
    * is refused, a newer one creates it again. undefined when there is no such record (or it is
    * deleted already). A record being processed loses its lease: its handler's completion is refused.
    */
-  deleteRecord(id: string): Promise<{ id: string; version: number | string } | undefined>;
+  deleteRecord(id: string, options?: { kind?: string }): Promise<{ kind: string; id: string; version: number | string } | undefined>;
   close(): Promise<void>;
 }
 
 type Answer = UpsertResponse & { outcome?: UpsertOutcome };
+
+/** A record's key from a library call's id and kind option, checked as a message's are. */
+function recordKey(id: unknown, kind: unknown): RecordKey {
+  if (typeof id !== 'string' || id === '') throw new MessageError('id', 'must be a non-empty string');
+  return { kind: parseKind(kind) ?? DEFAULT_KIND, id };
+}
 
 interface Opened {
   pool: pg.Pool;
@@ -284,10 +313,11 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
 
   return {
     upsert: upsert as RowfleetClient['upsert'],
-    getRecord: async (id, opts) => getRecord((await open()).pool, id, opts),
-    async deleteRecord(id) {
-      const deleted = await deleteById((await open()).pool, id);
-      return deleted === undefined ? undefined : { id: deleted.id, version: presentVersion(deleted.version) };
+    getRecord: async (id, opts = {}) => getRecord((await open()).pool, recordKey(id, opts.kind), opts),
+    async deleteRecord(id, opts = {}) {
+      const key = recordKey(id, opts.kind);
+      const deleted = await deleteByKey((await open()).pool, key);
+      return deleted === undefined ? undefined : { ...key, version: presentVersion(deleted.version) };
     },
     async close() {
       const current = opened;
@@ -352,6 +382,8 @@ export interface WorkerSettings {
   engine?: 'direct' | 'boss';
   /** `--concurrency`: handlers running at once. */
   concurrency?: number;
+  /** `--kinds`: claim only records of these kinds (default: every kind the handler has a handler for). */
+  kinds?: readonly string[];
   /** `--batch`: most records claimed in one statement. */
   batch?: number;
   /** `--lease`, in ms: lease per claim, extended by heartbeats every lease/3. */
@@ -379,11 +411,12 @@ export interface WorkerSettings {
 /** `createWorker`'s options: the worker settings (see WorkerSettings for their flags), and a handler. */
 export interface CreateWorkerOptions extends WorkerSettings {
   /**
-   * Required, there is no default: the handler function, or a built-in name (`noop`, `sleep`,
-   * `flaky`, `checksum`) or module path, as for `rowfleet worker --handler`.
+   * Required, there is no default: the handler function (every kind), a map of kinds to handlers
+   * (only those kinds), or a built-in name (`noop`, `sleep`, `flaky`, `checksum`) or module path,
+   * as for `rowfleet worker --handler`.
    */
-  handler: Handler | string;
-  /** With a handler function: run it in the completion's transaction (`ctx.query`). */
+  handler: Handler | HandlerMap | string;
+  /** With a handler function or map: run them in the completion's transaction (`ctx.query`). */
   transactional?: boolean;
   /** `--database-url` / DATABASE_URL; unset: the embedded Postgres, migrated at start. */
   databaseUrl?: string;
@@ -433,7 +466,10 @@ export function createWorker(options: CreateWorkerOptions): RowfleetWorker {
   const id = `${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
 
   const run = async () => {
-    const loaded = typeof handler === 'string' ? await loadHandler(handler, process.cwd(), config.worker) : { name: handler.name || 'handler', run: handler, transactional };
+    const loaded =
+      typeof handler === 'string'
+        ? await loadHandler(handler, process.cwd(), config.worker)
+        : handlerFromExport(handler, typeof handler === 'function' ? handler.name || 'handler' : 'handler map', transactional, 'createWorker handler');
     await runWorker({ config, handler: loaded, log, signal: stop.signal, id, onWorker: (w) => (worker = w) });
   };
 
@@ -500,6 +536,7 @@ type Mirrors = [
   Holds<Same<RecordView, InternalRecordView>>,
   Holds<Same<EventView, InternalEventView>>,
   Holds<Same<HandlerRecord, InternalHandlerRecord>>,
+  Holds<Same<KindOptions, InternalKindOptions>>,
   Holds<Same<WorkerStats, InternalWorkerStats>>,
   Holds<Same<(typeof STAT_NAMES)[number], keyof WorkerStats>>,
   // Handlers written against the public context accept what the worker passes.

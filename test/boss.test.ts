@@ -11,7 +11,8 @@ import { loadConfig } from '../src/config.ts';
 import { putRecord } from './helpers/records.ts';
 import { waitFor } from './helpers/wait.ts';
 import { silentLogger } from '../src/log.ts';
-import { startBoss, stopBoss } from '../src/boss/boss.ts';
+import { KindQueues, startBoss, stopBoss } from '../src/boss/boss.ts';
+import { handlerFromExport } from '../src/worker/handler.ts';
 import { inKeyOrder, recordJob, sweep, type SweepOptions } from '../src/boss/sweep.ts';
 import { enqueuer } from '../src/boss/enqueue.ts';
 import { applyRetention } from '../src/scheduler/scheduler.ts';
@@ -56,7 +57,7 @@ describe('the process queue', () => {
   it('keeps at most one pending job per record, whoever sends and however often', async () => {
     const all = ids('one-', 200);
     await upsertMessages(db.pool, messages(all));
-    const send = enqueuer(boss, b.queue);
+    const send = enqueuer(boss, new KindQueues(boss, db.pool, b.queue, b.schema));
     // Sweeps racing each other, producers sending on upsert, and plain duplicate inserts.
     await Promise.all([
       runSweep({ batch: 37 }),
@@ -64,8 +65,8 @@ describe('the process queue', () => {
       runSweep(),
       upsertMessages(db.pool, messages(all.slice(0, 100), { again: true }), { enqueue: send }),
       // As a worker sends the jobs of records it gave back: in key order, like every rowfleet sender.
-      boss.insert(b.queue, inKeyOrder([...all, ...all].map((id) => recordJob(id, '1')))),
-      boss.insert(b.queue, inKeyOrder(all.map((id) => recordJob(id, '1')))),
+      boss.insert(b.queue, inKeyOrder([...all, ...all].map((id) => recordJob('default', id, '1')))),
+      boss.insert(b.queue, inKeyOrder(all.map((id) => recordJob('default', id, '1')))),
     ]);
     const pending = await pendingJobs();
     expect(pending.size).toBe(200);
@@ -151,8 +152,8 @@ describe('the boss engine', () => {
     await putRecord(db.pool, 'done', { status: 'PROCESSED' });
     await putRecord(db.pool, 'held', { lease: { owner: 'other', expiresInMs: 60_000 } });
     await db.pool.query(`UPDATE rowfleet.records SET run_after = now() + interval '1 hour', enqueued_at = now() WHERE id = 'notdue'`);
-    await boss.insert(b.queue, ['done', 'held', 'notdue', 'missing'].map((id) => recordJob(id, '1')));
-    const engine = bossEngine(db.pool, boss, b.queue);
+    await boss.insert(b.queue, ['done', 'held', 'notdue', 'missing'].map((id) => recordJob('default', id, '1')));
+    const engine = bossEngine(db.pool, boss, b.queue, b.schema);
     expect(await engine.claim(10, { owner: 'w1', leaseMs: 30_000 })).toEqual([]);
     const { rows: states } = await db.pool.query(`SELECT DISTINCT state FROM pgboss.job WHERE name = $1`, [b.queue]);
     expect(states).toEqual([{ state: 'completed' }]);
@@ -195,11 +196,11 @@ describe('the boss engine', () => {
       graceMs: 1000,
     };
     const workers = [
-      new Worker({ ...common, engine: directEngine(db.pool), handler: { name: 'direct', run: handler('direct'), transactional: false } }),
+      new Worker({ ...common, engine: directEngine(db.pool), handler: handlerFromExport(handler('direct'), 'direct', false) }),
       new Worker({
         ...common,
-        engine: bossEngine(db.pool, boss, b.queue),
-        handler: { name: 'boss', run: handler('boss'), transactional: false },
+        engine: bossEngine(db.pool, boss, b.queue, b.schema),
+        handler: handlerFromExport(handler('boss'), 'boss', false),
       }),
     ];
     const stop = new AbortController();
@@ -225,7 +226,7 @@ describe('the boss engine', () => {
 
 describe('enqueue on upsert', () => {
   it('sends a job for each applied record in the upsert\'s transaction, none for stale messages', async () => {
-    const send = enqueuer(boss, b.queue);
+    const send = enqueuer(boss, new KindQueues(boss, db.pool, b.queue, b.schema));
     await upsertMessages(db.pool, [parseMessage({ id: 'e1', data: { v: 2 }, version: 2 }, { maxDepth: 64 })], { enqueue: send });
     await boss.deleteAllJobs(b.queue);
     const results = await upsertMessages(
@@ -248,7 +249,7 @@ describe('enqueue on upsert', () => {
 
   it('works through POST /upsert and the library when ROWFLEET_ENQUEUE_ON_UPSERT is on', async () => {
     const config = loadConfig({ ROWFLEET_ENQUEUE_ON_UPSERT: '1' }, { databaseUrl: db.url });
-    const app = buildServer({ config, pool: db.pool, log: silentLogger, enqueue: enqueuer(boss, b.queue) });
+    const app = buildServer({ config, pool: db.pool, log: silentLogger, enqueue: enqueuer(boss, new KindQueues(boss, db.pool, b.queue, b.schema)) });
     const single = await app.inject({ method: 'POST', url: '/upsert', payload: { id: 'http-1', data: { a: 1 } } });
     const batch = await app.inject({ method: 'POST', url: '/upsert', payload: { items: [{ id: 'http-2', data: {} }, { id: 'http-3', data: {} }] } });
     expect([single.statusCode, batch.statusCode]).toEqual([200, 200]);

@@ -79,7 +79,7 @@ describe('DELETE /records/:id', () => {
     expect(await row('d-held')).toMatchObject({ status: 'DELETED', lease_token: null });
     expect(await deletedEvents('d-held')).toEqual([{ from: 'PROCESSING' }]);
     const outcomes = await complete(db.pool, [{ ...claimed, result: { late: true } }]);
-    expect(outcomes.get('d-held')).toBe('lost');
+    expect(outcomes.get('default/d-held')).toBe('lost');
     expect(await row('d-held')).toMatchObject({ status: 'DELETED' });
   });
 
@@ -112,7 +112,7 @@ describe('DELETE /records/:id', () => {
     try {
       await awaiter.prepare(30_000);
       const [applied] = await upsertMessages(db.pool, [{ id: 'd-awaited', data: {} }]);
-      const waiting = awaiter.wait([{ id: 'd-awaited', version: (applied as { version: string }).version }], 30_000);
+      const waiting = awaiter.wait([{ kind: 'default', id: 'd-awaited', version: (applied as { version: string }).version }], 30_000);
       const asked = Date.now();
       await del('d-awaited');
       expect(await waiting).toEqual([{ settled: true, status: 'DELETED', processedVersion: null }]);

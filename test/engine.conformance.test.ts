@@ -15,14 +15,14 @@ import { extendLeases, release } from '../src/records/lease.ts';
 import { complete, fail } from '../src/records/settle.ts';
 import { rescueExpired } from '../src/records/rescue.ts';
 import { bossEngine, directEngine, type Engine } from '../src/worker/engine.ts';
-import { startBoss, stopBoss } from '../src/boss/boss.ts';
+import { KindQueues, startBoss, stopBoss } from '../src/boss/boss.ts';
 import { recordJob, sweep } from '../src/boss/sweep.ts';
 import { enqueuer } from '../src/boss/enqueue.ts';
 import { loadConfig } from '../src/config.ts';
 import type { PgBoss } from 'pg-boss';
 import type { Message } from '../src/records/message.ts';
 import { Worker, type WorkerOptions } from '../src/worker/worker.ts';
-import { PermanentError, type Handler } from '../src/worker/handler.ts';
+import { handlerFromExport, PermanentError, type Handler } from '../src/worker/handler.ts';
 import { silentLogger } from '../src/log.ts';
 import { putRecord, recordRow, settleAll } from './helpers/records.ts';
 import { waitFor } from './helpers/wait.ts';
@@ -78,17 +78,17 @@ const fixtures: Array<[string, Fixture]> = [
   [
     'boss',
     {
-      make: (pool) => bossEngine(pool, boss, bossConfig.queue),
+      make: (pool) => bossEngine(pool, boss, bossConfig.queue, bossConfig.schema),
       offer: async () => {
         await sweep(db.pool, boss, { queue: bossConfig.queue, schema: bossConfig.schema, batch: 1000 });
       },
       offerIds: async (ids) => {
         await boss.insert(
           bossConfig.queue,
-          ids.map((id) => recordJob(id, '1')),
+          ids.map((id) => recordJob('default', id, '1')),
         );
       },
-      write: (messages) => upsertMessages(db.pool, messages, { enqueue: enqueuer(boss, bossConfig.queue) }),
+      write: (messages) => upsertMessages(db.pool, messages, { enqueue: enqueuer(boss, new KindQueues(boss, db.pool, bossConfig.queue, bossConfig.schema)) }),
       reset: async () => {
         await boss.deleteQueuedJobs(bossConfig.queue);
       },
@@ -121,7 +121,7 @@ async function runWorker(
     pool: db.pool,
     databaseUrl: db.url,
     engine,
-    handler: { name: 'test', run: handler, transactional },
+    handler: handlerFromExport(handler, 'test', transactional),
     log: silentLogger,
     concurrency: 4,
     batch: 10,
@@ -215,10 +215,10 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     await offer();
     const [claimed] = await claimFor(engine, 1);
     const outcome = await complete(db.pool, [{ ...claimed!, result: { ok: 1 } }]);
-    expect(outcome.get(`${prefix}a`)).toBe('processed');
+    expect(outcome.get(`default/${prefix}a`)).toBe('processed');
     expect(await row(`${prefix}a`)).toMatchObject({ status: 'PROCESSED', result: { ok: 1 }, processed_version: '1' });
     // A second completion with the same (now cleared) token is refused.
-    expect((await complete(db.pool, [{ ...claimed!, result: {} }])).get(`${prefix}a`)).toBe('lost');
+    expect((await complete(db.pool, [{ ...claimed!, result: {} }])).get(`default/${prefix}a`)).toBe('lost');
   });
 
   it('conflates: a newer version during processing sends the record back, and it is processed with the newest data', async () => {
@@ -227,12 +227,12 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     const [claimed] = await claimFor(engine, 1);
     await upsert(`${prefix}hot`, { n: 2 }, 2);
     await upsert(`${prefix}hot`, { n: 3 }, 3);
-    expect((await complete(db.pool, [{ ...claimed!, result: 'stale' }])).get(`${prefix}hot`)).toBe('superseded');
+    expect((await complete(db.pool, [{ ...claimed!, result: 'stale' }])).get(`default/${prefix}hot`)).toBe('superseded');
     expect(await row(`${prefix}hot`)).toMatchObject({ status: 'COMPLETED', version: '3', attempts: 0 });
     await offer();
     const [again] = await claimFor(engine, 1);
     expect(again).toMatchObject({ id: `${prefix}hot`, version: '3', data: { n: 3 } });
-    expect((await complete(db.pool, [{ ...again!, result: 'fresh' }])).get(`${prefix}hot`)).toBe('processed');
+    expect((await complete(db.pool, [{ ...again!, result: 'fresh' }])).get(`default/${prefix}hot`)).toBe('processed');
     expect(await row(`${prefix}hot`)).toMatchObject({ status: 'PROCESSED', result: 'fresh', processed_version: '3' });
   });
 
@@ -242,7 +242,7 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     const [claimed] = await claimFor(engine, 1);
     expect(await fail(db.pool, { ...claimed!, error: 'boom', permanent: false, maxAttempts: 3, backoffMs: 60_000 })).toBe('retry');
     // The engine's own way back for a record due again (engine boss: a job deferred to its due time).
-    await engine.dueAgain({ id: claimed!.id, version: claimed!.version, delayMs: 60_000 });
+    await engine.dueAgain({ kind: 'default', id: claimed!.id, version: claimed!.version, delayMs: 60_000 });
     expect(await claimFor(engine, 1)).toEqual([]);
     expect(await claimFor(engine, 1, 'w1', LEASE, later(120_000))).toEqual(fx.ordered ? [expect.objectContaining({ id: `${prefix}f`, attempts: 2 })] : []);
   });
@@ -371,7 +371,7 @@ describe.each(fixtures)('engine %s', (name, fx) => {
       },
       { pollMs: 600_000, rescueEveryMs: 50 },
     );
-    expect(seen).toEqual([{ id, version: 1, data: { n: 1 }, attempts: 2, priority: 0 }]);
+    expect(seen).toEqual([{ kind: 'default', id, version: 1, data: { n: 1 }, attempts: 2, priority: 0 }]);
     expect(worker.stats).toMatchObject({ rescued: 1, processed: 1 });
   });
 
@@ -380,8 +380,8 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     await offer();
     const [claimed] = await claimFor(engine, 1, 'old-holder', 1_000);
     const afterExpiry = later(5_000);
-    expect(await extendLeases(db.pool, { leases: [claimed!], leaseMs: LEASE, now: afterExpiry })).toEqual([`${prefix}late`]);
-    expect((await complete(db.pool, [{ ...claimed!, result: 1 }], afterExpiry)).get(`${prefix}late`)).toBe('lost');
+    expect((await extendLeases(db.pool, { leases: [claimed!], leaseMs: LEASE, now: afterExpiry })).map((l) => l.id)).toEqual([`${prefix}late`]);
+    expect((await complete(db.pool, [{ ...claimed!, result: 1 }], afterExpiry)).get(`default/${prefix}late`)).toBe('lost');
     expect(await fail(db.pool, { ...claimed!, error: 'x', permanent: false, maxAttempts: 3, backoffMs: 0 }, afterExpiry)).toBe('lost');
     expect(await release(db.pool, [claimed!], afterExpiry)).toBe(0);
     expect(await row(`${prefix}late`)).toMatchObject({ status: 'PROCESSING' });
@@ -512,7 +512,7 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     );
     expect(versions).toEqual([1, 2]);
     const { rows } = await db.pool.query(`SELECT version, note FROM effects WHERE record_id = $1`, [`${prefix}tx`]);
-    expect(rows).toEqual([{ version: '2', note: `${prefix}tx:2` }]);
+    expect(rows).toEqual([{ version: '2', note: `default:${prefix}tx:2` }]);
     expect(await row(`${prefix}tx`)).toMatchObject({ processed_version: '2', result: { wrote: true } });
   });
 });
@@ -531,12 +531,12 @@ describe('durability of the claim', () => {
       expect(await setting()).toBe('off');
       await client.query('COMMIT');
       await client.query('BEGIN');
-      await claimIds(client, { ids: ['durable-b'], owner: 'w', leaseMs: LEASE });
+      await claimIds(client, { kind: 'default', ids: ['durable-b'], owner: 'w', leaseMs: LEASE });
       expect(await setting()).toBe('off');
       await client.query('COMMIT');
       // A completion is what the record's PROCESSED means: it waits for the disk.
       await client.query('BEGIN');
-      expect((await complete(client, [{ ...claimed!, result: 1 }])).get(claimed!.id)).toBe('processed');
+      expect((await complete(client, [{ ...claimed!, result: 1 }])).get(`default/${claimed!.id}`)).toBe('processed');
       expect(await setting()).toBe('on');
       await client.query('COMMIT');
     } finally {

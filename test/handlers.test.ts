@@ -8,10 +8,10 @@ const ctx = (signal = new AbortController().signal): HandlerContext => ({
   signal,
   log: silentLogger,
   attempt: 1,
-  idempotencyKey: 'a:1',
+  idempotencyKey: 'default:a:1',
   extendLease: async () => {},
 });
-const record = (data: unknown) => ({ id: 'a', version: 1, data, attempts: 1, priority: 0 });
+const record = (data: unknown) => ({ kind: 'default', id: 'a', version: 1, data, attempts: 1, priority: 0 });
 
 describe('built-in handlers', () => {
   const builtins = builtinHandlers(options);
@@ -37,13 +37,13 @@ describe('built-in handlers', () => {
   });
 
   it('loads a built-in by name and refuses what is neither a built-in nor a module', async () => {
-    expect(await loadHandler('noop', process.cwd(), options)).toMatchObject({ name: 'noop', transactional: false });
+    expect(await loadHandler('noop', process.cwd(), options)).toMatchObject({ name: 'noop', any: { transactional: false } });
     await expect(loadHandler('nope', process.cwd(), options)).rejects.toThrow(UsageError);
   });
 
   it('loads a module handler with its transactional flag', async () => {
     const loaded = await loadHandler('./test/fixtures/recording-handler.js', process.cwd(), options);
-    expect(loaded.transactional).toBe(true);
-    expect(typeof loaded.run).toBe('function');
+    expect(loaded.any?.transactional).toBe(true);
+    expect(typeof loaded.any?.run).toBe('function');
   });
 });

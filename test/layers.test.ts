@@ -29,6 +29,7 @@ const LAYERS: Record<string, number> = {
   'config.ts': 5,
   'duration.ts': 5,
   'errors.ts': 5,
+  'kind.ts': 5,
   'log.ts': 5,
   'coalescer.ts': 5,
 };

@@ -13,6 +13,7 @@ import { upsertMessages } from '../src/records/upsert.ts';
 import { parseMessage, type Message } from '../src/records/message.ts';
 import { directEngine } from '../src/worker/engine.ts';
 import { Worker } from '../src/worker/worker.ts';
+import { handlerFromExport } from '../src/worker/handler.ts';
 import { silentLogger } from '../src/log.ts';
 
 const IDS = 2_000;
@@ -71,7 +72,7 @@ describe('one lock order', () => {
           pool,
           databaseUrl: db.url,
           engine: directEngine(pool),
-          handler: { name: 'noop', run: async () => null, transactional: false },
+          handler: handlerFromExport(async () => null, 'noop', false),
           log: silentLogger,
           id: `lock-order-${i}`,
           concurrency: 400,

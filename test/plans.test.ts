@@ -83,9 +83,9 @@ async function shapes(db: TestDatabase): Promise<Record<string, Shape>> {
     const { rows } = await client.query<{ id: string }>(`SELECT id FROM rowfleet.records WHERE status = 'COMPLETED' ORDER BY id DESC LIMIT 500`);
     const ids = rows.map((r) => r.id);
     await take('mark_unenqueued', () => markUnenqueued(client, 1000, 0));
-    await take('clear_marks', () => clearMarks(client, ids));
+    await take('clear_marks', () => clearMarks(client, ids.map((id) => ({ kind: 'default', id }))));
     const due = await take('claim_due', () => claimDue(client, { owner: 'w', limit: 1000, leaseMs: 60_000 }));
-    const named: Claimed[] = await take('claim_ids', () => claimIds(client, { ids, owner: 'w', leaseMs: 60_000 }));
+    const named: Claimed[] = await take('claim_ids', () => claimIds(client, { kind: 'default', ids, owner: 'w', leaseMs: 60_000 }));
     const held = [...due, ...named];
     expect(held.length).toBeGreaterThan(500);
     await take('extend_leases', () => extendLeases(client, { leases: held, leaseMs: 60_000 }));

@@ -73,7 +73,7 @@ export async function drainBoss(ctx: BenchContext, url: string, variants: readon
       try {
         await boss.createQueue(queue.name, variant.recordJobs ? processQueueOptions() : undefined);
         // The boss engine's jobs are what the sweep sends: a pointer, keyed by the record's ID.
-        const job = (n: number): JobInsert => (variant.recordJobs ? recordJob(`drain-${n}`, '1') : { data: jobData(n) });
+        const job = (n: number): JobInsert => (variant.recordJobs ? recordJob('default', `drain-${n}`, '1') : { data: jobData(n) });
         ctx.progress(`${scenario}: inserting ${variant.backlog.toLocaleString('en-US')} jobs`);
         for (let from = 1; from <= variant.backlog; from += BOSS_INSERT_CHUNK) {
           const count = Math.min(BOSS_INSERT_CHUNK, variant.backlog - from + 1);

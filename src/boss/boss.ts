@@ -21,6 +21,8 @@ import { PgBoss, type ConstructorOptions, type Db, type Queue } from 'pg-boss';
 import type { BossConfig } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { SchemaNotReadyError, UserError } from '../errors.ts';
+import { DEFAULT_KIND, KIND_PATTERN } from '../kind.ts';
+import { queueOfKind } from '../records/marks.ts';
 
 export type BossRole = 'migrate' | 'scheduler' | 'worker' | 'client';
 
@@ -112,6 +114,55 @@ async function ensureQueue(boss: PgBoss, name: string, options: Omit<Queue, 'nam
   }
   const { policy: _policy, ...updatable } = options;
   await boss.updateQueue(name, updatable);
+}
+
+/**
+ * The process queues of the kinds (see queueOfKind): kind `default`'s is made by `rowfleet
+ * migrate`, the others on first use by whoever sends or fetches a job of that kind. A worker that
+ * serves every kind lists them (again at most every few seconds, so a new kind's first jobs may
+ * wait that long).
+ */
+export class KindQueues {
+  readonly #boss: PgBoss;
+  readonly #db: pg.Pool;
+  readonly #base: string;
+  readonly #schema: string;
+  readonly #known = new Set<string>();
+  #listed: { at: number; kinds: string[] } | undefined;
+
+  constructor(boss: PgBoss, db: pg.Pool, base: string, schema: string) {
+    this.#boss = boss;
+    this.#db = db;
+    this.#base = base;
+    this.#schema = schema;
+  }
+
+  /** The queue of `kind`, created if it is missing. */
+  async ensure(kind: string): Promise<string> {
+    const name = queueOfKind(this.#base, kind);
+    if (this.#known.has(name)) return name;
+    if ((await this.#boss.getQueue(name)) === null) {
+      try {
+        await this.#boss.createQueue(name, processQueueOptions());
+      } catch (err) {
+        // Another process made it meanwhile.
+        if ((await this.#boss.getQueue(name)) === null) throw err;
+      }
+    }
+    this.#known.add(name);
+    return name;
+  }
+
+  /** The kinds that have a queue. */
+  async list(maxAgeMs = 5_000): Promise<string[]> {
+    const now = Date.now();
+    if (this.#listed !== undefined && now - this.#listed.at < maxAgeMs) return this.#listed.kinds;
+    const { rows } = await this.#db.query<{ name: string }>(`SELECT name FROM "${this.#schema}".queue WHERE name = $1 OR starts_with(name, $1 || '.') ORDER BY name`, [this.#base]);
+    const kinds = rows.map((r) => (r.name === this.#base ? DEFAULT_KIND : r.name.slice(this.#base.length + 1))).filter((k) => KIND_PATTERN.test(k));
+    for (const kind of kinds) this.#known.add(queueOfKind(this.#base, kind));
+    this.#listed = { at: now, kinds };
+    return kinds;
+  }
 }
 
 /** Whether pg-boss's schema is installed; roles other than migrate never install it themselves. */

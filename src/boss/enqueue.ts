@@ -9,23 +9,19 @@ import type { PgBoss } from 'pg-boss';
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import type { Enqueue } from '../records/upsert.ts';
-import { bossDb, startBoss, stopBoss } from './boss.ts';
-import { inKeyOrder, recordJob } from './sweep.ts';
+import { bossDb, KindQueues, startBoss, stopBoss } from './boss.ts';
+import { insertJobs, recordJob } from './sweep.ts';
+import type { RecordKey } from '../records/key.ts';
 
 /** Jobs for applied records, in the caller's transaction. */
-export function enqueuer(boss: PgBoss, queue: string): Enqueue {
+export function enqueuer(boss: PgBoss, queues: KindQueues): Enqueue {
   return async (tx, applied) => {
-    await boss.insert(
-      queue,
-      inKeyOrder(applied.map((a) => recordJob(a.id, a.version, a.runAt, a.priority))),
-      { db: bossDb(tx) },
-    );
+    await insertJobs(boss, queues, applied.map((a) => recordJob(a.kind, a.id, a.version, a.runAt, a.priority)), { db: bossDb(tx) });
   };
 }
 
 /** A record due again after `delayMs` (0: now). */
-export interface Requeued {
-  id: string;
+export interface Requeued extends RecordKey {
   version: string;
   delayMs: number;
   /** The record's priority, when the worker knows it. */
@@ -33,12 +29,9 @@ export interface Requeued {
 }
 
 /** Jobs for records a worker gave back, deferred to when each is due. */
-export async function sendRequeued(boss: PgBoss, queue: string, records: readonly Requeued[]): Promise<void> {
+export async function sendRequeued(boss: PgBoss, queues: KindQueues, records: readonly Requeued[]): Promise<void> {
   if (records.length === 0) return;
-  await boss.insert(
-    queue,
-    inKeyOrder(records.map((r) => recordJob(r.id, r.version, r.delayMs > 0 ? `${Math.ceil(r.delayMs)} milliseconds` : undefined, r.priority))),
-  );
+  await insertJobs(boss, queues, records.map((r) => recordJob(r.kind, r.id, r.version, r.delayMs > 0 ? `${Math.ceil(r.delayMs)} milliseconds` : undefined, r.priority)));
 }
 
 /**
@@ -48,5 +41,5 @@ export async function sendRequeued(boss: PgBoss, queue: string, records: readonl
 export async function openEnqueue(config: Config, pool: pg.Pool, log: Logger): Promise<{ enqueue: Enqueue; close: () => Promise<void> } | undefined> {
   if (!config.boss.enqueueOnUpsert) return undefined;
   const boss = await startBoss({ config: config.boss, pool, role: 'client', log });
-  return { enqueue: enqueuer(boss, config.boss.queue), close: () => stopBoss(boss) };
+  return { enqueue: enqueuer(boss, new KindQueues(boss, pool, config.boss.queue, config.boss.schema)), close: () => stopBoss(boss) };
 }

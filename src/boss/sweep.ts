@@ -1,6 +1,6 @@
 /**
- * The enqueue sweep: sends one pg-boss job `{id, version}` for each due COMPLETED record that has
- * none, so that boss-engine workers find it.
+ * The enqueue sweep: sends one pg-boss job `{kind, id, version}` for each due COMPLETED record that
+ * has none, into its kind's queue (see KindQueues), so that boss-engine workers find it.
  *
  * Its cost follows new work, not the backlog. A record the sweep sent a job for is marked
  * (`enqueued_at`), and the claim clears the mark, so new work is exactly "COMPLETED, due, not
@@ -21,7 +21,7 @@ import type { PgBoss, JobInsert } from 'pg-boss';
 import { inTransaction } from '../db/sql.ts';
 import { markUnenqueued, repairLostJobs } from '../records/marks.ts';
 import { wakeWorkers } from '../records/wake.ts';
-import { bossDb } from './boss.ts';
+import { bossDb, KindQueues } from './boss.ts';
 
 /** Jobs sent by one sweep after which pg-boss's job table is analyzed. */
 const ANALYZE_AFTER = 10_000;
@@ -52,19 +52,20 @@ export interface SweepResult {
   checked: number;
 }
 
-/** The job a record's pointer is sent as. */
+/** The job a record's pointer is sent as (in its kind's queue). */
 export interface RecordJob {
+  kind: string;
   id: string;
   version: string;
 }
 
-export async function sweep(pool: pg.Pool, boss: PgBoss, options: SweepOptions): Promise<SweepResult> {
+export async function sweep(pool: pg.Pool, boss: PgBoss, options: SweepOptions, queues = new KindQueues(boss, pool, options.queue, options.schema)): Promise<SweepResult> {
   const { checked, repaired } = await repairLostJobs(pool, options.queue, options.schema, options.repairLimit ?? 10_000);
   let enqueued = 0;
   for (;;) {
     const want = options.limit === undefined ? options.batch : Math.min(options.batch, options.limit - enqueued);
     if (want <= 0) break;
-    const { sent, marked } = await sendBatch(pool, boss, options.queue, want, options.lookaheadMs ?? 0);
+    const { sent, marked } = await sendBatch(pool, boss, queues, want, options.lookaheadMs ?? 0);
     enqueued += sent;
     if (marked > 0) options.onProgress?.(enqueued);
     if (marked < want) break;
@@ -77,23 +78,36 @@ export async function sweep(pool: pg.Pool, boss: PgBoss, options: SweepOptions):
   return { enqueued, repaired, checked };
 }
 
-/** Marks up to `limit` new records and sends their jobs, in one transaction. */
-async function sendBatch(pool: pg.Pool, boss: PgBoss, queue: string, limit: number, lookaheadMs: number): Promise<{ sent: number; marked: number }> {
+/** Marks up to `limit` new records and sends their jobs, each kind's to its queue, in one transaction. */
+async function sendBatch(pool: pg.Pool, boss: PgBoss, queues: KindQueues, limit: number, lookaheadMs: number): Promise<{ sent: number; marked: number }> {
   return inTransaction(pool, async (tx) => {
     const rows = await markUnenqueued(tx, limit, lookaheadMs);
     if (rows.length === 0) return { sent: 0, marked: 0 };
-    const jobs = inKeyOrder(rows.map((r) => recordJob(r.id, r.version, r.start_after ?? undefined, r.priority)));
-    const sent = (await boss.insert(queue, jobs, { db: bossDb(tx), returnId: true }))?.length ?? 0;
+    const jobs = rows.map((r) => recordJob(r.kind, r.id, r.version, r.start_after ?? undefined, r.priority));
+    const sent = await insertJobs(boss, queues, jobs, { db: bossDb(tx), returnId: true });
     return { sent, marked: rows.length };
   });
 }
 
+/** Sends jobs to their kinds' queues (kinds in name order, each kind's in key order); how many were created. */
+export async function insertJobs(boss: PgBoss, queues: KindQueues, jobs: JobInsert<RecordJob>[], options: Parameters<PgBoss['insert']>[2] = {}): Promise<number> {
+  const byKind = [...Map.groupBy(jobs, (j) => j.data!.kind)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  let sent = 0;
+  for (const [kind, ofKind] of byKind) {
+    const queue = await queues.ensure(kind);
+    const ids = await boss.insert(queue, inKeyOrder(ofKind), options);
+    sent += options.returnId === true ? (ids?.length ?? 0) : ofKind.length;
+  }
+  return sent;
+}
+
 /**
- * The job for a record: keyed by its ID, so pg-boss keeps one pending per record; with the
- * record's priority (pg-boss fetches higher first) and, when it is due later, its due time.
+ * The job for a record: keyed by its ID in its kind's queue, so pg-boss keeps one pending per
+ * record; with the record's priority (pg-boss fetches higher first) and, when it is due later, its
+ * due time.
  */
-export function recordJob(id: string, version: string, startAfter?: Date | string, priority?: number): JobInsert<RecordJob> {
-  return { data: { id, version }, singletonKey: id, retryLimit: 0, ...(startAfter !== undefined && { startAfter }), ...(priority ? { priority } : {}) };
+export function recordJob(kind: string, id: string, version: string, startAfter?: Date | string, priority?: number): JobInsert<RecordJob> {
+  return { data: { kind, id, version }, singletonKey: id, retryLimit: 0, ...(startAfter !== undefined && { startAfter }), ...(priority ? { priority } : {}) };
 }
 
 /**

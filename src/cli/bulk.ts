@@ -8,8 +8,10 @@ import { UsageError } from '../errors.ts';
 import { parseMoment, type BulkOptions } from '../ops/bulk.ts';
 import { progressBar } from './progress.ts';
 import type { CommandContext, DatabaseFlags } from './context.ts';
+import { kindFilterOption } from './kinds.ts';
 
 export interface BulkFlags extends DatabaseFlags {
+  kind?: string[];
   id?: string[];
   error?: string;
   since?: string;
@@ -24,11 +26,12 @@ export interface BulkFlags extends DatabaseFlags {
 /** The filter flags, worded for `verb` ("requeue", "delete"). */
 export function withBulkOptions(command: Command, verb: string, resultKey: string): Command {
   return command
-    .option('--id <id>', 'only this record (repeatable)', (value: string, previous: string[] = []) => [...previous, value])
+    .addOption(kindFilterOption('only records of these kinds'))
+    .option('--id <id>', 'only this record (repeatable; of every kind unless --kind is given)', (value: string, previous: string[] = []) => [...previous, value])
     .option('--error <regex>', 'only records whose last error matches (a POSIX regular expression, as Postgres ~)')
     .option('--since <when>', 'only records that reached their status since then: a duration like 2h, or a timestamp')
     .option('--before <when>', 'only records that reached their status before then: a duration like 2h, or a timestamp')
-    .addOption(new Option('--limit <n>', `${verb} at most n records (in id order)`).argParser((v) => parseInteger(v, '--limit', 1, 1_000_000_000)))
+    .addOption(new Option('--limit <n>', `${verb} at most n records (in kind, id order)`).argParser((v) => parseInteger(v, '--limit', 1, 1_000_000_000)))
     .option('--all', `${verb} every record in the status given (required when no other filter is given)`)
     .option('--dry-run', `list what would be ${verb}d and change nothing`)
     .addOption(new Option('--rate <n>', `records per second, to spread a large ${verb} out`).argParser((v) => parseInteger(v, '--rate', 1, 1_000_000)))
@@ -40,11 +43,12 @@ export function withBulkOptions(command: Command, verb: string, resultKey: strin
  * `finish` to call when the command is done (it ends the progress bar).
  */
 export function bulkOptions(ctx: CommandContext, flags: BulkFlags, noFilter: string, label: string): { options: Omit<BulkOptions, 'status'>; finish(): void } {
-  const hasFilter = (flags.id?.length ?? 0) > 0 || flags.error !== undefined || flags.since !== undefined || flags.before !== undefined || flags.limit !== undefined;
-  if (!hasFilter && flags.all !== true) throw new UsageError(`no filter given: pass --id, --error, --since, --before or --limit, or --all to ${noFilter}`);
+  const hasFilter = (flags.kind?.length ?? 0) > 0 || (flags.id?.length ?? 0) > 0 || flags.error !== undefined || flags.since !== undefined || flags.before !== undefined || flags.limit !== undefined;
+  if (!hasFilter && flags.all !== true) throw new UsageError(`no filter given: pass --kind, --id, --error, --since, --before or --limit, or --all to ${noFilter}`);
   const json = flags.json === true;
   const bar = json ? undefined : progressBar(ctx.io, label);
   const options: Omit<BulkOptions, 'status'> = {
+    kinds: flags.kind,
     ids: flags.id,
     error: flags.error,
     since: flags.since === undefined ? undefined : parseMoment(flags.since, '--since'),
@@ -56,7 +60,7 @@ export function bulkOptions(ctx: CommandContext, flags: BulkFlags, noFilter: str
     ...(bar && { onProgress: (done: number, total: number) => bar.update(done, total) }),
     ...(!json && {
       onPreview: (rows) => {
-        for (const r of rows) ctx.io.stdout.write(`${r.id}\t${r.status}\tv${r.version}\t${r.updatedAt.toISOString()}\t${r.lastError ?? ''}\n`);
+        for (const r of rows) ctx.io.stdout.write(`${r.kind}\t${r.id}\t${r.status}\tv${r.version}\t${r.updatedAt.toISOString()}\t${r.lastError ?? ''}\n`);
       },
     }),
   };

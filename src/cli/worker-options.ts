@@ -3,12 +3,13 @@
  * parsers so that a flag and its environment variable accept exactly the same values.
  */
 import { Option, type Command } from 'commander';
-import { durationParser, ENGINES, parseInteger, parseRate, type ConfigOverrides, type WorkerConfig } from '../config.ts';
+import { durationParser, ENGINES, parseInteger, parseKindList, parseRate, type ConfigOverrides, type WorkerConfig } from '../config.ts';
 
 /** Parsed flags, named as commander names them (`--lease` → `lease`). */
 export interface WorkerFlags {
   engine?: WorkerConfig['engine'];
   handler?: string;
+  kinds?: string[];
   concurrency?: number;
   batch?: number;
   lease?: number;
@@ -30,7 +31,12 @@ export function withWorkerOptions(command: Command): Command {
   return command
     .addOption(new Option('--engine <engine>', 'how work is found (default: $ROWFLEET_ENGINE or direct)').choices([...ENGINES]))
     .option('--handler <name|path>', 'required: a module default-exporting async (record, ctx) => result, or a built-in (noop, sleep, flaky, checksum) (default: $ROWFLEET_HANDLER)')
-    .addOption(new Option('--concurrency <n>', 'handlers running at once per process (default: 10)').argParser(int('--concurrency', 1, 10_000)))
+    .addOption(
+      new Option('--kinds <kinds>', 'claim only records of these kinds, like order,invoice (default: $ROWFLEET_KINDS, or every kind the handler handles)').argParser((raw) =>
+        parseKindList(raw, '--kinds'),
+      ),
+    )
+    .addOption(new Option('--concurrency <n>', 'handlers running at once per process, all kinds together (default: 10)').argParser(int('--concurrency', 1, 10_000)))
     .addOption(new Option('--batch <n>', 'most records claimed per statement (default: 100)').argParser(int('--batch', 1, 10_000)))
     .addOption(new Option('--lease <duration>', 'lease per claim, extended by heartbeats every lease/3 (default: 30s)').argParser(duration('--lease', 100)))
     .addOption(new Option('--timeout <duration>', 'a handler running longer is aborted and fails (default: 5m)').argParser(duration('--timeout', 1)))
@@ -58,6 +64,6 @@ export function workerOverrides(flags: WorkerFlags): ConfigOverrides['worker'] {
 }
 
 const WORKER_KEYS: Record<keyof WorkerConfig, true> = {
-  engine: true, handler: true, concurrency: true, batch: true, leaseMs: true, timeoutMs: true, maxAttempts: true,
+  engine: true, handler: true, kinds: true, concurrency: true, batch: true, leaseMs: true, timeoutMs: true, maxAttempts: true,
   backoffBaseMs: true, backoffCapMs: true, maxExpirations: true, pollMs: true, graceMs: true, sleepMs: true, failRate: true,
 };

@@ -21,12 +21,13 @@ import {
   uniqueIndex,
   uuid,
 } from 'drizzle-orm/pg-core';
+import { DEFAULT_KIND } from '../kind.ts';
 
 export const rowfleet = pgSchema('rowfleet');
 
 /**
  * The life of a record: every status and every transition, with the statement that makes it
- * (all in src/records/; the hot ones are functions, first in drizzle/0006_hot_path.sql, latest in 0010).
+ * (all in src/records/; the hot ones are functions, first in drizzle/0006_hot_path.sql, latest in 0011).
  *
  *   (new id) ──upsert──► COMPLETED ◄───────────────────────────────────────────────┐
  *                          │  ▲  upsert of a newer version: data, version, attempts 0  │
@@ -76,10 +77,13 @@ const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode
 /** Server-assigned versions for messages that carry none: ingestion order, no clocks. */
 export const versionSeq = rowfleet.sequence('version_seq', { startWith: 1, increment: 1 });
 
+
 export const records = rowfleet.table(
   'records',
   {
-    id: text('id').primaryKey(),
+    /** The type of the record (`order`, `invoice`): with `id`, its key. */
+    kind: text('kind').notNull().default(DEFAULT_KIND),
+    id: text('id').notNull(),
     version: bigintText('version').notNull(),
     data: jsonb('data').notNull(),
     status: text('status').$type<RecordStatus>().notNull().default('COMPLETED'),
@@ -111,6 +115,8 @@ export const records = rowfleet.table(
     updatedAt: timestamptz('updated_at').notNull().defaultNow(),
   },
   (t) => [
+    primaryKey({ name: 'records_pkey', columns: [t.kind, t.id] }),
+    check('records_kind_format', sql`${t.kind} ~ '^[a-z][a-z0-9_.-]{0,62}$'`),
     check('records_status_check', oneOf(sql`${t.status}`, RECORD_STATUSES)),
     check('records_version_positive', sql`${t.version} > 0`),
     check('records_id_length', sql`length(${t.id}) between 1 and 256`),
@@ -121,20 +127,21 @@ export const records = rowfleet.table(
     // Only a waiting record carries the sweep's mark; the claim clears it.
     check('records_marked_only_completed', sql`${t.enqueuedAt} is null or ${t.status} = 'COMPLETED'`),
     check('records_lease_iff_processing', sql`(${t.status} = 'PROCESSING') = (${t.leaseToken} is not null and ${t.leaseExpiresAt} is not null)`),
-    // The claim reads due COMPLETED rows highest priority first, then oldest due; the partial
-    // index keeps that O(batch) however many PROCESSED rows accumulate. Within one priority the
-    // due rows are a range of it, so records scheduled for later are never read (see claim_due).
-    index('records_due_idx').on(sql`${t.priority} DESC`, t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED'`),
+    // The claim reads due COMPLETED rows kind by kind, within a kind highest priority first, then
+    // oldest due; the partial index keeps that O(batch) however many PROCESSED rows accumulate.
+    // Within one (kind, priority) the due rows are a range of it, so records scheduled for later
+    // are never read (see claim_due).
+    index('records_due_idx').on(t.kind, sql`${t.priority} DESC`, t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED'`),
     // The boss engine's check for lost jobs walks the records that carry the sweep's mark.
-    index('records_marked_idx').on(t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED' and ${t.enqueuedAt} is not null`),
+    index('records_marked_idx').on(t.runAfter, t.kind, t.id).where(sql`${t.status} = 'COMPLETED' and ${t.enqueuedAt} is not null`),
     // Rescue finds expired leases without scanning the table.
     index('records_lease_idx').on(t.leaseExpiresAt).where(sql`${t.status} = 'PROCESSING'`),
     // The sweep's new work: due rows without a job. Its cost follows new work, not the backlog.
-    index('records_unenqueued_idx').on(t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED' and ${t.enqueuedAt} is null`),
-    // On id, not on a timestamp: an index on updated_at would make every upsert a non-HOT update.
-    index('records_failed_idx').on(t.id).where(sql`${t.status} = 'FAILED'`),
+    index('records_unenqueued_idx').on(t.runAfter, t.kind, t.id).where(sql`${t.status} = 'COMPLETED' and ${t.enqueuedAt} is null`),
+    // On the key, not on a timestamp: an index on updated_at would make every upsert a non-HOT update.
+    index('records_failed_idx').on(t.kind, t.id).where(sql`${t.status} = 'FAILED'`),
     // Tombstones, counted by `status` without reading the table.
-    index('records_deleted_idx').on(t.id).where(sql`${t.status} = 'DELETED'`),
+    index('records_deleted_idx').on(t.kind, t.id).where(sql`${t.status} = 'DELETED'`),
   ],
 );
 
@@ -143,6 +150,7 @@ export const eventLog = rowfleet.table(
   {
     /** Global ingest order. */
     seq: bigint('seq', { mode: 'bigint' }).primaryKey().generatedAlwaysAsIdentity(),
+    kind: text('kind').notNull().default(DEFAULT_KIND),
     recordId: text('record_id').notNull(),
     messageId: text('message_id'),
     version: bigintText('version'),
@@ -163,7 +171,7 @@ export const eventLog = rowfleet.table(
   (t) => [
     // Partial: most messages carry no messageId and need no entry.
     uniqueIndex('event_log_message_id_key').on(t.messageId).where(sql`${t.messageId} is not null`),
-    index('event_log_record_idx').on(t.recordId, t.seq),
+    index('event_log_record_idx').on(t.kind, t.recordId, t.seq),
     check('event_log_reason_check', oneOf(sql`${t.reason}`, [...MESSAGE_REASONS, ...LIFECYCLE_REASONS])),
   ],
 );
@@ -202,6 +210,7 @@ export const workers = rowfleet.table('workers', {
 export const sweepState = rowfleet.table('sweep_state', {
   queue: text('queue').primaryKey(),
   cursorRunAfter: timestamptz('cursor_run_after'),
+  cursorKind: text('cursor_kind'),
   cursorId: text('cursor_id'),
   updatedAt: timestamptz('updated_at').notNull().defaultNow(),
 });

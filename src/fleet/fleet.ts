@@ -56,6 +56,8 @@ export interface FleetOptions {
   idleSamples: number;
   /** Each worker's --concurrency: how many handler slots a worker adds. */
   concurrency: number;
+  /** The workers' --kinds: the backlog counted is theirs (every kind when undefined). */
+  kinds?: readonly string[] | undefined;
   /** A small pool: backlog samples, and forgetting the registrations of workers that died. */
   pool: pg.Pool;
   log: Logger;
@@ -248,7 +250,7 @@ export class Fleet {
       let sample: BacklogSample;
       try {
         // Counting past what --max workers could start within the target says nothing more.
-        sample = await sampleBacklog(o.pool, this.pids, Math.max(1_000, o.max * o.concurrency * 100));
+        sample = await sampleBacklog(o.pool, this.pids, Math.max(1_000, o.max * o.concurrency * 100), o.kinds);
       } catch (err) {
         this.#log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'backlog sample failed; holding the fleet at its size');
         return;

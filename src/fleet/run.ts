@@ -59,6 +59,7 @@ export async function runFleet({ config, size, log, env, output, signal, logForm
     ...size,
     idleSamples: IDLE_SAMPLES,
     concurrency: config.worker.concurrency,
+    kinds: config.worker.kinds,
     pool,
     log,
     output,
@@ -106,5 +107,6 @@ export function workerArgs(config: WorkerConfig): string[] {
     '--backoff-base', `${config.backoffBaseMs}ms`, '--backoff-cap', `${config.backoffCapMs}ms`,
     '--max-expirations', String(config.maxExpirations), '--poll', `${config.pollMs}ms`, '--grace', `${config.graceMs}ms`,
     '--sleep', `${config.sleepMs}ms`, '--fail-rate', String(config.failRate),
+    ...(config.kinds === undefined ? [] : ['--kinds', config.kinds.join(',')]),
   ];
 }

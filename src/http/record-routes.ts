@@ -1,42 +1,50 @@
 import type { FastifyInstance } from 'fastify';
 import type pg from 'pg';
 import { getRecord } from '../records/read.ts';
-import { deleteById } from '../records/delete.ts';
-import { MAX_ID_LENGTH, MessageError, presentVersion } from '../records/message.ts';
+import { deleteByKey } from '../records/delete.ts';
+import { MAX_ID_LENGTH, MessageError, parseKind, presentVersion } from '../records/message.ts';
+import { DEFAULT_KIND, type RecordKey } from '../records/key.ts';
 import { sendError } from './server.ts';
 
-const checkId = (id: string) => {
+/** The record a request names: `:id` and `?kind=` (default `default`), checked. */
+function keyOf(params: { id: string }, query: { kind?: string }): RecordKey {
+  const { id } = params;
   if (id.includes('\u0000') || !id.isWellFormed()) throw new MessageError('id', 'must not contain NUL or unpaired surrogates');
-};
+  return { kind: parseKind(query.kind) ?? DEFAULT_KIND, id };
+}
+
+/** `order/17`, or `17` for kind default: how a record is named in messages. */
+const named = (key: RecordKey) => JSON.stringify(key.kind === DEFAULT_KIND ? key.id : `${key.kind}/${key.id}`);
 
 /**
- * GET /records/:id, with `?history=1` for its event_log entries in order; DELETE /records/:id,
- * which leaves a tombstone (src/records/delete.ts). A deleted record is a 404 that says so.
+ * GET /records/:id?kind=K, with `?history=1` for its event_log entries in order; DELETE
+ * /records/:id?kind=K, which leaves a tombstone (src/records/delete.ts). A deleted record is a
+ * 404 that says so. `kind` defaults to `default`.
  */
 export function registerRecordRoutes(app: FastifyInstance, { pool }: { pool: pg.Pool }): void {
-  app.get<{ Params: { id: string }; Querystring: { history?: string } }>('/records/:id', async (request, reply) => {
-    const { id } = request.params;
-    checkId(id);
+  app.get<{ Params: { id: string }; Querystring: { history?: string; kind?: string } }>('/records/:id', async (request, reply) => {
+    const key = keyOf(request.params, request.query);
     const history = request.query.history;
     if (history !== undefined && !['1', 'true', '0', 'false'].includes(history)) {
       throw new MessageError('history', 'must be 1 or 0');
     }
-    const record = [...id].length > MAX_ID_LENGTH ? undefined : await getRecord(pool, id, { history: history === '1' || history === 'true', deleted: true });
-    if (record === undefined) return sendError(reply, 404, 'not_found', `no record with id ${JSON.stringify(id)}`);
-    if (record.status === 'DELETED') return sendError(reply, 404, 'not_found', deletedMessage(id, record.version));
+    const record = [...key.id].length > MAX_ID_LENGTH ? undefined : await getRecord(pool, key, { history: history === '1' || history === 'true', deleted: true });
+    if (record === undefined) return sendError(reply, 404, 'not_found', `no record ${named(key)}${kindHint(key)}`);
+    if (record.status === 'DELETED') return sendError(reply, 404, 'not_found', deletedMessage(key, record.version));
     return record;
   });
 
-  app.delete<{ Params: { id: string } }>('/records/:id', async (request, reply) => {
-    const { id } = request.params;
-    checkId(id);
-    const deleted = [...id].length > MAX_ID_LENGTH ? undefined : await deleteById(pool, id);
-    if (deleted !== undefined) return { id, deleted: true, version: presentVersion(deleted.version) };
-    const tombstone = await getRecord(pool, id, { deleted: true });
-    if (tombstone !== undefined) return sendError(reply, 404, 'not_found', deletedMessage(id, tombstone.version));
-    return sendError(reply, 404, 'not_found', `no record with id ${JSON.stringify(id)}`);
+  app.delete<{ Params: { id: string }; Querystring: { kind?: string } }>('/records/:id', async (request, reply) => {
+    const key = keyOf(request.params, request.query);
+    const deleted = [...key.id].length > MAX_ID_LENGTH ? undefined : await deleteByKey(pool, key);
+    if (deleted !== undefined) return { kind: key.kind, id: key.id, deleted: true, version: presentVersion(deleted.version) };
+    const tombstone = await getRecord(pool, key, { deleted: true });
+    if (tombstone !== undefined) return sendError(reply, 404, 'not_found', deletedMessage(key, tombstone.version));
+    return sendError(reply, 404, 'not_found', `no record ${named(key)}${kindHint(key)}`);
   });
 }
 
-const deletedMessage = (id: string, version: number | string) =>
-  `record ${JSON.stringify(id)} was deleted at version ${version}; a message with a newer version creates it again`;
+const kindHint = (key: RecordKey) => (key.kind === DEFAULT_KIND ? ' of kind default (add ?kind= for another kind)' : '');
+
+const deletedMessage = (key: RecordKey, version: number | string) =>
+  `record ${named(key)} was deleted at version ${version}; a message with a newer version creates it again`;

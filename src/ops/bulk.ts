@@ -1,6 +1,6 @@
 /**
  * The operator's bulk commands (requeue, delete): the records a filter matches, changed page by
- * page in id order, each page one guarded statement, so that running a command twice is a no-op
+ * page in key order (kind, id), each page one guarded statement, so that running a command twice is a no-op
  * and an interruption keeps what is done. A dry run lists the matches and changes nothing. A rate
  * spreads a large change out; progress is reported after each page.
  */
@@ -9,6 +9,8 @@ import type { SQL } from 'drizzle-orm';
 import { sqlState } from '../db/sql.ts';
 import { countMatching, previewPage, recordFilter, type PreviewRow, type RecordFilter } from '../records/filter.ts';
 import { UsageError } from '../errors.ts';
+import { FIRST_KEY, type RecordKey } from '../records/key.ts';
+import type { PageRow } from '../records/requeue.ts';
 import { durationProblem, parseDuration } from '../duration.ts';
 
 export interface BulkOptions extends RecordFilter {
@@ -17,7 +19,7 @@ export interface BulkOptions extends RecordFilter {
   rate?: number | undefined;
   /** Called after each page with the records changed so far and the number matched. */
   onProgress?: (done: number, matched: number) => void;
-  /** Lists each record a dry run would change (in id order). */
+  /** Lists each record a dry run would change (in key order). */
   onPreview?: (records: PreviewRow[]) => void;
   /** Waits between pages when `rate` is set (tests inject one that does not sleep). */
   sleep?: (ms: number) => Promise<void>;
@@ -35,8 +37,8 @@ export interface BulkResult {
   interrupted: boolean;
 }
 
-/** One page: changes up to `limit` matching records after id `after`; each picked id, whether it changed. */
-export type Page = (where: SQL, after: string, limit: number) => Promise<{ id: string; changed: boolean }[]>;
+/** One page: changes up to `limit` matching records after `after`; each picked record, whether it changed. */
+export type Page = (where: SQL, after: RecordKey, limit: number) => Promise<PageRow[]>;
 
 const PAGE = 1000;
 
@@ -52,14 +54,14 @@ export async function runBulk(pool: pg.Pool, options: BulkOptions, page: Page): 
   const now = options.now ?? Date.now;
   const size = options.rate === undefined ? PAGE : Math.max(1, Math.min(PAGE, Math.floor(options.rate)));
   const started = now();
-  let after = '';
+  let after: RecordKey = FIRST_KEY;
   let done = 0;
   let seen = 0;
   while (seen < matched) {
     if (options.signal?.aborted) return { matched, changed: done, dryRun: false, interrupted: true };
     const rows = await page(where, after, Math.min(size, matched - seen));
     if (rows.length === 0) break;
-    after = rows.at(-1)!.id;
+    after = rows.at(-1)!;
     seen += rows.length;
     done += rows.filter((r) => r.changed).length;
     options.onProgress?.(done, matched);
@@ -74,14 +76,14 @@ export async function runBulk(pool: pg.Pool, options: BulkOptions, page: Page): 
 
 /** Lists the matched records page by page; false if `signal` stopped it first. */
 async function preview(pool: pg.Pool, where: SQL, matched: number, emit: (rows: PreviewRow[]) => void, signal: AbortSignal | undefined): Promise<boolean> {
-  let after = '';
+  let after: RecordKey = FIRST_KEY;
   let seen = 0;
   while (seen < matched) {
     if (signal?.aborted) return false;
     const rows = await previewPage(pool, where, after, Math.min(PAGE, matched - seen));
     if (rows.length === 0) return true;
     emit(rows);
-    after = rows.at(-1)!.id;
+    after = rows.at(-1)!;
     seen += rows.length;
   }
   return true;

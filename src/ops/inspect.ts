@@ -5,6 +5,7 @@
  */
 import type pg from 'pg';
 import { getRecord, type EventView, type RecordView } from '../records/read.ts';
+import type { RecordKey } from '../records/key.ts';
 
 export interface TimelineEntry {
   at: string;
@@ -21,8 +22,8 @@ export interface Inspection {
   timeline: TimelineEntry[];
 }
 
-export async function inspectRecord(pool: pg.Pool, id: string): Promise<Inspection | undefined> {
-  const view = await getRecord(pool, id, { history: true, deleted: true });
+export async function inspectRecord(pool: pg.Pool, key: RecordKey): Promise<Inspection | undefined> {
+  const view = await getRecord(pool, key, { history: true, deleted: true });
   if (view === undefined) return undefined;
   const { history = [], ...record } = view;
   const timeline: TimelineEntry[] = history.map(eventEntry);

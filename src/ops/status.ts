@@ -26,7 +26,19 @@ export interface WorkerStatus {
   alive: boolean;
 }
 
+/** One kind: its records by status (PROCESSED null above the exact-count limit), its due backlog. */
+export interface KindStatus {
+  kind: string;
+  counts: Record<RecordStatus, number | null>;
+  due: number;
+  oldestDueAgeSeconds: number;
+}
+
 export interface Status {
+  /** The kinds asked for (`--kind`); every kind when absent. */
+  kindFilter?: string[];
+  /** Every kind with records (or those asked for), by name. */
+  kinds: KindStatus[];
   counts: Record<RecordStatus, number>;
   /** Counts read from statistics rather than counted. */
   estimated: RecordStatus[];
@@ -41,8 +53,8 @@ export interface Status {
   at: string;
 }
 
-export async function readStatus(pool: pg.Pool): Promise<Status> {
-  const r = await countRecords(pool, EXACT_PROCESSED_UP_TO);
+export async function readStatus(pool: pg.Pool, options: { kinds?: readonly string[] | undefined } = {}): Promise<Status> {
+  const r = await countRecords(pool, EXACT_PROCESSED_UP_TO, options.kinds);
   const [window] = await query<{ m1: number; m5: number; m15: number; processed: number; failed: number; retried: number; rescued: number }>(
     pool,
     sql`SELECT coalesce(sum(processed) FILTER (WHERE minute > now() - interval '1 minute'), 0)::float8 AS m1,
@@ -57,11 +69,19 @@ export async function readStatus(pool: pg.Pool): Promise<Status> {
   const perSecond = (n: number, minutes: number) => Math.round((n / (minutes * 60)) * 100) / 100;
   const counts = Object.fromEntries(RECORD_STATUSES.map((s) => [s, 0])) as Record<RecordStatus, number>;
   Object.assign(counts, { COMPLETED: r.completed, PROCESSING: r.processing, PROCESSED: r.processed, FAILED: r.failed, DELETED: r.deleted });
+  const age = (seconds: number | null) => (seconds === null ? 0 : Math.round(seconds * 10) / 10);
   return {
+    ...(options.kinds !== undefined && { kindFilter: [...options.kinds] }),
+    kinds: r.kinds.map((k) => ({
+      kind: k.kind,
+      counts: { COMPLETED: k.completed, PROCESSING: k.processing, PROCESSED: k.processed, FAILED: k.failed, DELETED: k.deleted },
+      due: k.due,
+      oldestDueAgeSeconds: age(k.oldest),
+    })),
     counts,
     estimated: r.processedEstimated ? ['PROCESSED'] : [],
     due: r.due,
-    oldestDueAgeSeconds: r.oldest === null ? 0 : Math.round(r.oldest * 10) / 10,
+    oldestDueAgeSeconds: age(r.oldest),
     throughput: { '1m': perSecond(w.m1, 1), '5m': perSecond(w.m5, 5), '15m': perSecond(w.m15, 15) },
     lastHour: { processed: w.processed, failed: w.failed, retried: w.retried, rescued: w.rescued },
     workers: workers.map((x) => ({
@@ -86,6 +106,7 @@ export function renderStatus(s: Status): string {
     `records    ${RECORD_STATUSES.map((st) => `${st} ${s.estimated.includes(st) ? '≈' : ''}${n(s.counts[st])}`).join('   ')}`,
     `due        ${n(s.due)}${s.due > 0 ? `   oldest waiting ${formatAge(s.oldestDueAgeSeconds)}` : ''}`,
     `throughput ${s.throughput['1m']}/s (1m)   ${s.throughput['5m']}/s (5m)   ${s.throughput['15m']}/s (15m)`,
+    ...kindLines(s),
     `last hour  processed ${n(s.lastHour.processed)}   retried ${n(s.lastHour.retried)}   failed ${n(s.lastHour.failed)}   rescued ${n(s.lastHour.rescued)}`,
     '',
   ];
@@ -98,6 +119,20 @@ export function renderStatus(s: Status): string {
     lines.push(fmt(['worker', 'engine', 'in flight', 'state', 'last seen']), ...rows.map(fmt));
   }
   return lines.join('\n');
+}
+
+/** A line per kind, when there is more than one kind or a filter asked for some. */
+function kindLines(s: Status): string[] {
+  if (s.kinds.length === 0 || (s.kinds.length === 1 && s.kinds[0]!.kind === 'default' && s.kindFilter === undefined)) return [];
+  const n = (x: number | null) => (x === null ? '?' : x.toLocaleString('en-US'));
+  const width = Math.max(...s.kinds.map((k) => k.kind.length));
+  return [
+    `kinds${s.kindFilter === undefined ? '' : ` (${s.kindFilter.join(', ')})`}`,
+    ...s.kinds.map(
+      (k) =>
+        `  ${k.kind.padEnd(width)}  ${RECORD_STATUSES.map((st) => `${st} ${n(k.counts[st])}`).join('  ')}   due ${n(k.due)}${k.due > 0 ? ` (oldest ${formatAge(k.oldestDueAgeSeconds)})` : ''}`,
+    ),
+  ];
 }
 
 function formatAge(seconds: number): string {

@@ -21,6 +21,7 @@ import { durationProblem, parseDuration } from '../duration.ts';
 import type { Logger } from '../log.ts';
 import { MessageError, presentVersion } from './message.ts';
 import { presentResult, type UpsertResponse, type UpsertResult } from './upsert.ts';
+import { keyColumns, keyOf, type RecordKey } from './key.ts';
 
 const SETTLED_CHANNEL = 'rowfleet_settled';
 
@@ -41,13 +42,13 @@ export interface Outcome {
   error?: string | null;
 }
 
-export interface Target {
-  id: string;
+export interface Target extends RecordKey {
   /** The applied version, as a decimal string. */
   version: string;
 }
 
 interface StateRow {
+  kind: string;
   id: string;
   status: Exclude<Outcome['status'], null>;
   version: string;
@@ -99,7 +100,7 @@ export async function upsertAnswering(send: () => Promise<UpsertResult[]>, wait?
   if (wait === undefined) return (await send()).map((result) => ({ result }));
   await wait.awaiter.prepare(wait.ms);
   const results = await send();
-  const applied = results.flatMap((result, i) => (result.applied ? [{ i, target: { id: result.id, version: result.version } }] : []));
+  const applied = results.flatMap((result, i) => (result.applied ? [{ i, target: { kind: result.kind, id: result.id, version: result.version } }] : []));
   const outcomes = await wait.awaiter.wait(
     applied.map((a) => a.target),
     wait.ms,
@@ -224,14 +225,15 @@ export class Awaiter {
   async #answerFrom(waiters: readonly Waiter[], all: boolean): Promise<void> {
     let byId: Map<string, StateRow> | undefined;
     try {
-      const rows = await readStates(this.#pool, [...new Set(waiters.map((w) => w.target.id))]);
-      byId = new Map(rows.map((row) => [row.id, row]));
+      const targets = new Map(waiters.map((w) => [keyOf(w.target), w.target]));
+      const rows = await readStates(this.#pool, [...targets.values()]);
+      byId = new Map(rows.map((row) => [keyOf(row), row]));
     } catch (err) {
       this.#log.warn({ err: { message: (err as Error).message } }, 'could not read the records of waiting requests');
       if (!all) return;
     }
     for (const waiter of waiters) {
-      const outcome = byId === undefined ? unknownOutcome() : outcomeOf(waiter.target, byId.get(waiter.target.id));
+      const outcome = byId === undefined ? unknownOutcome() : outcomeOf(waiter.target, byId.get(keyOf(waiter.target)));
       if (all || outcome.settled) this.#answer(waiter, outcome);
     }
   }
@@ -253,10 +255,13 @@ export class Awaiter {
   }
 }
 
-function readStates(pool: pg.Pool, ids: readonly string[]): Promise<StateRow[]> {
+function readStates(pool: pg.Pool, keys: readonly RecordKey[]): Promise<StateRow[]> {
+  const { kinds, ids } = keyColumns(keys);
   return query<StateRow>(
     pool,
-    sql`SELECT id, status, version, processed_version, result, last_error FROM rowfleet.records WHERE id = ANY (${sql.param([...ids])}::text[])`,
+    sql`SELECT r.kind, r.id, r.status, r.version, r.processed_version, r.result, r.last_error
+          FROM unnest(${sql.param(kinds)}::text[], ${sql.param(ids)}::text[]) AS k(kind, id)
+          JOIN rowfleet.records r ON r.kind = k.kind AND r.id = k.id`,
     'rowfleet_await_states',
   );
 }

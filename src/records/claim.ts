@@ -1,14 +1,14 @@
 /**
  * Claims: COMPLETED → PROCESSING under a fresh lease, one more attempt, in one statement (the
- * functions rowfleet.claim_due and rowfleet.claim_ids, latest in drizzle/0010_priority_run_at.sql). SKIP LOCKED:
+ * functions rowfleet.claim_due and rowfleet.claim_ids, latest in drizzle/0011_kinds.sql). SKIP LOCKED:
  * a claim never waits for a lock, so two workers never take one record and never deadlock.
  * The enqueued mark goes: whatever job pointed here has served.
  */
 import { sql } from 'drizzle-orm';
 import { query, type Queryable } from '../db/sql.ts';
+import type { RecordKey } from './key.ts';
 
-export interface Claimed {
-  id: string;
+export interface Claimed extends RecordKey {
   version: string;
   data: unknown;
   /** Claims of this version so far, this one included. */
@@ -19,6 +19,7 @@ export interface Claimed {
 }
 
 interface ClaimRow {
+  kind: string;
   id: string;
   version: string;
   data: unknown;
@@ -27,16 +28,41 @@ interface ClaimRow {
   priority: number;
 }
 
-const toClaimed = (row: ClaimRow): Claimed => ({ id: row.id, version: row.version, data: row.data, attempts: row.attempts, leaseToken: row.lease_token, priority: row.priority });
+const toClaimed = (row: ClaimRow): Claimed => ({ kind: row.kind, id: row.id, version: row.version, data: row.data, attempts: row.attempts, leaseToken: row.lease_token, priority: row.priority });
+
+/** A kind a claim may take records of, with its cap and lease. */
+export interface KindShare {
+  kind: string;
+  /** Most records of this kind in this claim. */
+  cap: number;
+  leaseMs: number;
+}
+
+export interface ClaimDueOptions {
+  owner: string;
+  limit: number;
+  /** The kinds to claim, each with its cap and lease; undefined: every kind, under `leaseMs`. */
+  kinds?: readonly KindShare[] | undefined;
+  /** The lease of every kind when `kinds` is undefined. */
+  leaseMs: number;
+  /** Which kind is offered its share first: the caller turns it with every claim (fair sharing). */
+  turn?: number | undefined;
+  now?: Date | undefined;
+}
 
 /**
- * Up to `limit` due records, highest priority first, then oldest due: per priority present one
- * descent of records_due_idx and a range of its due entries, however large the backlog.
+ * Up to `limit` due records, shared fairly among the kinds, within a kind highest priority first,
+ * then oldest due: per (kind, priority) present one descent of records_due_idx and a range of its
+ * due entries, however large the backlog.
  */
-export async function claimDue(db: Queryable, options: { owner: string; limit: number; leaseMs: number; now?: Date }): Promise<Claimed[]> {
+export async function claimDue(db: Queryable, options: ClaimDueOptions): Promise<Claimed[]> {
+  const kinds = options.kinds;
   const rows = await query<ClaimRow>(
     db,
-    sql`SELECT * FROM rowfleet.claim_due(${options.owner}::text, ${options.limit}::int, ${options.leaseMs}::int, ${options.now ?? null}::timestamptz)`,
+    sql`SELECT * FROM rowfleet.claim_due(${options.owner}::text, ${kinds === undefined ? null : sql.param(kinds.map((k) => k.kind))}::text[],
+                                         ${kinds === undefined ? null : sql.param(kinds.map((k) => k.cap))}::int[],
+                                         ${sql.param(kinds === undefined ? [options.leaseMs] : kinds.map((k) => k.leaseMs))}::int[],
+                                         ${options.limit}::int, ${options.turn ?? 0}::int, ${options.now ?? null}::timestamptz)`,
     'rowfleet_claim_due',
   );
   return rows.map(toClaimed);
@@ -46,10 +72,10 @@ export async function claimDue(db: Queryable, options: { owner: string; limit: n
  * The given records, if due and not held: the pg-boss engine's claim of the records its jobs
  * point to. Records held by another worker, not due, or gone are skipped.
  */
-export async function claimIds(db: Queryable, options: { ids: readonly string[]; owner: string; leaseMs: number; now?: Date }): Promise<Claimed[]> {
+export async function claimIds(db: Queryable, options: { kind: string; ids: readonly string[]; owner: string; leaseMs: number; now?: Date | undefined }): Promise<Claimed[]> {
   const rows = await query<ClaimRow>(
     db,
-    sql`SELECT * FROM rowfleet.claim_ids(${sql.param([...options.ids])}::text[], ${options.owner}::text, ${options.leaseMs}::int, ${options.now ?? null}::timestamptz)`,
+    sql`SELECT * FROM rowfleet.claim_ids(${options.kind}::text, ${sql.param([...options.ids])}::text[], ${options.owner}::text, ${options.leaseMs}::int, ${options.now ?? null}::timestamptz)`,
     'rowfleet_claim_ids',
   );
   return rows.map(toClaimed);

@@ -1,14 +1,17 @@
 /**
  * Which records an operator's bulk command (requeue, delete) applies to: one WHERE clause from its
- * filters, the count it matches, and a dry run's listing in id order.
+ * filters, the count it matches, and a dry run's listing in key order (kind, id).
  */
 import { sql, type SQL } from 'drizzle-orm';
 import { query, type Queryable } from '../db/sql.ts';
 import type { RecordStatus } from '../db/schema.ts';
+import type { RecordKey } from './key.ts';
 
 export interface RecordFilter {
   /** Any status but DELETED when not given. */
   status?: RecordStatus | undefined;
+  /** Only records of these kinds (every kind when not given). */
+  kinds?: readonly string[] | undefined;
   ids?: readonly string[] | undefined;
   /** A POSIX regular expression (Postgres `~`) the last error must match. */
   error?: string | undefined;
@@ -20,6 +23,7 @@ export interface RecordFilter {
 }
 
 export interface PreviewRow {
+  kind: string;
   id: string;
   status: string;
   version: string;
@@ -30,6 +34,7 @@ export interface PreviewRow {
 /** The WHERE clause of a filter: the status (any but DELETED if not given), and each filter given. */
 export function recordFilter(f: RecordFilter): SQL {
   const parts: SQL[] = [f.status === undefined ? sql`status <> 'DELETED'` : sql`status = ${f.status}`];
+  if (f.kinds !== undefined && f.kinds.length > 0) parts.push(sql`kind = ANY (${sql.param([...f.kinds])}::text[])`);
   if (f.ids !== undefined && f.ids.length > 0) parts.push(sql`id = ANY (${sql.param([...f.ids])}::text[])`);
   if (f.error !== undefined) parts.push(sql`last_error ~ ${f.error}`);
   if (f.since !== undefined) parts.push(sql`updated_at >= ${f.since.toISOString()}::timestamptz`);
@@ -43,12 +48,17 @@ export async function countMatching(db: Queryable, where: SQL): Promise<number> 
   return counted!.n;
 }
 
-/** The next `limit` matching records after id `after`, for a dry run's listing. */
-export async function previewPage(db: Queryable, where: SQL, after: string, limit: number): Promise<PreviewRow[]> {
-  const rows = await query<{ id: string; status: string; version: string; last_error: string | null; updated_at: Date }>(
+/** `(kind, id) > after`: the rest of a paged walk in key order. */
+export function afterKey(after: RecordKey): SQL {
+  return sql`(kind, id) > (${after.kind}::text, ${after.id}::text)`;
+}
+
+/** The next `limit` matching records after `after`, for a dry run's listing. */
+export async function previewPage(db: Queryable, where: SQL, after: RecordKey, limit: number): Promise<PreviewRow[]> {
+  const rows = await query<{ kind: string; id: string; status: string; version: string; last_error: string | null; updated_at: Date }>(
     db,
-    sql`SELECT id, status, version, last_error, updated_at FROM rowfleet.records
-         WHERE ${where} AND id > ${after} ORDER BY id LIMIT ${limit}`,
+    sql`SELECT kind, id, status, version, last_error, updated_at FROM rowfleet.records
+         WHERE ${where} AND ${afterKey(after)} ORDER BY kind, id LIMIT ${limit}`,
   );
-  return rows.map((r) => ({ id: r.id, status: r.status, version: r.version, lastError: r.last_error, updatedAt: r.updated_at }));
+  return rows.map((r) => ({ kind: r.kind, id: r.id, status: r.status, version: r.version, lastError: r.last_error, updatedAt: r.updated_at }));
 }

@@ -4,11 +4,15 @@
  * the library and the CLI all validate through here, so they refuse exactly the same things.
  */
 
+import { DEFAULT_KIND, KIND_PATTERN, KIND_RULE } from '../kind.ts';
+
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 export type JsonObject = { [key: string]: JsonValue };
 
 /** A validated message. `version` is the decimal text of a bigint (Postgres `bigint`). */
 export interface Message {
+  /** The record's kind (`default` when absent; parseMessage always sets it): with `id`, its key. */
+  kind?: string;
   id: string;
   data: JsonObject;
   version?: string;
@@ -21,6 +25,8 @@ export interface Message {
 
 /** What callers pass in: versions may be numbers, decimal strings or bigints. */
 export interface MessageInput {
+  /** `^[a-z][a-z0-9_.-]{0,62}$`; `default` when absent. */
+  kind?: string | null;
   id: string;
   data: object;
   version?: number | string | bigint | null;
@@ -40,7 +46,7 @@ export interface MessageLimits {
 export const MAX_ID_LENGTH = 256;
 export const MAX_MESSAGE_ID_LENGTH = 256;
 const MAX_BIGINT = 9223372036854775807n;
-const MESSAGE_FIELDS = new Set(['id', 'data', 'version', 'messageId', 'priority', 'runAt']);
+const MESSAGE_FIELDS = new Set(['kind', 'id', 'data', 'version', 'messageId', 'priority', 'runAt']);
 export const MIN_PRIORITY = -1000;
 export const MAX_PRIORITY = 1000;
 
@@ -59,7 +65,7 @@ export function parseMessage(input: unknown, limits: Pick<MessageLimits, 'maxDep
   if (!isPlainObject(input)) throw new MessageError(path === '' ? 'body' : path, 'must be a JSON object');
   for (const key of Object.keys(input)) {
     if (!MESSAGE_FIELDS.has(key)) {
-      throw new MessageError(at(key), 'is not a known field (expected id, data, version, messageId, priority, runAt)');
+      throw new MessageError(at(key), 'is not a known field (expected kind, id, data, version, messageId, priority, runAt)');
     }
   }
 
@@ -73,7 +79,7 @@ export function parseMessage(input: unknown, limits: Pick<MessageLimits, 'maxDep
   if (!isPlainObject(data)) throw new MessageError(at('data'), 'must be a JSON object');
   checkJson(data, at('data'), limits.maxDepth);
 
-  const message: Message = { id, data: data as JsonObject };
+  const message: Message = { kind: parseKind(input.kind, at('kind')) ?? DEFAULT_KIND, id, data: data as JsonObject };
   const version = parseVersion(input.version, at('version'));
   if (version !== undefined) message.version = version;
 
@@ -89,6 +95,18 @@ export function parseMessage(input: unknown, limits: Pick<MessageLimits, 'maxDep
   const runAt = parseRunAt(input.runAt, at('runAt'));
   if (runAt !== undefined) message.runAt = runAt;
   return message;
+}
+
+/** A kind's name (`order`, `billing.invoice`); undefined when absent. */
+export function parseKind(raw: unknown, field = 'kind'): string | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  if (typeof raw !== 'string' || !KIND_PATTERN.test(raw)) {
+    throw new MessageError(
+      field,
+      `must be a kind name: ${KIND_RULE}, got ${JSON.stringify(raw)}`,
+    );
+  }
+  return raw;
 }
 
 /** An integer from -1000 to 1000; undefined when absent. */

@@ -1,13 +1,15 @@
 /**
  * Reading a record and its history, for GET /records/:id, `rowfleet inspect` and tests.
  */
-import { asc, eq } from 'drizzle-orm';
+import { and, asc, eq } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import type pg from 'pg';
 import { eventLog, records, type EventRow, type RecordRow } from '../db/schema.ts';
 import { presentVersion } from './message.ts';
+import { DEFAULT_KIND, type RecordKey } from './key.ts';
 
 export interface RecordView {
+  kind: string;
   id: string;
   version: number | string;
   status: RecordRow['status'];
@@ -42,13 +44,15 @@ export interface EventView {
 }
 
 /** The record, or undefined when there is none or it was deleted (a tombstone, shown with `deleted`). */
-export async function getRecord(pool: pg.Pool | pg.PoolClient, id: string, options: { history?: boolean; deleted?: boolean } = {}): Promise<RecordView | undefined> {
+/** `key` as an id alone names a record of kind `default`. */
+export async function getRecord(pool: pg.Pool | pg.PoolClient, keyOrId: RecordKey | string, options: { history?: boolean; deleted?: boolean } = {}): Promise<RecordView | undefined> {
+  const key = typeof keyOrId === 'string' ? { kind: DEFAULT_KIND, id: keyOrId } : keyOrId;
   const db = drizzle({ client: pool });
-  const [row] = await db.select().from(records).where(eq(records.id, id));
+  const [row] = await db.select().from(records).where(and(eq(records.kind, key.kind), eq(records.id, key.id)));
   if (row === undefined || (row.status === 'DELETED' && options.deleted !== true)) return undefined;
   const view = toRecordView(row);
   if (options.history) {
-    const events = await db.select().from(eventLog).where(eq(eventLog.recordId, id)).orderBy(asc(eventLog.seq));
+    const events = await db.select().from(eventLog).where(and(eq(eventLog.kind, key.kind), eq(eventLog.recordId, key.id))).orderBy(asc(eventLog.seq));
     view.history = events.map(toEventView);
   }
   return view;
@@ -59,6 +63,7 @@ const optionalTime = (t: Date | null) => (t === null ? null : t.toISOString());
 
 function toRecordView(row: RecordRow): RecordView {
   return {
+    kind: row.kind,
     id: row.id,
     version: presentVersion(row.version),
     status: row.status,

@@ -6,8 +6,10 @@ import type pg from 'pg';
 import { sql, type SQL } from 'drizzle-orm';
 import { query, type Queryable } from '../db/sql.ts';
 import { wakeWorkers } from './wake.ts';
+import type { RecordKey } from './key.ts';
 
 export interface ReplayRow {
+  kind: string;
   id: string;
   replay_version: string;
   replay_data: unknown;
@@ -20,27 +22,27 @@ export interface ReplayRow {
 }
 
 /**
- * The next `limit` records (by id, after `after`) with an applied message matching `inRange`: each
- * one's latest applied message up to `upTo`, beside the record as it is.
+ * The next `limit` records (by key, after `after`) with an applied message matching `inRange`:
+ * each one's latest applied message up to `upTo`, beside the record as it is.
  */
-export async function replayPage(db: Queryable, inRange: SQL, upTo: SQL, after: string, limit: number): Promise<ReplayRow[]> {
+export async function replayPage(db: Queryable, inRange: SQL, upTo: SQL, after: RecordKey, limit: number): Promise<ReplayRow[]> {
   return query<ReplayRow>(
     db,
     sql`WITH candidates AS (
-          SELECT DISTINCT record_id FROM rowfleet.event_log
-           WHERE applied AND ${inRange} AND record_id > ${after}
-           ORDER BY record_id LIMIT ${limit}
+          SELECT DISTINCT kind, record_id FROM rowfleet.event_log
+           WHERE applied AND ${inRange} AND (kind, record_id) > (${after.kind}, ${after.id})
+           ORDER BY kind, record_id LIMIT ${limit}
         ),
         latest AS (
-          SELECT DISTINCT ON (e.record_id) e.record_id, e.version, e.data, e.priority, e.run_at, e.seq
-            FROM rowfleet.event_log e JOIN candidates c ON c.record_id = e.record_id
+          SELECT DISTINCT ON (e.kind, e.record_id) e.kind, e.record_id, e.version, e.data, e.priority, e.run_at, e.seq
+            FROM rowfleet.event_log e JOIN candidates c ON c.kind = e.kind AND c.record_id = e.record_id
            WHERE e.applied AND ${upTo}
-           ORDER BY e.record_id, e.seq DESC
+           ORDER BY e.kind, e.record_id, e.seq DESC
         )
-        SELECT l.record_id AS id, l.version AS replay_version, l.data AS replay_data, l.priority AS replay_priority, l.run_at AS replay_run_at,
+        SELECT l.kind, l.record_id AS id, l.version AS replay_version, l.data AS replay_data, l.priority AS replay_priority, l.run_at AS replay_run_at,
                l.seq, r.version, r.data = l.data AS same_data
-          FROM latest l LEFT JOIN rowfleet.records r ON r.id = l.record_id
-         ORDER BY l.record_id`,
+          FROM latest l LEFT JOIN rowfleet.records r ON r.kind = l.kind AND r.id = l.record_id
+         ORDER BY l.kind, l.record_id`,
   );
 }
 
@@ -54,34 +56,35 @@ export async function rebuild(pool: pg.Pool, rows: readonly ReplayRow[]): Promis
   const [result] = await query<{ n: number }>(
     pool,
     sql`WITH r AS (
-          SELECT * FROM unnest(${sql.param(rows.map((x) => x.id))}::text[], ${sql.param(rows.map((x) => x.replay_version))}::bigint[],
+          SELECT * FROM unnest(${sql.param(rows.map((x) => x.kind))}::text[], ${sql.param(rows.map((x) => x.id))}::text[],
+                               ${sql.param(rows.map((x) => x.replay_version))}::bigint[],
                                ${sql.param(rows.map((x) => JSON.stringify(x.replay_data)))}::jsonb[], ${sql.param(rows.map((x) => x.version))}::bigint[],
                                ${sql.param(rows.map((x) => x.replay_priority ?? 0))}::int[],
                                ${sql.param(rows.map((x) => x.replay_run_at?.toISOString() ?? null))}::timestamptz[])
-                 AS t(id, version, data, was, priority, run_at)
+                 AS t(kind, id, version, data, was, priority, run_at)
         ),
-        -- Locked in id order first, as every statement that waits for records does (drizzle/0006).
+        -- Locked in key order first, as every statement that waits for records does (drizzle/0011).
         locked AS (
-          SELECT rec.id FROM rowfleet.records rec WHERE rec.id = ANY (${sql.param(rows.map((x) => x.id))}::text[]) ORDER BY rec.id FOR UPDATE
+          SELECT rec.kind, rec.id FROM r JOIN rowfleet.records rec ON rec.kind = r.kind AND rec.id = r.id ORDER BY rec.kind, rec.id FOR UPDATE OF rec
         ),
         updated AS (
           UPDATE rowfleet.records rec
              SET version = r.version, data = r.data, status = 'COMPLETED', attempts = 0, lease_expirations = 0,
                  priority = r.priority, run_after = greatest(coalesce(r.run_at, now()), now()),
                  lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, enqueued_at = NULL, last_error = NULL, updated_at = now()
-            FROM r
-           WHERE rec.id = ANY (ARRAY(SELECT id FROM locked)) AND rec.id = r.id AND r.was IS NOT NULL AND rec.version = r.was
-          RETURNING rec.id, rec.version, r.was
+            FROM r JOIN locked l ON l.kind = r.kind AND l.id = r.id
+           WHERE rec.kind = r.kind AND rec.id = r.id AND r.was IS NOT NULL AND rec.version = r.was
+          RETURNING rec.kind, rec.id, rec.version, r.was
         ),
         inserted AS (
-          INSERT INTO rowfleet.records (id, version, data, priority, run_after)
-          SELECT r.id, r.version, r.data, r.priority, greatest(coalesce(r.run_at, now()), now()) FROM r WHERE r.was IS NULL
-          ON CONFLICT (id) DO NOTHING
-          RETURNING id, version, NULL::bigint AS was
+          INSERT INTO rowfleet.records (kind, id, version, data, priority, run_after)
+          SELECT r.kind, r.id, r.version, r.data, r.priority, greatest(coalesce(r.run_at, now()), now()) FROM r WHERE r.was IS NULL
+          ON CONFLICT (kind, id) DO NOTHING
+          RETURNING kind, id, version, NULL::bigint AS was
         ),
         logged AS (
-          INSERT INTO rowfleet.event_log (record_id, version, applied, reason, detail)
-          SELECT c.id, c.version, false, 'replayed', jsonb_build_object('from', c.was)
+          INSERT INTO rowfleet.event_log (kind, record_id, version, applied, reason, detail)
+          SELECT c.kind, c.id, c.version, false, 'replayed', jsonb_build_object('from', c.was)
             FROM (SELECT * FROM updated UNION ALL SELECT * FROM inserted) c
         )
         SELECT ((SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted))::int AS n`,

@@ -1,13 +1,13 @@
 /**
  * Rescue of expired leases (rowfleet.rescue_expired, whose body is rescue_expired_core, latest in
- * drizzle/0010_priority_run_at.sql): the one way out of PROCESSING that does not hold the lease.
+ * drizzle/0011_kinds.sql): the one way out of PROCESSING that does not hold the lease.
  * Run by every worker and by the scheduler; SKIP LOCKED, so any number of them split the work.
  */
 import { sql } from 'drizzle-orm';
 import { query, type Queryable } from '../db/sql.ts';
+import type { RecordKey } from './key.ts';
 
-export interface Rescued {
-  id: string;
+export interface Rescued extends RecordKey {
   version: string;
   /** The worker whose lease expired. */
   owner: string | null;

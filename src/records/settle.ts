@@ -1,11 +1,12 @@
 /**
  * A handler's outcome, written with a versioned compare-and-set (rowfleet.complete_records and
- * rowfleet.fail_record, latest in drizzle/0010_priority_run_at.sql): only while the lease is held, and only as the
+ * rowfleet.fail_record, latest in drizzle/0011_kinds.sql): only while the lease is held, and only as the
  * result of the version that was claimed.
  */
 import { sql } from 'drizzle-orm';
 import { query, type Queryable } from '../db/sql.ts';
 import type { Lease } from './lease.ts';
+import { keyColumns, keyOf } from './key.ts';
 
 export interface Completion extends Lease {
   /** The version the handler processed. */
@@ -22,17 +23,19 @@ export type CompletionOutcome = 'processed' | 'superseded' | 'lost';
  * COMPLETED, due now with fresh attempts, and the stale result is dropped (a hot key is processed
  * once per burst). A lost lease changes nothing.
  */
+/** Outcomes are keyed by `kind/id` (keyOf). */
 export async function complete(db: Queryable, completions: readonly Completion[], now?: Date): Promise<Map<string, CompletionOutcome>> {
-  const outcomes = new Map<string, CompletionOutcome>(completions.map((c) => [c.id, 'lost']));
+  const outcomes = new Map<string, CompletionOutcome>(completions.map((c) => [keyOf(c), 'lost']));
   if (completions.length === 0) return outcomes;
-  const rows = await query<{ id: string; processed: boolean }>(
+  const { kinds, ids } = keyColumns(completions);
+  const rows = await query<{ kind: string; id: string; processed: boolean }>(
     db,
-    sql`SELECT * FROM rowfleet.complete_records(${sql.param(completions.map((c) => c.id))}::text[], ${sql.param(completions.map((c) => c.version))}::bigint[],
+    sql`SELECT * FROM rowfleet.complete_records(${sql.param(kinds)}::text[], ${sql.param(ids)}::text[], ${sql.param(completions.map((c) => c.version))}::bigint[],
                                                 ${sql.param(completions.map((c) => c.leaseToken))}::uuid[],
                                                 ${sql.param(completions.map((c) => JSON.stringify(c.result ?? null)))}::jsonb[], ${now ?? null}::timestamptz)`,
     'rowfleet_complete_records',
   );
-  for (const row of rows) outcomes.set(row.id, row.processed ? 'processed' : 'superseded');
+  for (const row of rows) outcomes.set(keyOf(row), row.processed ? 'processed' : 'superseded');
   return outcomes;
 }
 
@@ -57,7 +60,7 @@ export type FailureOutcome = 'retry' | 'failed' | 'superseded' | 'lost';
 export async function fail(db: Queryable, failure: Failure, now?: Date): Promise<FailureOutcome> {
   const rows = await query<{ outcome: FailureOutcome }>(
     db,
-    sql`SELECT outcome FROM rowfleet.fail_record(${failure.id}::text, ${failure.leaseToken}::uuid, ${failure.version}::bigint, ${failure.error}::text,
+    sql`SELECT outcome FROM rowfleet.fail_record(${failure.kind}::text, ${failure.id}::text, ${failure.leaseToken}::uuid, ${failure.version}::bigint, ${failure.error}::text,
                                                  ${failure.permanent}::boolean, ${failure.maxAttempts}::int, ${Math.round(failure.backoffMs)}::int,
                                                  ${now ?? null}::timestamptz) AS outcome`,
     'rowfleet_fail_record',

@@ -1,8 +1,8 @@
 /**
  * The versioned upsert (invariants I1 newest wins, I2 every message audited once).
  *
- * All the work happens in one call of a database function (drizzle/0010_priority_run_at.sql, first in 0001):
- * take versions, lock rows in id order, classify each message against the stored version, write
+ * All the work happens in one call of a database function (drizzle/0011_kinds.sql, first in 0001):
+ * take versions, lock rows in (kind, id) order, classify each message against the stored version, write
  * the newest per record, append one event_log row per message. A single message and a batch of
  * a thousand cost one round trip each.
  */
@@ -11,11 +11,12 @@ import { sql, type SQL } from 'drizzle-orm';
 import { inTransaction, query, sqlState, type Queryable } from '../db/sql.ts';
 import { presentVersion, type Message } from './message.ts';
 import { wakeAfterCommit } from './wake.ts';
+import { DEFAULT_KIND, keyOf, type RecordKey } from './key.ts';
 
 export type UpsertResult =
-  | { id: string; applied: true; version: string; reason: 'applied'; duplicate?: true }
-  | { id: string; applied: false; version: string; currentVersion: string; reason: 'stale' | 'conflict'; duplicate?: true }
-  | { id: string; applied: false; reason: 'message_id_reused'; messageId: string; error: string };
+  | { kind: string; id: string; applied: true; version: string; reason: 'applied'; duplicate?: true }
+  | { kind: string; id: string; applied: false; version: string; currentVersion: string; reason: 'stale' | 'conflict'; duplicate?: true }
+  | { kind: string; id: string; applied: false; reason: 'message_id_reused'; messageId: string; error: string };
 
 interface ResultRow {
   ord: number;
@@ -46,7 +47,13 @@ function isRetryable(err: unknown): boolean {
  * Sends jobs for the records a call applied, inside the call's own transaction (the boss engine's
  * enqueue-on-upsert): the write and its jobs commit together or not at all.
  */
-export type Enqueue = (tx: pg.PoolClient, applied: readonly { id: string; version: string; priority?: number; runAt?: string }[]) => Promise<void>;
+export type Enqueue = (tx: pg.PoolClient, applied: readonly AppliedRecord[]) => Promise<void>;
+
+export interface AppliedRecord extends RecordKey {
+  version: string;
+  priority?: number;
+  runAt?: string;
+}
 
 export interface UpsertOptions {
   enqueue?: Enqueue | undefined;
@@ -87,11 +94,12 @@ function enqueuing(statement: SQL, name: string, enqueue: Enqueue, messages: rea
       const rows = await query<ResultRow>(tx, statement, name);
       // Newest applied version per record, with its message's priority and runAt; a repeated
       // messageId wrote nothing and sends nothing.
-      const applied = new Map<string, { id: string; version: string; priority?: number; runAt?: string }>();
+      const applied = new Map<string, AppliedRecord>();
       for (const row of rows) {
         if (!row.applied || row.duplicate || row.reused) continue;
-        const { priority, runAt } = messages[row.ord - 1]!;
-        applied.set(row.record_id, { id: row.record_id, version: row.version, ...(priority !== undefined && { priority }), ...(runAt !== undefined && { runAt }) });
+        const { kind = DEFAULT_KIND, priority, runAt } = messages[row.ord - 1]!;
+        const key = { kind, id: row.record_id };
+        applied.set(keyOf(key), { ...key, version: row.version, ...(priority !== undefined && { priority }), ...(runAt !== undefined && { runAt }) });
       }
       if (applied.size > 0) await enqueue(tx, [...applied.values()]);
       return rows;
@@ -105,13 +113,15 @@ function enqueuing(statement: SQL, name: string, enqueue: Enqueue, messages: rea
 function singleStatement(m: Message): [string, SQL] {
   return [
     'rowfleet_upsert_message',
-    sql`SELECT * FROM rowfleet.upsert_message(${m.id}::text, ${JSON.stringify(m.data)}::jsonb, ${m.version ?? null}::bigint, ${m.messageId ?? null}::text,
+    sql`SELECT * FROM rowfleet.upsert_message(${m.kind ?? DEFAULT_KIND}::text, ${m.id}::text, ${JSON.stringify(m.data)}::jsonb, ${m.version ?? null}::bigint, ${m.messageId ?? null}::text,
                                               ${m.priority ?? null}::int, ${m.runAt ?? null}::timestamptz)`,
   ];
 }
 
 function batchStatement(messages: readonly Message[]): [string, SQL] {
   const ids = messages.map((m) => m.id);
+  // Most batches are of kind default only: NULL, as for the priorities below.
+  const kinds = messages.some((m) => (m.kind ?? DEFAULT_KIND) !== DEFAULT_KIND) ? messages.map((m) => m.kind ?? DEFAULT_KIND) : null;
   const data = JSON.stringify(messages.map((m) => m.data));
   const versions = messages.map((m) => m.version ?? null);
   const messageIds = messages.map((m) => m.messageId ?? null);
@@ -120,7 +130,7 @@ function batchStatement(messages: readonly Message[]): [string, SQL] {
   const runAts = messages.some((m) => m.runAt !== undefined) ? messages.map((m) => m.runAt ?? null) : null;
   return [
     'rowfleet_upsert_messages',
-    sql`SELECT * FROM rowfleet.upsert_messages(${sql.param(ids)}::text[], ${data}::jsonb, ${sql.param(versions)}::bigint[], ${sql.param(messageIds)}::text[],
+    sql`SELECT * FROM rowfleet.upsert_messages(${sql.param(kinds)}::text[], ${sql.param(ids)}::text[], ${data}::jsonb, ${sql.param(versions)}::bigint[], ${sql.param(messageIds)}::text[],
                                                ${sql.param(priorities)}::int[], ${sql.param(runAts)}::timestamptz[])`,
   ];
 }
@@ -128,6 +138,7 @@ function batchStatement(messages: readonly Message[]): [string, SQL] {
 function toResult(row: ResultRow, message: Message): UpsertResult {
   if (row.reused) {
     return {
+      kind: message.kind ?? DEFAULT_KIND,
       id: row.record_id,
       applied: false,
       reason: 'message_id_reused',
@@ -136,8 +147,9 @@ function toResult(row: ResultRow, message: Message): UpsertResult {
     };
   }
   const duplicate = row.duplicate ? { duplicate: true as const } : {};
-  if (row.applied) return { id: row.record_id, applied: true, version: row.version, reason: 'applied', ...duplicate };
+  if (row.applied) return { kind: message.kind ?? DEFAULT_KIND, id: row.record_id, applied: true, version: row.version, reason: 'applied', ...duplicate };
   return {
+    kind: message.kind ?? DEFAULT_KIND,
     id: row.record_id,
     applied: false,
     version: row.version,
@@ -149,9 +161,9 @@ function toResult(row: ResultRow, message: Message): UpsertResult {
 
 /** An upsert result as the HTTP API and the library return it: versions as numbers when exact. */
 export type UpsertResponse =
-  | { id: string; applied: true; version: number | string; reason: 'applied'; duplicate?: true }
-  | { id: string; applied: false; version: number | string; currentVersion: number | string; reason: 'stale' | 'conflict'; duplicate?: true }
-  | { id: string; applied: false; reason: 'message_id_reused'; messageId: string; error: string };
+  | { kind: string; id: string; applied: true; version: number | string; reason: 'applied'; duplicate?: true }
+  | { kind: string; id: string; applied: false; version: number | string; currentVersion: number | string; reason: 'stale' | 'conflict'; duplicate?: true }
+  | { kind: string; id: string; applied: false; reason: 'message_id_reused'; messageId: string; error: string };
 
 export function presentResult(result: UpsertResult): UpsertResponse {
   if (result.reason === 'message_id_reused') return result;

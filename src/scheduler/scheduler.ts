@@ -16,7 +16,7 @@ import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { query } from '../db/sql.ts';
 import { rescue } from '../worker/rescue.ts';
-import { CLOCK_QUEUES, startBoss, stopBoss } from '../boss/boss.ts';
+import { CLOCK_QUEUES, KindQueues, startBoss, stopBoss } from '../boss/boss.ts';
 import { sweep, type SweepResult } from '../boss/sweep.ts';
 import { UsageError } from '../errors.ts';
 
@@ -40,6 +40,7 @@ export async function runScheduler({ config, pool, log, signal, onTick }: Schedu
   const boss = await startBoss({ config: b, pool, role: 'scheduler', log });
   try {
     const lookaheadMs = await registerSchedules(boss, config);
+    const queues = new KindQueues(boss, pool, b.queue, b.schema);
     const tick = (t: Tick) => {
       log.info(t, `${t.task} ran`);
       onTick?.(t);
@@ -49,7 +50,7 @@ export async function runScheduler({ config, pool, log, signal, onTick }: Schedu
         if (job !== undefined) await fn(job.id);
       });
     await work(CLOCK_QUEUES.sweep, async (jobId) => {
-      const result = await sweep(pool, boss, { queue: b.queue, schema: b.schema, batch: b.sweepBatch, lookaheadMs });
+      const result = await sweep(pool, boss, { queue: b.queue, schema: b.schema, batch: b.sweepBatch, lookaheadMs }, queues);
       tick({ task: 'sweep', jobId, result });
     });
     await work(CLOCK_QUEUES.rescue, async (jobId) => {

@@ -12,7 +12,8 @@ import type { Claimed } from '../records/claim.ts';
 import { extendLeases } from '../records/lease.ts';
 import { complete } from '../records/settle.ts';
 import type { Logger } from '../log.ts';
-import type { HandlerContext, HandlerRecord, LoadedHandler } from './handler.ts';
+import { keyOf } from '../records/key.ts';
+import type { HandlerContext, HandlerRecord, KindHandler, KindPolicy } from './handler.ts';
 
 /** Why a handler's signal was aborted. */
 export class LeaseLostError extends Error {
@@ -37,14 +38,19 @@ export class Execution {
   settling = false;
   lost = false;
   readonly claimed: Claimed;
+  /** The handler of the record's kind, and the settings it runs with. */
+  readonly handler: KindHandler;
+  readonly policy: KindPolicy;
   #controller: AbortController | undefined;
   #reason: unknown;
   #aborted = false;
   #reject: ((reason: unknown) => void) | undefined;
 
-  constructor(claimed: Claimed, startedAt: number) {
+  constructor(claimed: Claimed, startedAt: number, handler: KindHandler, policy: KindPolicy) {
     this.claimed = claimed;
     this.startedAt = startedAt;
+    this.handler = handler;
+    this.policy = policy;
   }
 
   get signal(): AbortSignal {
@@ -72,7 +78,7 @@ export class Execution {
   loseLease(): void {
     if (this.lost || this.settling) return;
     this.lost = true;
-    this.abort(new LeaseLostError(`lease on ${this.claimed.id} was lost`));
+    this.abort(new LeaseLostError(`lease on ${keyOf(this.claimed)} was lost`));
   }
 
   /** Runs `fn`, rejecting as soon as this execution is aborted even if the handler ignores it. */
@@ -93,8 +99,6 @@ export type HandlerOutcome = { ok: true; result: unknown; committed: boolean } |
 
 export interface ExecutionDeps {
   pool: pg.Pool;
-  handler: LoadedHandler;
-  leaseMs: number;
   log: () => Logger;
   now?: (() => Date | undefined) | undefined;
 }
@@ -124,28 +128,29 @@ class ExecutionContext implements HandlerContext {
   }
 
   get idempotencyKey(): string {
-    return `${this.#execution.claimed.id}:${this.#execution.claimed.version}`;
+    const { kind, id, version } = this.#execution.claimed;
+    return `${kind}:${id}:${version}`;
   }
 
   async extendLease(): Promise<void> {
-    const { claimed } = this.#execution;
-    const lost = await extendLeases(this.#deps.pool, { leases: [claimed], leaseMs: this.#deps.leaseMs, now: this.#deps.now?.() });
+    const { claimed, policy } = this.#execution;
+    const lost = await extendLeases(this.#deps.pool, { leases: [claimed], leaseMs: policy.leaseMs, now: this.#deps.now?.() });
     if (lost.length > 0) {
       this.#execution.loseLease();
-      throw new LeaseLostError(`lease on ${claimed.id} was lost`);
+      throw new LeaseLostError(`lease on ${keyOf(claimed)} was lost`);
     }
   }
 }
 
 /** Runs the handler to an outcome; never throws. */
 export async function runHandler(execution: Execution, deps: ExecutionDeps): Promise<HandlerOutcome> {
-  return deps.handler.transactional ? inTransaction(execution, deps) : outside(execution, deps);
+  return execution.handler.transactional ? inTransaction(execution, deps) : outside(execution, deps);
 }
 
 async function outside(execution: Execution, deps: ExecutionDeps): Promise<HandlerOutcome> {
   const ctx = new ExecutionContext(execution, deps);
   try {
-    return { ok: true, result: await execution.race(() => deps.handler.run(recordOf(execution.claimed), ctx)), committed: false };
+    return { ok: true, result: await execution.race(() => execution.handler.run(recordOf(execution.claimed), ctx)), committed: false };
   } catch (error) {
     return { ok: false, error };
   }
@@ -172,9 +177,9 @@ async function inTransaction(execution: Execution, deps: ExecutionDeps): Promise
     await client.query('BEGIN');
     const ctx = new ExecutionContext(execution, deps);
     ctx.query = (text, params) => (open ? client.query(text, params) : Promise.reject(new Error('this execution has ended; its transaction is closed')));
-    const result = await execution.race(() => deps.handler.run(recordOf(execution.claimed), ctx));
+    const result = await execution.race(() => execution.handler.run(recordOf(execution.claimed), ctx));
     open = false;
-    const outcome = (await complete(client, [{ ...execution.claimed, result }], deps.now?.())).get(execution.claimed.id);
+    const outcome = (await complete(client, [{ ...execution.claimed, result }], deps.now?.())).get(keyOf(execution.claimed));
     await client.query(outcome === 'processed' ? 'COMMIT' : 'ROLLBACK');
     return { ok: true, result, committed: outcome === 'processed' };
   } catch (error) {
@@ -188,5 +193,5 @@ async function inTransaction(execution: Execution, deps: ExecutionDeps): Promise
 }
 
 function recordOf(claimed: Claimed): HandlerRecord {
-  return { id: claimed.id, version: presentVersion(claimed.version), data: claimed.data, attempts: claimed.attempts, priority: claimed.priority };
+  return { kind: claimed.kind, id: claimed.id, version: presentVersion(claimed.version), data: claimed.data, attempts: claimed.attempts, priority: claimed.priority };
 }

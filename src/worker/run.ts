@@ -10,7 +10,7 @@ import { ensureSchema } from '../boss/migrate.ts';
 import { createPool } from '../db/pool.ts';
 import { startBoss, stopBoss } from '../boss/boss.ts';
 import { bossEngine, directEngine, type Engine } from './engine.ts';
-import type { LoadedHandler } from './handler.ts';
+import { anyTransactional, type LoadedHandler } from './handler.ts';
 import { Worker, type WorkerStats } from './worker.ts';
 
 export interface RunWorkerOptions {
@@ -31,14 +31,14 @@ export async function runWorker({ config, handler, log, signal, id, onWorker }: 
   const url = await resolveDatabaseUrl(config, log);
   await ensureSchema(url, config.databaseUrl === undefined, w.engine === 'boss' ? config.boss : undefined);
   // A transactional handler holds a connection for as long as it runs.
-  const poolSize = handler.transactional ? Math.max(config.poolSize, w.concurrency + 2) : config.poolSize;
+  const poolSize = anyTransactional(handler) ? Math.max(config.poolSize, w.concurrency + 2) : config.poolSize;
   const pool = createPool({ connectionString: url, max: poolSize, log, applicationName: 'rowfleet worker' });
   let boss: PgBoss | undefined;
   let engine: Engine;
   try {
     if (w.engine === 'boss') {
       boss = await startBoss({ config: config.boss, pool, role: 'worker', log });
-      engine = bossEngine(pool, boss, config.boss.queue);
+      engine = bossEngine(pool, boss, config.boss.queue, config.boss.schema);
     } else {
       engine = directEngine(pool);
     }
@@ -51,6 +51,7 @@ export async function runWorker({ config, handler, log, signal, id, onWorker }: 
     databaseUrl: url,
     engine,
     handler,
+    kinds: w.kinds,
     log,
     ...(id !== undefined && { id }),
     concurrency: w.concurrency,

@@ -10,7 +10,8 @@ import type { Logger } from '../log.ts';
 import { Coalescer } from '../coalescer.ts';
 import { release } from '../records/lease.ts';
 import { complete, fail, type Completion, type CompletionOutcome } from '../records/settle.ts';
-import { PermanentError, type LoadedHandler } from './handler.ts';
+import { keyOf } from '../records/key.ts';
+import { PermanentError } from './handler.ts';
 import { ShutdownError, type Execution, type HandlerOutcome } from './execution.ts';
 import { isInfrastructure } from './infrastructure.ts';
 import { backoffMs } from './policy.ts';
@@ -27,9 +28,6 @@ export interface WorkerStats {
 
 export interface SettlementDeps {
   pool: pg.Pool;
-  handler: LoadedHandler;
-  maxAttempts: number;
-  backoff: { baseMs: number; capMs: number };
   random?: (() => number) | undefined;
   now?: (() => Date | undefined) | undefined;
   stats: WorkerStats;
@@ -53,7 +51,7 @@ export class Settlement {
       gather: true,
       send: async (items) => {
         const outcomes = await complete(deps.pool, items, deps.now?.());
-        return items.map((c) => outcomes.get(c.id) ?? 'lost');
+        return items.map((c) => outcomes.get(keyOf(c)) ?? 'lost');
       },
     });
   }
@@ -73,7 +71,7 @@ export class Settlement {
     // Shutdown, or the database went away (or chose this transaction as a deadlock's victim) under a
     // transactional handler: not the record's fault, so give it back without spending an attempt
     // (infrastructure retries stay apart from job retries).
-    if (!outcome.ok && (execution.reason instanceof ShutdownError || (this.#d.handler.transactional && isInfrastructure(outcome.error)))) {
+    if (!outcome.ok && (execution.reason instanceof ShutdownError || (execution.handler.transactional && isInfrastructure(outcome.error)))) {
       const released = await this.#d.retrying('release', () => release(pool, [claimed], this.#d.now?.()));
       stats.released += released;
       if (released > 0) this.#d.dueAgain(execution, 0);
@@ -102,9 +100,10 @@ export class Settlement {
     const { claimed } = execution;
     const permanent = error instanceof PermanentError || (error as Error)?.name === 'PermanentError';
     const message = errorMessage(error);
-    const delay = backoffMs(claimed.attempts, this.#d.backoff, this.#d.random);
+    const { policy } = execution;
+    const delay = backoffMs(claimed.attempts, policy.backoff, this.#d.random);
     const outcome = await this.#d.retrying('fail', () =>
-      fail(pool, { ...claimed, error: message, permanent, maxAttempts: this.#d.maxAttempts, backoffMs: delay }, this.#d.now?.()),
+      fail(pool, { ...claimed, error: message, permanent, maxAttempts: policy.maxAttempts, backoffMs: delay }, this.#d.now?.()),
     );
     if (outcome === 'retry') {
       stats.retried += 1;

@@ -18,7 +18,9 @@ import type { Logger } from '../log.ts';
 import { listen } from '../db/listen.ts';
 import type { Claimed } from '../records/claim.ts';
 import { awaitWork, DUE_CHANNEL } from '../records/wake.ts';
-import type { LoadedHandler } from './handler.ts';
+import { handlerFor, kindPolicy, servedKinds, type KindPolicy, type LoadedHandler } from './handler.ts';
+import type { KindShare } from '../records/claim.ts';
+import { keyOf } from '../records/key.ts';
 import type { Engine } from './engine.ts';
 import { Execution, HandlerTimeoutError, ShutdownError, runHandler } from './execution.ts';
 import { heartbeat } from './heartbeat.ts';
@@ -38,8 +40,10 @@ export interface WorkerOptions {
   databaseUrl: string;
   engine: Engine;
   handler: LoadedHandler;
+  /** Only these kinds (`--kinds`); undefined: every kind the handler has a handler for. */
+  kinds?: readonly string[] | undefined;
   log: Logger;
-  /** Handlers running at once. */
+  /** Handlers running at once, all kinds together (a kind's own concurrency is a part of it). */
   concurrency: number;
   /** Most records claimed in one statement. */
   batch: number;
@@ -66,7 +70,15 @@ export class Worker {
   readonly stats: WorkerStats = { processed: 0, superseded: 0, retried: 0, failed: 0, lost: 0, released: 0, rescued: 0 };
   readonly #o: WorkerOptions;
   readonly #log: Logger;
+  /** By keyOf(record). */
   readonly #active = new Map<string, Execution>();
+  /** Executions per kind, for the kinds' own concurrency. */
+  readonly #activeByKind = new Map<string, number>();
+  /** The kinds this worker claims; undefined: every kind (one handler for all). */
+  readonly #kinds: readonly string[] | undefined;
+  readonly #policies = new Map<string, KindPolicy>();
+  /** Which kind is offered its share of a claim first; turns with every claim. */
+  #turn = 0;
   readonly #clock: Clock;
   readonly #wakeup: Wakeup;
   readonly #settlement: Settlement;
@@ -85,12 +97,10 @@ export class Worker {
     this.#log = options.log.child({ worker: this.id });
     this.#clock = options.clock ?? systemClock;
     this.#wakeup = new Wakeup(this.#clock);
+    this.#kinds = servedKinds(options.handler, options.kinds);
     const now = () => this.#clock.statementTime();
     this.#settlement = new Settlement({
       pool: options.pool,
-      handler: options.handler,
-      maxAttempts: options.maxAttempts,
-      backoff: options.backoff,
       random: options.random,
       now,
       stats: this.stats,
@@ -109,7 +119,10 @@ export class Worker {
   async run(signal: AbortSignal): Promise<void> {
     const o = this.#o;
     await this.#retrying('register', () => registerWorker(o.pool, { id: this.id, engine: o.engine.name, concurrency: o.concurrency }), signal);
-    this.#log.info({ engine: o.engine.name, handler: o.handler.name, concurrency: o.concurrency, batch: o.batch, leaseMs: o.leaseMs }, 'worker started');
+    this.#log.info(
+      { engine: o.engine.name, handler: o.handler.name, kinds: this.#kinds ?? 'all', concurrency: o.concurrency, batch: o.batch, leaseMs: o.leaseMs },
+      'worker started',
+    );
     // A notification means our flag was cleared; so does a (re)connect, after which work may have arrived unseen.
     const woken = () => {
       this.#flagged = false;
@@ -118,7 +131,8 @@ export class Worker {
     };
     const listener = listen(o.databaseUrl, DUE_CHANNEL, woken, this.#log);
     const clock = this.#clock;
-    const beat = clock.setInterval(() => void this.#heartbeat(), heartbeatEveryMs(o.leaseMs));
+    const shortestLease = Math.min(o.leaseMs, ...(this.#kinds ?? []).map((k) => this.#policy(k).leaseMs));
+    const beat = clock.setInterval(() => void this.#heartbeat(), heartbeatEveryMs(shortestLease));
     // One check of every handler's timeout, a quarter of it apart, rather than a timer per record.
     const timeouts = clock.setInterval(() => this.#expire(), Math.max(5, Math.min(1_000, o.timeoutMs / 4)));
     const rescuer = clock.setInterval(() => void this.#rescue(), o.rescueEveryMs);
@@ -144,11 +158,14 @@ export class Worker {
     try {
       while (!signal.aborted) {
         // 1. Claim what fits.
-        const want = this.#claimSize();
+        // A worker whose every kind is at its own concurrency claims nothing, as a full one.
+        const size = this.#claimSize();
+        const shares = size > 0 ? this.#shares(size) : undefined;
+        const want = shares === null ? 0 : size;
         let claimed: Claimed[] = [];
         if (want > 0) {
           try {
-            claimed = await o.engine.claim(want, { owner: this.id, leaseMs: o.leaseMs, now: this.#clock.statementTime() });
+            claimed = await o.engine.claim(want, { owner: this.id, leaseMs: o.leaseMs, kinds: shares ?? undefined, turn: this.#turn++, now: this.#clock.statementTime() });
             failures = 0;
           } catch (err) {
             failures += 1;
@@ -191,9 +208,43 @@ export class Worker {
     return free >= enough || this.#active.size === 0 ? Math.min(free, this.#o.batch) : 0;
   }
 
+  /**
+   * What each kind may take of a claim of `want`: its free slots under its own concurrency.
+   * Undefined: every kind, no caps (one handler for all, no kind settings); null: every kind this
+   * worker serves is at its concurrency.
+   */
+  #shares(want: number): KindShare[] | undefined | null {
+    if (this.#kinds === undefined) return undefined;
+    const shares: KindShare[] = [];
+    for (const kind of this.#kinds) {
+      const policy = this.#policy(kind);
+      const free = policy.concurrency === undefined ? want : Math.min(want, policy.concurrency - (this.#activeByKind.get(kind) ?? 0));
+      if (free > 0) shares.push({ kind, cap: free, leaseMs: policy.leaseMs });
+    }
+    return shares.length === 0 ? null : shares;
+  }
+
+  /** A kind's settings: its handler map entry's, then this worker's. */
+  #policy(kind: string): KindPolicy {
+    let policy = this.#policies.get(kind);
+    if (policy === undefined) {
+      const o = this.#o;
+      policy = kindPolicy(o.handler.kinds.get(kind), { maxAttempts: o.maxAttempts, backoff: o.backoff, leaseMs: o.leaseMs, timeoutMs: o.timeoutMs });
+      this.#policies.set(kind, policy);
+    }
+    return policy;
+  }
+
   #start(claimed: Claimed): void {
-    const execution = new Execution(claimed, this.#clock.monotonic());
-    this.#active.set(claimed.id, execution);
+    const handler = handlerFor(this.#o.handler, claimed.kind);
+    if (handler === undefined) {
+      // The claim is given the kinds served, so this is a bug; the lease expires and rescue returns it.
+      this.#log.error({ kind: claimed.kind, recordId: claimed.id }, 'claimed a record of a kind this worker has no handler for; leaving it to expire');
+      return;
+    }
+    const execution = new Execution(claimed, this.#clock.monotonic(), handler, this.#policy(claimed.kind));
+    this.#active.set(keyOf(claimed), execution);
+    this.#activeByKind.set(claimed.kind, (this.#activeByKind.get(claimed.kind) ?? 0) + 1);
     void this.#execute(execution);
   }
 
@@ -202,8 +253,6 @@ export class Worker {
     try {
       const outcome = await runHandler(execution, {
         pool: o.pool,
-        handler: o.handler,
-        leaseMs: o.leaseMs,
         log: () => this.#recordLog(execution.claimed),
         now: () => this.#clock.statementTime(),
       });
@@ -211,20 +260,30 @@ export class Worker {
       this.#measure(this.#clock.monotonic() - execution.startedAt);
       await this.#settlement.settle(execution, outcome);
     } catch (err) {
-      this.#log.error({ err, recordId: execution.claimed.id }, 'could not record the outcome; the lease will expire and the record be rescued');
+      this.#log.error({ err, kind: execution.claimed.kind, recordId: execution.claimed.id }, 'could not record the outcome; the lease will expire and the record be rescued');
     } finally {
       // Only this execution's entry: a record given back may already be held again by a new one.
-      if (this.#active.get(execution.claimed.id) === execution) this.#active.delete(execution.claimed.id);
+      const key = keyOf(execution.claimed);
+      if (this.#active.get(key) === execution) this.#active.delete(key);
+      const kind = execution.claimed.kind;
+      this.#activeByKind.set(kind, this.#activeByKind.get(kind)! - 1);
       this.#wakeup.poke();
     }
   }
 
-  /** Aborts handlers running past the timeout. Executions start in order, so the first one still in time ends the look. */
+  /**
+   * Aborts handlers running past their kind's timeout. Executions start in order, so with one
+   * timeout for all the first one still in time ends the look.
+   */
   #expire(): void {
     const now = this.#clock.monotonic();
-    const { timeoutMs } = this.#o;
+    const oneTimeout = this.#kinds === undefined || this.#kinds.every((k) => this.#policy(k).timeoutMs === this.#o.timeoutMs);
     for (const execution of this.#active.values()) {
-      if (now - execution.startedAt < timeoutMs) break;
+      const { timeoutMs } = execution.policy;
+      if (now - execution.startedAt < timeoutMs) {
+        if (oneTimeout) break;
+        continue;
+      }
       if (!execution.settling) execution.abort(new HandlerTimeoutError(`handler timed out after ${timeoutMs} ms`));
     }
   }
@@ -240,7 +299,7 @@ export class Worker {
    * record is claimable: the row's due time is the database's now() plus `delayMs`, set before
    * this call, and a boss job's is its insert's now() plus `delayMs`, before the insert returns.
    */
-  #dueAgain(claimed: Pick<Claimed, 'id' | 'version'> & { priority?: number }, delayMs: number): void {
+  #dueAgain(claimed: Pick<Claimed, 'kind' | 'id' | 'version'> & { priority?: number }, delayMs: number): void {
     const wakeThen = () => {
       // Due now: claim again once the engine has it (a boss job committed after the last fetch).
       if (delayMs <= 0) return this.#wakeup.poke();
@@ -250,14 +309,14 @@ export class Worker {
       }, delayMs + 1);
       this.#retryTimers.add(timer);
     };
-    this.#o.engine.dueAgain({ id: claimed.id, version: claimed.version, delayMs, priority: claimed.priority }).then(wakeThen, (err) => {
+    this.#o.engine.dueAgain({ kind: claimed.kind, id: claimed.id, version: claimed.version, delayMs, priority: claimed.priority }).then(wakeThen, (err) => {
       this.#warn(err, 'could not send the job of a record due again; the next sweep will');
       wakeThen();
     });
   }
 
   #recordLog(claimed: Claimed): Logger {
-    return this.#log.child({ recordId: claimed.id, version: claimed.version, attempt: claimed.attempts });
+    return this.#log.child({ kind: claimed.kind, recordId: claimed.id, version: claimed.version, attempt: claimed.attempts });
   }
 
   #heartbeat(): Promise<void> {
@@ -265,7 +324,6 @@ export class Worker {
     return heartbeat(this.#active, this.#handlerMs, {
       pool: o.pool,
       workerId: this.id,
-      leaseMs: o.leaseMs,
       log: this.#log,
       now: () => this.#clock.statementTime(),
       warn: (err, m) => this.#warn(err, m),
@@ -277,7 +335,7 @@ export class Worker {
       const rescued = await rescue(this.#o.pool, { maxExpirations: this.#o.maxExpirations, now: this.#clock.statementTime() });
       if (rescued.length === 0) return;
       this.stats.rescued += rescued.length;
-      const poisoned = rescued.filter((r) => r.status === 'FAILED').map((r) => r.id);
+      const poisoned = rescued.filter((r) => r.status === 'FAILED').map((r) => keyOf(r));
       this.#log.info({ rescued: rescued.length, poisoned }, 'rescued records whose lease expired');
       for (const r of rescued) if (r.status === 'COMPLETED') this.#dueAgain(r, 0);
       this.#wakeup.poke();

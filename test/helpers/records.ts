@@ -6,6 +6,8 @@
 import type pg from 'pg';
 
 export interface RecordState {
+  /** `default` when not given. */
+  kind?: string;
   status?: 'COMPLETED' | 'PROCESSING' | 'PROCESSED' | 'FAILED';
   version?: number;
   data?: unknown;
@@ -25,11 +27,11 @@ export async function putRecord(pool: pg.Pool, id: string, state: RecordState = 
   const status = state.status ?? (state.lease === undefined ? 'COMPLETED' : 'PROCESSING');
   if ((status === 'PROCESSING') !== (state.lease !== undefined)) throw new Error(`putRecord ${id}: a lease exactly when PROCESSING`);
   await pool.query(
-    `INSERT INTO rowfleet.records AS r (id, version, data, status, attempts, run_after, lease_owner, lease_token, lease_expires_at,
+    `INSERT INTO rowfleet.records AS r (kind, id, version, data, status, attempts, run_after, lease_owner, lease_token, lease_expires_at,
                                         lease_expirations, last_error, enqueued_at)
-     VALUES ($1, $2, $3, $4, $5, now() + $6 * interval '1 millisecond', $7, CASE WHEN $7::text IS NULL THEN NULL ELSE gen_random_uuid() END,
+     VALUES ($12, $1, $2, $3, $4, $5, now() + $6 * interval '1 millisecond', $7, CASE WHEN $7::text IS NULL THEN NULL ELSE gen_random_uuid() END,
              now() + $8 * interval '1 millisecond', $9, $10, CASE WHEN $11 THEN now() END)
-     ON CONFLICT (id) DO UPDATE SET version = excluded.version, data = excluded.data, status = excluded.status, attempts = excluded.attempts,
+     ON CONFLICT (kind, id) DO UPDATE SET version = excluded.version, data = excluded.data, status = excluded.status, attempts = excluded.attempts,
             run_after = excluded.run_after, lease_owner = excluded.lease_owner, lease_token = excluded.lease_token,
             lease_expires_at = excluded.lease_expires_at, lease_expirations = excluded.lease_expirations, last_error = excluded.last_error,
             enqueued_at = excluded.enqueued_at`,
@@ -45,6 +47,7 @@ export async function putRecord(pool: pg.Pool, id: string, state: RecordState = 
       state.leaseExpirations ?? 0,
       state.lastError ?? null,
       state.enqueued ?? false,
+      state.kind ?? 'default',
     ],
   );
 }

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { migrateAll } from '../../boss/migrate.ts';
 import { embeddedStatus } from '../../db/embedded.ts';
 import { getRecord, type RecordView } from '../../records/read.ts';
+import { DEFAULT_KIND } from '../../kind.ts';
 import { loadHandler } from '../../worker/handler.ts';
 import { runWorker } from '../../worker/run.ts';
 import { buildServer } from '../../http/server.ts';
@@ -83,8 +84,8 @@ export function registerDemo(ctx: CommandContext): Command {
           const worker = runWorker({ config, handler: await loadHandler('checksum', process.cwd(), config.worker), log, signal: stop.signal });
           try {
             for (const recordId of ids) {
-              const done = await waitUntil(async () => (await getRecord(pool, recordId))?.status === 'PROCESSED', 30_000);
-              const view = await getRecord(pool, recordId);
+              const done = await waitUntil(async () => (await getRecord(pool, { kind: DEFAULT_KIND, id: recordId }))?.status === 'PROCESSED', 30_000);
+              const view = await getRecord(pool, { kind: DEFAULT_KIND, id: recordId });
               out(`  ${recordId}  version ${view?.version}  ${view?.status}${done ? `  result ${JSON.stringify(view?.result)}` : ' (not yet)'}`);
             }
             out();

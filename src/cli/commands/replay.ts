@@ -2,8 +2,10 @@ import { Command, Option } from 'commander';
 import { UserError, UsageError } from '../../errors.ts';
 import { replay, type ReplayResult } from '../../ops/replay.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
+import { kindFilterOption } from '../kinds.ts';
 
 interface ReplayFlags extends DatabaseFlags {
+  kind?: string[];
   id?: string[];
   fromSeq?: string;
   toSeq?: string;
@@ -20,7 +22,8 @@ const seq = (name: string) => (raw: string) => {
 export function registerReplay(ctx: CommandContext): Command {
   return withDatabaseOptions(new Command('replay'))
     .description('rebuild records\' data and version from the applied messages in event_log (after restoring an older backup of records, say)')
-    .option('--id <id>', 'only this record (repeatable)', (value: string, previous: string[] = []) => [...previous, value])
+    .addOption(kindFilterOption('only records of these kinds'))
+    .option('--id <id>', 'only this record (repeatable; of every kind unless --kind is given)', (value: string, previous: string[] = []) => [...previous, value])
     .addOption(new Option('--from-seq <seq>', 'only records with an applied message at or after this event_log seq').argParser(seq('--from-seq')))
     .addOption(new Option('--to-seq <seq>', 'replay messages up to this seq only').argParser(seq('--to-seq')))
     .option('--verify', 'report every record that differs from the replay of its messages; change nothing (exit 1 if any differs)')
@@ -50,19 +53,19 @@ Examples:
       const json = flags.json === true;
       const progress = json || ctx.io.isTTY !== true ? undefined : (n: number) => ctx.io.stderr.write(`\rchecked ${n.toLocaleString('en-US')} records`);
       const result = await ctx.withPool(config, log, (pool) =>
-        replay(pool, { ids: flags.id, fromSeq: flags.fromSeq, toSeq: flags.toSeq, verify: flags.verify === true, dryRun: flags.dryRun === true, ...(progress && { onProgress: progress }) }),
+        replay(pool, { kinds: flags.kind, ids: flags.id, fromSeq: flags.fromSeq, toSeq: flags.toSeq, verify: flags.verify === true, dryRun: flags.dryRun === true, ...(progress && { onProgress: progress }) }),
       );
       if (progress) ctx.io.stderr.write('\n');
       // The result is printed on stdout; the log keeps it for machines, below the default level.
       log.debug({ ...result, differences: undefined }, 'replay done');
       ctx.print(result, json, (r) => {
-        const kinds = `${r.byKind.missing} missing, ${r.byKind.behind} behind, ${r.byKind.data} with other data, ${r.byKind.ahead} ahead`;
+        const problems = `${r.byProblem.missing} missing, ${r.byProblem.behind} behind, ${r.byProblem.data} with other data, ${r.byProblem.ahead} ahead`;
         if (r.verify) {
-          const lines = (r.differences ?? []).map((d) => `${d.id}\t${d.kind}\tversion ${d.version ?? '-'}\treplays to ${d.replayVersion} (seq ${d.seq})`);
-          return [...lines, `checked ${r.checked} record(s): ${r.differ} differ (${kinds})`].join('\n');
+          const lines = (r.differences ?? []).map((d) => `${d.kind}/${d.id}\t${d.problem}\tversion ${d.version ?? '-'}\treplays to ${d.replayVersion} (seq ${d.seq})`);
+          return [...lines, `checked ${r.checked} record(s): ${r.differ} differ (${problems})`].join('\n');
         }
-        if (r.dryRun) return `dry run: checked ${r.checked} record(s); ${r.differ - r.byKind.ahead} would be rebuilt (${kinds}); nothing changed`;
-        return `checked ${r.checked} record(s); rebuilt ${r.rebuilt} (${kinds}${r.byKind.ahead > 0 ? '; records ahead are left as they are' : ''})`;
+        if (r.dryRun) return `dry run: checked ${r.checked} record(s); ${r.differ - r.byProblem.ahead} would be rebuilt (${problems}); nothing changed`;
+        return `checked ${r.checked} record(s); rebuilt ${r.rebuilt} (${problems}${r.byProblem.ahead > 0 ? '; records ahead are left as they are' : ''})`;
       });
       if (result.verify && result.differ > 0) throw new UserError(verifyFailure(result, flags));
     });
@@ -74,9 +77,9 @@ Examples:
  * the advice is to look, not to run replay.
  */
 function verifyFailure(r: ReplayResult, flags: ReplayFlags): string {
-  const ahead = r.byKind.ahead;
+  const ahead = r.byProblem.ahead;
   const rebuildable = r.differ - ahead;
-  const look = 'look at them with `rowfleet inspect <id>`';
+  const look = 'look at them with `rowfleet inspect <id> --kind <kind>`';
   const why =
     flags.toSeq === undefined
       ? 'their latest messages were likely deleted by the event_log retention, or records was written outside rowfleet'
@@ -85,6 +88,7 @@ function verifyFailure(r: ReplayResult, flags: ReplayFlags): string {
     return `${ahead} record(s) hold a newer version than their messages replay to; replay never rewrites them (it never lowers a version), so running it changes nothing: ${why}; ${look}`;
   }
   const same = [
+    ...(flags.kind === undefined ? [] : [` --kind ${flags.kind.join(',')}`]),
     ...(flags.id ?? []).map((id) => ` --id ${shellWord(id)}`),
     ...(flags.fromSeq === undefined ? [] : [` --from-seq ${flags.fromSeq}`]),
     ...(flags.toSeq === undefined ? [] : [` --to-seq ${flags.toSeq}`]),

@@ -5,12 +5,14 @@ import { Awaiter, parseWait, presentAnswer, upsertAnswering } from '../../record
 import { openEnqueue } from '../../boss/enqueue.ts';
 import { UsageError, UserError } from '../../errors.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
+import { kindOption } from '../kinds.ts';
 
 export function registerUpsert(ctx: CommandContext): Command {
   return withDatabaseOptions(new Command('upsert'))
     .description('write one message, as POST /upsert does, and print the response as JSON')
     .argument('<id>', 'record id')
     .argument('<json>', 'the record data, a JSON object')
+    .addOption(kindOption())
     .option('--version <n>', 'message version (default: assigned by the database)')
     .option('--message-id <id>', 'idempotency key: repeating it returns the first response')
     .option('--priority <n>', 'higher runs first among due records (-1000 to 1000, default 0)')
@@ -18,9 +20,9 @@ export function registerUpsert(ctx: CommandContext): Command {
     .option('--wait <duration>', 'answer once the applied version is processed or failed, waiting at most this long (e.g. 10s, at most 5m)')
     .addHelpText(
       'after',
-      `\nExamples:\n  rowfleet upsert order-1 '{"total": 12}' --version 3\n  rowfleet upsert order-1 '{"total": 12}' --message-id evt-42\n  rowfleet upsert order-1 '{"total": 12}' --wait 30s\n  rowfleet upsert report-7 '{}' --priority 10 --run-at 2026-12-02T06:00:00Z\n\nExit code 0 when applied or stale (with --wait: and processed), 1 on a conflict, a reused message id or (with --wait) a FAILED record, 2 for bad input, 3 when the wait ran out first.\n`,
+      `\nExamples:\n  rowfleet upsert order-1 '{"total": 12}' --version 3\n  rowfleet upsert 17 '{"total": 12}' --kind invoice\n  rowfleet upsert order-1 '{"total": 12}' --message-id evt-42\n  rowfleet upsert order-1 '{"total": 12}' --wait 30s\n  rowfleet upsert report-7 '{}' --priority 10 --run-at 2026-12-02T06:00:00Z\n\nExit code 0 when applied or stale (with --wait: and processed), 1 on a conflict, a reused message id or (with --wait) a FAILED record, 2 for bad input, 3 when the wait ran out first.\n`,
     )
-    .action(async (id: string, json: string, flags: DatabaseFlags & { version?: string; messageId?: string; priority?: string; runAt?: string; wait?: string }) => {
+    .action(async (id: string, json: string, flags: DatabaseFlags & { kind?: string; version?: string; messageId?: string; priority?: string; runAt?: string; wait?: string }) => {
       const config = ctx.config(overridesFrom(flags));
       let waitMs: number | undefined;
       try {
@@ -38,7 +40,7 @@ export function registerUpsert(ctx: CommandContext): Command {
       let message;
       try {
         const priority = flags.priority !== undefined && /^-?\d+$/.test(flags.priority) ? Number(flags.priority) : flags.priority;
-        message = parseMessage({ id, data, version: flags.version, messageId: flags.messageId, priority, runAt: flags.runAt }, config);
+        message = parseMessage({ kind: flags.kind, id, data, version: flags.version, messageId: flags.messageId, priority, runAt: flags.runAt }, config);
       } catch (err) {
         if (err instanceof MessageError) throw new UsageError(err.message.replace(/^data/, '<json>').replace(/^priority/, '--priority').replace(/^runAt/, '--run-at'));
         throw err;
