@@ -10,10 +10,11 @@
 -- loose index scan (one descent per kind).
 --
 -- Every function that takes or returns record ids takes and returns kinds beside them, and every
--- statement that touches many rows locks them in (kind, id) order. The old signatures are dropped,
--- not kept as wrappers: an id alone no longer names a record. Stop the processes of the previous
--- version before this migration runs (or run it, then restart them: their first call fails with
--- "function does not exist", logged and retried until the new version replaces them).
+-- statement that touches many rows locks them in (kind, id) order. The upserts' old signatures stay,
+-- writing kind `default`, so that producers not yet upgraded keep working; the workers' are
+-- dropped, not kept: an id alone no longer names a record that a worker holds. Workers of the
+-- previous version fail their statements with "function does not exist" (logged and retried)
+-- until they are replaced: upgrade workers with the migration.
 -- Bodies are restated from 0010 with only those changes.
 DROP INDEX "rowfleet"."event_log_record_idx";--> statement-breakpoint
 DROP INDEX "rowfleet"."records_due_idx";--> statement-breakpoint
@@ -116,11 +117,14 @@ BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   IF v_kinds IS NULL THEN
     -- Every kind with waiting records: one descent of records_due_idx per kind (a loose index scan).
+    -- Ordered by the whole index, which records_pkey (kind, id) cannot give: on an analyzed table
+    -- the planner would otherwise walk the primary key through a kind's PROCESSED history.
     v_kinds := '{}';
-    SELECT r.kind INTO v_kind FROM rowfleet.records r WHERE r.status = 'COMPLETED' ORDER BY r.kind LIMIT 1;
+    SELECT r.kind INTO v_kind FROM rowfleet.records r WHERE r.status = 'COMPLETED' ORDER BY r.kind, r.priority DESC, r.run_after, r.id LIMIT 1;
     WHILE v_kind IS NOT NULL LOOP
       v_kinds := v_kinds || v_kind;
-      SELECT r.kind INTO v_kind FROM rowfleet.records r WHERE r.status = 'COMPLETED' AND r.kind > v_kind ORDER BY r.kind LIMIT 1;
+      SELECT r.kind INTO v_kind FROM rowfleet.records r
+       WHERE r.status = 'COMPLETED' AND r.kind > v_kind ORDER BY r.kind, r.priority DESC, r.run_after, r.id LIMIT 1;
     END LOOP;
   END IF;
   v_n := cardinality(v_kinds);
@@ -431,7 +435,7 @@ DECLARE
   v_first timestamptz;
   v_count integer;
 BEGIN
-  SELECT r.kind INTO v_kind FROM rowfleet.records r WHERE r.status = 'COMPLETED' ORDER BY r.kind LIMIT 1;
+  SELECT r.kind INTO v_kind FROM rowfleet.records r WHERE r.status = 'COMPLETED' ORDER BY r.kind, r.priority DESC, r.run_after, r.id LIMIT 1;
   WHILE v_kind IS NOT NULL LOOP
     kind := v_kind;
     due := 0;
@@ -457,7 +461,8 @@ BEGIN
        WHERE r.status = 'COMPLETED' AND r.kind = v_kind AND r.priority < v_priority ORDER BY r.kind, r.priority DESC LIMIT 1;
     END LOOP;
     RETURN NEXT;
-    SELECT r.kind INTO v_kind FROM rowfleet.records r WHERE r.status = 'COMPLETED' AND r.kind > v_kind ORDER BY r.kind LIMIT 1;
+    SELECT r.kind INTO v_kind FROM rowfleet.records r
+       WHERE r.status = 'COMPLETED' AND r.kind > v_kind ORDER BY r.kind, r.priority DESC, r.run_after, r.id LIMIT 1;
   END LOOP;
 END;
 $fn$;
@@ -744,4 +749,26 @@ BEGIN
 
   RETURN QUERY SELECT * FROM unnest(r_ord, r_id, r_applied, r_version, r_current, r_reason, r_duplicate, r_reused);
 END;
+$fn$;
+--> statement-breakpoint
+-- The upserts' signatures before kinds, for producers not yet upgraded: they write kind `default`,
+-- as every message without a kind does.
+CREATE FUNCTION rowfleet.upsert_message(p_id text, p_data jsonb, p_version bigint, p_message_id text, p_priority integer, p_run_at timestamptz)
+RETURNS SETOF rowfleet.upsert_result LANGUAGE sql AS $fn$
+  SELECT * FROM rowfleet.upsert_message('default', p_id, p_data, p_version, p_message_id, p_priority, p_run_at);
+$fn$;
+--> statement-breakpoint
+CREATE FUNCTION rowfleet.upsert_message(p_id text, p_data jsonb, p_version bigint, p_message_id text)
+RETURNS SETOF rowfleet.upsert_result LANGUAGE sql AS $fn$
+  SELECT * FROM rowfleet.upsert_message('default', p_id, p_data, p_version, p_message_id, NULL::integer, NULL::timestamptz);
+$fn$;
+--> statement-breakpoint
+CREATE FUNCTION rowfleet.upsert_messages(p_ids text[], p_data jsonb, p_versions bigint[], p_message_ids text[], p_priorities integer[], p_run_ats timestamptz[])
+RETURNS SETOF rowfleet.upsert_result LANGUAGE sql AS $fn$
+  SELECT * FROM rowfleet.upsert_messages(NULL::text[], p_ids, p_data, p_versions, p_message_ids, p_priorities, p_run_ats);
+$fn$;
+--> statement-breakpoint
+CREATE FUNCTION rowfleet.upsert_messages(p_ids text[], p_data jsonb, p_versions bigint[], p_message_ids text[])
+RETURNS SETOF rowfleet.upsert_result LANGUAGE sql AS $fn$
+  SELECT * FROM rowfleet.upsert_messages(NULL::text[], p_ids, p_data, p_versions, p_message_ids, NULL::integer[], NULL::timestamptz[]);
 $fn$;

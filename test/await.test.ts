@@ -81,6 +81,7 @@ describe('POST /upsert?wait=', () => {
     const res = await post({ id: 'aw-1', data: { n: 1 }, version: 1 }, '?wait=10s');
     expect(res.statusCode).toBe(200);
     expect(res.json()).toEqual({
+      kind: 'default',
       id: 'aw-1',
       applied: true,
       version: 1,
@@ -93,7 +94,7 @@ describe('POST /upsert?wait=', () => {
     const failed = await post({ id: 'aw-2', data: { fail: true }, version: 5 }, '?wait=10s');
     expect(failed.json()).toMatchObject({ applied: true, outcome: { settled: true, status: 'FAILED', processedVersion: null, error: 'PermanentError: refused by the test' } });
     const stale = await post({ id: 'aw-2', data: {}, version: 4 }, '?wait=10s');
-    expect(stale.json()).toEqual({ id: 'aw-2', applied: false, version: 4, currentVersion: 5, reason: 'stale' });
+    expect(stale.json()).toEqual({ kind: 'default', id: 'aw-2', applied: false, version: 4, currentVersion: 5, reason: 'stale' });
   });
 
   it('a batch: each applied message gets its outcome, in request order', async () => {
@@ -101,7 +102,7 @@ describe('POST /upsert?wait=', () => {
     const { results } = res.json() as { results: Record<string, unknown>[] };
     expect(results[0]).toMatchObject({ id: 'aw-3', applied: true, outcome: { settled: true, status: 'PROCESSED', result: { n: 3 } } });
     expect(results[1]).toMatchObject({ id: 'aw-4', applied: true, outcome: { settled: true, status: 'PROCESSED', result: { n: 4 } } });
-    expect(results[2]).toMatchObject({ id: 'aw-3', applied: false, reason: 'conflict' });
+    expect(results[2]).toMatchObject({ kind: 'default', id: 'aw-3', applied: false, reason: 'conflict' });
     expect(results[2]).not.toHaveProperty('outcome');
   });
 

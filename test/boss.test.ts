@@ -93,7 +93,7 @@ describe('the enqueue sweep', () => {
     expect(pending.size).toBe(118);
     expect(pending.has('s-0') || pending.has('s-1')).toBe(false);
     const [job] = await boss.findJobs<{ id: string; version: string }>(b.queue, { key: 's-5' });
-    expect(job?.data).toEqual({ id: 's-5', version: expect.any(String) });
+    expect(job?.data).toEqual({ kind: 'default', id: 's-5', version: expect.any(String) });
   });
 
   it('stops at --limit, and the next run sends the rest', async () => {

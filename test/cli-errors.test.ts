@@ -192,11 +192,11 @@ describe('before `rowfleet migrate`', () => {
     // src/db/migrate.ts); the others find out from their first statement. Both say the same.
     const line = /^rowfleet: the database has no rowfleet schema; run `rowfleet migrate` first$/;
     for (const r of runs) expectOneLine(r, 1, line, passwordOf(fresh.url));
-    // Those that met a missing schema tell machines what it was (status's first statement calls a
-    // rowfleet function: 3F000, no such schema; a missing table would be 42P01).
+    // Those that met a missing schema tell machines what it was (status's first statement reads
+    // rowfleet.records: 42P01, no such table; a rowfleet function would be 3F000, no such schema).
     const status = runs.find((r) => r.args[0] === 'status')!;
     expect(status.personLines[0]).toBe('rowfleet: the database has no rowfleet schema; run `rowfleet migrate` first');
-    expect(status.logs.find((e) => e.level === 50)).toMatchObject({ code: '3F000', schema: { kind: 'missing' } });
+    expect(status.logs.find((e) => e.level === 50)).toMatchObject({ code: '42P01', schema: { kind: 'missing' } });
 
     const { rows } = await fresh.pool.query<{ name: string }>(
       `SELECT n.nspname AS name FROM pg_namespace n WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
@@ -364,7 +364,7 @@ describe('output piped to a reader that closes early', () => {
       expect(r.logs.filter((e) => e.level >= 40), what).toEqual([]);
     }
     expect(inspect!.stdout.slice(0, 10)).toBe('{"record":');
-    expect(requeue!.stdout).toMatch(/^epipe-failed-00001\tFAILED\tv1\t/);
+    expect(requeue!.stdout).toMatch(/^default\tepipe-failed-00001\tFAILED\tv1\t/);
     expect(watch!.stdout).toMatch(/^records /);
     // A failure is still a failure, and still says so on stderr.
     expectOneLine(verify!, 1, /^rowfleet: 1 record\(s\) hold a newer version than their messages replay to; replay never rewrites them/);
@@ -390,7 +390,7 @@ describe('replay --verify with records ahead of their messages', () => {
     expect((run.error as UserError).exitCode).toBe(1);
     expect((run.error as Error).message).toBe(
       '1 record(s) hold a newer version than their messages replay to; replay never rewrites them (it never lowers a version), so running it changes nothing: ' +
-        'their latest messages were likely deleted by the event_log retention, or records was written outside rowfleet; look at them with `rowfleet inspect <id>`',
+        'their latest messages were likely deleted by the event_log retention, or records was written outside rowfleet; look at them with `rowfleet inspect <id> --kind <kind>`',
     );
     // And indeed replay leaves it as it is.
     expect((await rowfleet(env(), 'replay', '--dry-run', '--id', 'rv-ahead', '--json')).stdout).toContain('"differ":1');
@@ -406,7 +406,7 @@ describe('replay --verify with records ahead of their messages', () => {
     const run = await rowfleet(env(), 'replay', '--verify', '--id', 'rv-ahead', '--id', 'rv-behind');
     expect((run.error as Error).message).toBe(
       '1 record(s) differ from their messages; run `rowfleet replay --id rv-ahead --id rv-behind` to rebuild them; ' +
-        '1 more are ahead of their messages, which replay never rewrites: look at them with `rowfleet inspect <id>`',
+        '1 more are ahead of their messages, which replay never rewrites: look at them with `rowfleet inspect <id> --kind <kind>`',
     );
   });
 });

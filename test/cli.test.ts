@@ -22,7 +22,7 @@ describe('rowfleet upsert', () => {
   it('prints the response as JSON', async () => {
     const run = await rowfleet(env, 'upsert', 'cli-1', '{"n": 1}', '--version', '4', '--message-id', 'cli-evt');
     expect(run.error).toBeUndefined();
-    expect(JSON.parse(run.stdout)).toEqual({ id: 'cli-1', applied: true, version: 4, reason: 'applied' });
+    expect(JSON.parse(run.stdout)).toEqual({ kind: 'default', id: 'cli-1', applied: true, version: 4, reason: 'applied' });
     const again = await rowfleet(env, 'upsert', 'cli-1', '{"n": 1}', '--version', '4', '--message-id', 'cli-evt');
     expect(JSON.parse(again.stdout)).toMatchObject({ duplicate: true });
     const stale = await rowfleet(env, 'upsert', 'cli-1', '{"n": 0}', '--version', '3');

@@ -114,9 +114,9 @@ describe('a project that installs the packed rowfleet', () => {
     expect(existsSync(path.join(dir, '.rowfleet', 'pg', 'PG_VERSION'))).toBe(true);
 
     // The same server, through the installed CLI: the records are there, and the schema is current.
-    const inspected = await cli('inspect', 'order-1', '--json');
+    const inspected = await cli('inspect', '17', '--kind', 'order', '--json');
     expect(inspected.code, inspected.stderr).toBe(0);
-    expect(JSON.parse(inspected.stdout)).toMatchObject({ record: { id: 'order-1', version: 3, status: 'COMPLETED', data: { total: 12 } } });
+    expect(JSON.parse(inspected.stdout)).toMatchObject({ record: { kind: 'order', id: '17', version: 3, status: 'COMPLETED', data: { total: 12 } } });
     const status = await cli('db', 'status', '--json');
     expect(JSON.parse(status.stdout)).toMatchObject({ running: true, dataDir: path.join(dir, '.rowfleet', 'pg') });
   });

@@ -47,7 +47,7 @@ describe('DELETE /records/:id', () => {
     expect((await upsert({ id: 'd-1', data: { n: 5 }, version: 5 })).statusCode).toBe(200);
     const res = await del('d-1');
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toEqual({ id: 'd-1', deleted: true, version: 5 });
+    expect(res.json()).toEqual({ kind: 'default', id: 'd-1', deleted: true, version: 5 });
     expect(await deletedEvents('d-1')).toEqual([{ from: 'COMPLETED' }]);
 
     const gone = 'record "d-1" was deleted at version 5; a message with a newer version creates it again';
@@ -57,7 +57,7 @@ describe('DELETE /records/:id', () => {
     expect(await deletedEvents('d-1')).toHaveLength(1);
 
     // Late messages: refused as for any record; the tombstone stays.
-    expect((await upsert({ id: 'd-1', data: { n: 4 }, version: 4 })).json()).toEqual({ id: 'd-1', applied: false, version: 4, currentVersion: 5, reason: 'stale' });
+    expect((await upsert({ id: 'd-1', data: { n: 4 }, version: 4 })).json()).toEqual({ kind: 'default', id: 'd-1', applied: false, version: 4, currentVersion: 5, reason: 'stale' });
     expect((await upsert({ id: 'd-1', data: { n: 5 }, version: 5 })).json()).toMatchObject({ applied: false, reason: 'stale' });
     expect(await row('d-1')).toMatchObject({ status: 'DELETED', version: '5' });
 
@@ -69,7 +69,7 @@ describe('DELETE /records/:id', () => {
   it('404 for an id that never existed', async () => {
     const res = await del('d-never');
     expect(res.statusCode).toBe(404);
-    expect(res.json()).toEqual({ error: 'not_found', message: 'no record with id "d-never"' });
+    expect(res.json()).toEqual({ error: 'not_found', message: 'no record "d-never" of kind default (add ?kind= for another kind)' });
   });
 
   it('a record being processed loses its lease: the holder’s completion is refused', async () => {
@@ -127,7 +127,7 @@ describe('DELETE /records/:id', () => {
 describe('deleteRecord in the library', () => {
   it('deletes, then reads as undefined; undefined for a record that is not there', async () => {
     await client.upsert({ id: 'd-lib', data: { n: 1 }, version: 3 });
-    expect(await client.deleteRecord('d-lib')).toEqual({ id: 'd-lib', version: 3 });
+    expect(await client.deleteRecord('d-lib')).toEqual({ kind: 'default', id: 'd-lib', version: 3 });
     expect(await client.getRecord('d-lib')).toBeUndefined();
     expect(await client.deleteRecord('d-lib')).toBeUndefined();
     expect(await client.upsert({ id: 'd-lib', data: { n: 0 }, version: 2 })).toMatchObject({ applied: false, reason: 'stale', currentVersion: 3 });
@@ -141,7 +141,7 @@ describe('rowfleet delete', () => {
 
     const dry = await rowfleet(env, 'delete', '--status', 'FAILED', '--error', 'boom', '--dry-run');
     expect(dry.error).toBeUndefined();
-    expect(dry.stdout).toMatch(/^d-cli-1\tFAILED\tv\d+\t.*\tboom\nd-cli-2\tFAILED\tv\d+\t.*\tboom\ndry run: 2 FAILED record\(s\) would be deleted; nothing changed\n$/);
+    expect(dry.stdout).toMatch(/^default\td-cli-1\tFAILED\tv\d+\t.*\tboom\ndefault\td-cli-2\tFAILED\tv\d+\t.*\tboom\ndry run: 2 FAILED record\(s\) would be deleted; nothing changed\n$/);
     expect(await row('d-cli-1')).toMatchObject({ status: 'FAILED' });
 
     const json = (run: { stdout: string }) => JSON.parse(run.stdout);
@@ -156,6 +156,6 @@ describe('rowfleet delete', () => {
 
     const bare = await rowfleet(env, 'delete');
     expect(bare.error).toBeInstanceOf(UsageError);
-    expect((bare.error as Error).message).toBe('no filter given: pass --id, --error, --since, --before or --limit, or --all to delete every record');
+    expect((bare.error as Error).message).toBe('no filter given: pass --kind, --id, --error, --since, --before or --limit, or --all to delete every record');
   });
 });

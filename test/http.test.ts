@@ -44,16 +44,16 @@ describe('POST /upsert', () => {
   it('200 applied, 200 stale with currentVersion, 409 conflict', async () => {
     const applied = await post({ id: 'h1', data: { a: 1 }, version: 2 });
     expect(applied.statusCode).toBe(200);
-    expect(applied.json()).toEqual({ id: 'h1', applied: true, version: 2, reason: 'applied' });
+    expect(applied.json()).toEqual({ kind: 'default', id: 'h1', applied: true, version: 2, reason: 'applied' });
     expect(applied.headers['x-request-id']).toBeTruthy();
 
     const stale = await post({ id: 'h1', data: { a: 0 }, version: 1 });
     expect(stale.statusCode).toBe(200);
-    expect(stale.json()).toEqual({ id: 'h1', applied: false, version: 1, currentVersion: 2, reason: 'stale' });
+    expect(stale.json()).toEqual({ kind: 'default', id: 'h1', applied: false, version: 1, currentVersion: 2, reason: 'stale' });
 
     const conflict = await post({ id: 'h1', data: { a: 9 }, version: 2 });
     expect(conflict.statusCode).toBe(409);
-    expect(conflict.json()).toEqual({ id: 'h1', applied: false, version: 2, currentVersion: 2, reason: 'conflict' });
+    expect(conflict.json()).toEqual({ kind: 'default', id: 'h1', applied: false, version: 2, currentVersion: 2, reason: 'conflict' });
   });
 
   it('assigns a version when none is given, and accepts large versions as strings', async () => {
@@ -97,11 +97,11 @@ describe('POST /upsert', () => {
     });
     expect(r.statusCode).toBe(200);
     expect(r.json().results).toEqual([
-      { id: 'hb', applied: true, version: 2, reason: 'applied' },
-      { id: 'hb', applied: false, version: 1, currentVersion: 2, reason: 'stale' },
-      { id: 'hc', applied: true, version: 1, reason: 'applied' },
-      { id: 'hc', applied: true, version: 1, reason: 'applied', duplicate: true },
-      { id: 'hb', applied: false, version: 2, currentVersion: 2, reason: 'conflict' },
+      { kind: 'default', id: 'hb', applied: true, version: 2, reason: 'applied' },
+      { kind: 'default', id: 'hb', applied: false, version: 1, currentVersion: 2, reason: 'stale' },
+      { kind: 'default', id: 'hc', applied: true, version: 1, reason: 'applied' },
+      { kind: 'default', id: 'hc', applied: true, version: 1, reason: 'applied', duplicate: true },
+      { kind: 'default', id: 'hb', applied: false, version: 2, currentVersion: 2, reason: 'conflict' },
     ]);
   });
 });

@@ -17,14 +17,14 @@ afterAll(async () => {
 
 describe('library', () => {
   it('upserts one message or a batch, with the HTTP API results', async () => {
-    expect(await client.upsert({ id: 'lib-1', data: { n: 1 }, version: 2 })).toEqual({ id: 'lib-1', applied: true, version: 2, reason: 'applied' });
+    expect(await client.upsert({ id: 'lib-1', data: { n: 1 }, version: 2 })).toEqual({ kind: 'default', id: 'lib-1', applied: true, version: 2, reason: 'applied' });
     const results = await client.upsert([
       { id: 'lib-1', data: { n: 0 }, version: 1n },
       { id: 'lib-2', data: {}, version: '9007199254740993' },
     ]);
     expect(results).toEqual([
-      { id: 'lib-1', applied: false, version: 1, currentVersion: 2, reason: 'stale' },
-      { id: 'lib-2', applied: true, version: '9007199254740993', reason: 'applied' },
+      { kind: 'default', id: 'lib-1', applied: false, version: 1, currentVersion: 2, reason: 'stale' },
+      { kind: 'default', id: 'lib-2', applied: true, version: '9007199254740993', reason: 'applied' },
     ]);
     expect(await client.getRecord('lib-1', { history: true })).toMatchObject({ version: 2, history: [{ reason: 'applied' }, { reason: 'stale' }] });
   });
@@ -52,9 +52,9 @@ describe('library', () => {
       const expected = versions.map((v, i) => {
         const id = `lib-co-${i % 8}`;
         const before = newest.get(id);
-        if (before !== undefined && before >= v) return { id, applied: false, version: v, currentVersion: before, reason: 'stale' };
+        if (before !== undefined && before >= v) return { kind: 'default', id, applied: false, version: v, currentVersion: before, reason: 'stale' };
         newest.set(id, v);
-        return { id, applied: true, version: v, reason: 'applied' };
+        return { kind: 'default', id, applied: true, version: v, reason: 'applied' };
       });
       expect(results).toEqual(expected);
       for (const [id, v] of newest) expect(await shared.getRecord(id)).toMatchObject({ version: v, data: { v } });

@@ -83,7 +83,7 @@ describe('rowfleet requeue', () => {
   it('lists what a dry run would change, and changes nothing', async () => {
     await failRecords(['d-1', 'd-2'], 'nope');
     const run = await rowfleet(env, 'requeue', '--all', '--dry-run');
-    expect(run.stdout).toMatch(/^d-1\tFAILED\tv\d+\t\S+\tnope\nd-2\tFAILED/);
+    expect(run.stdout).toMatch(/^default\td-1\tFAILED\tv\d+\t\S+\tnope\ndefault\td-2\tFAILED/);
     expect(run.stdout).toContain('dry run: 2 FAILED record(s) would be requeued; nothing changed');
     expect(await row('d-1')).toMatchObject({ status: 'FAILED' });
     expect(await events('d-1', 'requeued')).toEqual([]);
@@ -144,7 +144,7 @@ describe('rowfleet requeue', () => {
   it('refuses unclear requests with a usage error naming the problem, changing nothing', async () => {
     await failRecords(['u-1'], 'x');
     for (const [args, message] of [
-      [['requeue'], /^no filter given: pass --id, --error, --since, --before or --limit, or --all/],
+      [['requeue'], /^no filter given: pass --kind, --id, --error, --since, --before or --limit, or --all/],
       [['requeue', '--error', '(unclosed'], /^--error "\(unclosed" is not a valid regular expression/],
       [['requeue', '--since', 'yesterday-ish'], /^--since must be a duration like 2h or 30m, or a timestamp/],
       [['requeue', '--since', '2'], /^--since needs a unit: "2" could be 2ms or 2s; .*, or a timestamp like/],
@@ -256,7 +256,7 @@ describe('rowfleet inspect', () => {
   it('fails with exit code 1 for an unknown id', async () => {
     const run = await rowfleet(env, 'inspect', 'no-such-record');
     expect(run.error).toBeInstanceOf(UserError);
-    expect((run.error as Error).message).toBe('no record with id "no-such-record"; check the id (rowfleet status shows what exists)');
+    expect((run.error as Error).message).toBe('no record "no-such-record" of kind default; check the id and --kind (rowfleet status shows the kinds that exist)');
   });
 });
 
@@ -277,8 +277,8 @@ describe('rowfleet replay', () => {
     const run = await rowfleet(env, 'replay', '--verify', '--json');
     expect(run.error).toBeInstanceOf(UserError);
     const report = json(run);
-    expect(report).toMatchObject({ checked: 4, differ: 3, byKind: { missing: 1, behind: 1, data: 1, ahead: 0 }, rebuilt: 0 });
-    expect(report.differences.map((d: { id: string; kind: string }) => [d.id, d.kind])).toEqual([
+    expect(report).toMatchObject({ checked: 4, differ: 3, byProblem: { missing: 1, behind: 1, data: 1, ahead: 0 }, rebuilt: 0 });
+    expect(report.differences.map((d: { id: string; problem: string }) => [d.id, d.problem])).toEqual([
       ['bent', 'data'],
       ['gone', 'missing'],
       ['old', 'behind'],
@@ -293,13 +293,13 @@ describe('rowfleet replay', () => {
     await db.pool.query(`UPDATE rowfleet.records SET version = 9 WHERE id = 'fine'`);
     const run = await rowfleet(env, 'replay', '--json');
     expect(run.error).toBeUndefined();
-    expect(json(run)).toMatchObject({ checked: 4, rebuilt: 3, byKind: { missing: 1, behind: 1, data: 1, ahead: 1 } });
+    expect(json(run)).toMatchObject({ checked: 4, rebuilt: 3, byProblem: { missing: 1, behind: 1, data: 1, ahead: 1 } });
     for (const id of ['old', 'gone', 'bent']) expect(await row(id)).toMatchObject({ status: 'COMPLETED', version: '2', data: { v: 2 } });
     expect(await row('fine')).toMatchObject({ version: '9' });
     expect(await events('gone', 'replayed')).toEqual([{ from: null }]);
     expect(await events('old', 'replayed')).toEqual([{ from: 1 }]);
     // Now only the record ahead of its messages differs.
-    expect(json(await rowfleet(env, 'replay', '--verify', '--json'))).toMatchObject({ differ: 1, byKind: { ahead: 1 } });
+    expect(json(await rowfleet(env, 'replay', '--verify', '--json'))).toMatchObject({ differ: 1, byProblem: { ahead: 1 } });
   });
 
   it('replays as of --to-seq, for the records chosen by --id and --from-seq', async () => {

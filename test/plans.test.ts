@@ -122,8 +122,12 @@ function shapeOf(plans: readonly PlanNode[]): Shape {
 const EXPECTED: Record<string, Shape> = {
   mark_unenqueued: { scans: ['Index Scan records_unenqueued_idx', 'ModifyTable', 'Tid Scan'], others: [] },
   clear_marks: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },
-  // The two Index Only Scans find the highest priority present and, after it, the next lower one.
-  claim_due: { scans: ['Index Only Scan records_due_idx', 'Index Only Scan records_due_idx', 'Index Scan records_due_idx', 'ModifyTable', 'Tid Scan'], others: [] },
+  // Four Index Only Scans: the first kind waiting and the next one after it (none), then that
+  // kind's highest priority and the next lower one (none); the Index Scan reads that range.
+  claim_due: {
+    scans: ['Index Only Scan records_due_idx', 'Index Only Scan records_due_idx', 'Index Only Scan records_due_idx', 'Index Only Scan records_due_idx', 'Index Scan records_due_idx', 'ModifyTable', 'Tid Scan'],
+    others: [],
+  },
   claim_ids: { scans: ['Index Scan records_pkey', 'ModifyTable', 'Tid Scan'], others: [] },
   extend_leases: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },
   complete_records: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: ['Nested Loop', 'Sort'] },

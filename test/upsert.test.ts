@@ -17,9 +17,9 @@ const msg = (id: string, data: object, version?: number | string, messageId?: st
 
 describe('upsertMessages', () => {
   it('applies a newer version and refuses an older one as stale, with the current version', async () => {
-    expect(await upsertMessages(db.pool, [msg('s1', { n: 2 }, 2)])).toEqual([{ id: 's1', applied: true, version: '2', reason: 'applied' }]);
+    expect(await upsertMessages(db.pool, [msg('s1', { n: 2 }, 2)])).toEqual([{ kind: 'default', id: 's1', applied: true, version: '2', reason: 'applied' }]);
     expect(await upsertMessages(db.pool, [msg('s1', { n: 1 }, 1)])).toEqual([
-      { id: 's1', applied: false, version: '1', currentVersion: '2', reason: 'stale' },
+      { kind: 'default', id: 's1', applied: false, version: '1', currentVersion: '2', reason: 'stale' },
     ]);
     const record = await getRecord(db.pool, 's1');
     expect(record).toMatchObject({ version: 2, data: { n: 2 }, status: 'COMPLETED' });

@@ -112,7 +112,7 @@ export function bossEngine(pool: pg.Pool, boss: PgBoss, queue: string, schema: s
 }
 
 /**
- * Fair sharing of a claim of `limit` among kinds, as rowfleet.claim_due does it in SQL: a first
+ * Fair sharing of a claim of `limit` among kinds, as the direct claim does it in SQL (drizzle/0011_kinds.sql): a first
  * pass offers each kind (starting at `turn`) an equal share of what is left, within its cap; a
  * second gives what kinds with less due left over to those that took their whole share.
  */
