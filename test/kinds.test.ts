@@ -228,14 +228,14 @@ describe('a worker with a handler map', () => {
       return { kind: r.kind };
     };
     await upsertMessages(db.pool, [msg({ kind: 'm.a', id: '1', data: {} }), msg({ kind: 'm.b', id: '1', data: {} }), msg({ kind: 'm.other', id: '1', data: {} })]);
-    await runWorker({ 'm.a': record, 'm.b': { handler: record } }, () => waitFor(async () => (await row('m.b', '1'))?.status === 'PROCESSED' && (await row('m.a', '1'))?.status === 'PROCESSED'));
+    await runWorker({ 'm.a': record, 'm.b': { handler: record } }, () => waitFor(async () => (await row('m.b', '1'))?.status === 'PROCESSED' && (await row('m.a', '1'))?.status === 'PROCESSED', 10_000, 'm.a/1 and m.b/1 processed'));
     expect(seen.map((r) => r.kind).sort()).toEqual(['m.a', 'm.b']);
     expect(keys.sort()).toEqual([`m.a:1:${seen.find((r) => r.kind === 'm.a')!.version}`, `m.b:1:${seen.find((r) => r.kind === 'm.b')!.version}`]);
     expect(await row('m.other', '1')).toMatchObject({ status: 'COMPLETED', attempts: 0 });
 
     await upsertMessages(db.pool, [msg({ kind: 'm.a', id: '2', data: {} }), msg({ kind: 'm.b', id: '2', data: {} })]);
     seen.length = 0;
-    await runWorker({ 'm.a': record, 'm.b': record }, () => waitFor(async () => (await row('m.b', '2'))?.status === 'PROCESSED'), { kinds: ['m.b'] });
+    await runWorker({ 'm.a': record, 'm.b': record }, () => waitFor(async () => (await row('m.b', '2'))?.status === 'PROCESSED', 10_000, 'm.b/2 processed'), { kinds: ['m.b'] });
     expect(seen.map((r) => r.kind)).toEqual(['m.b']);
     expect(await row('m.a', '2')).toMatchObject({ status: 'COMPLETED' });
     expect(() => new Worker({ ...({} as WorkerOptions), handler: handlerFromExport({ 'm.a': record }, 'map.js', false), kinds: ['m.a', 'm.c'], log: silentLogger })).toThrow(
@@ -257,7 +257,7 @@ describe('a worker with a handler map', () => {
     await upsertMessages(db.pool, Array.from({ length: 40 }, (_, i) => msg({ kind: 'c.fast', id: `${i}`, data: {} })));
     await runWorker(
       { 'c.slow': { handler: slowHandler, concurrency: 2 }, 'c.fast': async () => (fastDone += 1) },
-      () => waitFor(async () => (await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.records WHERE kind LIKE 'c.%' AND status <> 'PROCESSED'`)).rows[0].n === 0, 20_000),
+      () => waitFor(async () => (await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.records WHERE kind LIKE 'c.%' AND status <> 'PROCESSED'`)).rows[0].n === 0, 20_000, 'every c.* record processed'),
     );
     expect(slowPeak).toBe(2);
     expect(fastDone).toBe(40);
@@ -270,7 +270,7 @@ describe('a worker with a handler map', () => {
     await upsertMessages(db.pool, [msg({ kind: 'p.strict', id: '1', data: {} }), msg({ kind: 'p.lenient', id: '1', data: {} })]);
     await runWorker(
       { 'p.strict': { handler: failing, maxAttempts: 1 }, 'p.lenient': { handler: failing, backoff: { base: '1h', cap: '1h' } } },
-      () => waitFor(async () => (await row('p.strict', '1'))?.status === 'FAILED' && (await row('p.lenient', '1'))?.attempts === 1),
+      () => waitFor(async () => (await row('p.strict', '1'))?.status === 'FAILED' && (await row('p.lenient', '1'))?.attempts === 1, 10_000, 'p.strict FAILED and p.lenient retried'),
     );
     expect(await row('p.strict', '1')).toMatchObject({ status: 'FAILED', attempts: 1 });
     // One attempt, then a retry an hour away (the worker's backoff is 0).
@@ -283,7 +283,7 @@ describe('a worker with a handler map', () => {
     await upsertMessages(db.pool, [msg({ kind: 'lib.a', id: '1', data: { n: 2 } })]);
     const worker = createWorker({ databaseUrl: db.url, handler: { 'lib.a': async (r) => ({ doubled: (r.data as { n: number }).n * 2 }) }, pollMs: 50 });
     void worker.start();
-    await waitFor(async () => (await row('lib.a', '1'))?.status === 'PROCESSED');
+    await waitFor(async () => (await row('lib.a', '1'))?.status === 'PROCESSED', 10_000, 'lib.a/1 processed');
     await worker.stop();
     expect(await client.getRecord('1', { kind: 'lib.a' })).toMatchObject({ result: { doubled: 4 } });
 
@@ -325,7 +325,7 @@ describe('the boss engine keeps a queue per kind', () => {
     const seen: string[] = [];
     await runWorker(
       { 'q.two': async (r) => seen.push(`${r.kind}/${r.id}`) },
-      () => waitFor(async () => (await row('q.two', '1'))?.status === 'PROCESSED'),
+      () => waitFor(async () => (await row('q.two', '1'))?.status === 'PROCESSED', 10_000, 'q.two/1 processed'),
       {},
       bossEngine(db.pool, boss, b.queue, b.schema),
     );

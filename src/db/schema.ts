@@ -104,6 +104,12 @@ export const records = rowfleet.table(
     lastError: text('last_error'),
     result: jsonb('result'),
     processedVersion: bigintText('processed_version'),
+    /**
+     * Mode `every` only: the event_log seq of the next message to hand to the handler (the one being
+     * handled while PROCESSING, the one that failed while FAILED); null when no message waits
+     * beyond what was processed, and always in mode `latest`.
+     */
+    nextSeq: bigint('next_seq', { mode: 'bigint' }),
     processedAt: timestamptz('processed_at'),
     /**
      * Set when the enqueue sweep sent a pg-boss job for this record (engine boss); cleared by the
@@ -142,6 +148,9 @@ export const records = rowfleet.table(
     index('records_failed_idx').on(t.kind, t.id).where(sql`${t.status} = 'FAILED'`),
     // Tombstones, counted by `status` without reading the table.
     index('records_deleted_idx').on(t.kind, t.id).where(sql`${t.status} = 'DELETED'`),
+    // The oldest message still to be handled (mode every): the event_log retention keeps it and after.
+    index('records_next_seq_idx').on(t.nextSeq).where(sql`${t.nextSeq} is not null`),
+    check('records_next_seq_pending', sql`${t.nextSeq} is null or ${t.status} in ('COMPLETED', 'PROCESSING', 'FAILED')`),
   ],
 );
 
@@ -231,6 +240,33 @@ export const stats = rowfleet.table('stats', {
   superseded: bigint('superseded', { mode: 'number' }).notNull().default(0),
   rescued: bigint('rescued', { mode: 'number' }).notNull().default(0),
 }, (t) => [primaryKey({ columns: [t.minute, t.backend] })]);
+
+/** How a kind's records are processed: its newest state (`latest`), or every message in order (`every`). */
+export const KIND_MODES = ['latest', 'every'] as const;
+export type KindMode = (typeof KIND_MODES)[number];
+
+/**
+ * Kinds' settings that every process must agree on (`rowfleet kinds set`): the mode, and policies
+ * that override the handler map's and the workers' flags. A kind without a row is in mode `latest`
+ * with the workers' policies. Changing a row sends NOTIFY rowfleet_kinds.
+ */
+export const kinds = rowfleet.table(
+  'kinds',
+  {
+    kind: text('kind').primaryKey(),
+    mode: text('mode').$type<KindMode>().notNull().default('latest'),
+    maxAttempts: integer('max_attempts'),
+    backoffBaseMs: integer('backoff_base_ms'),
+    backoffCapMs: integer('backoff_cap_ms'),
+    leaseMs: integer('lease_ms'),
+    timeoutMs: integer('timeout_ms'),
+    updatedAt: timestamptz('updated_at').notNull().defaultNow(),
+  },
+  (t) => [
+    check('kinds_kind_format', sql`${t.kind} ~ '^[a-z][a-z0-9_.-]{0,62}$'`),
+    check('kinds_mode_check', oneOf(sql`${t.mode}`, KIND_MODES)),
+  ],
+);
 
 /**
  * Clients waiting for results (`POST /upsert?wait=`, the library's `upsert(m, { wait })`): one

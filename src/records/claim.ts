@@ -16,6 +16,11 @@ export interface Claimed extends RecordKey {
   leaseToken: string;
   /** -1000..1000: the latest applied message's (0 when it carried none). */
   priority: number;
+  /**
+   * Mode every: the event_log seq of the message handed out (its version and data are the ones
+   * above); null in mode latest, where they are the record's.
+   */
+  seq: string | null;
 }
 
 interface ClaimRow {
@@ -26,9 +31,10 @@ interface ClaimRow {
   attempts: number;
   lease_token: string;
   priority: number;
+  seq: string | null;
 }
 
-const toClaimed = (row: ClaimRow): Claimed => ({ kind: row.kind, id: row.id, version: row.version, data: row.data, attempts: row.attempts, leaseToken: row.lease_token, priority: row.priority });
+const toClaimed = (row: ClaimRow): Claimed => ({ kind: row.kind, id: row.id, version: row.version, data: row.data, attempts: row.attempts, leaseToken: row.lease_token, priority: row.priority, seq: row.seq });
 
 /** A kind a claim may take records of, with its cap and lease. */
 export interface KindShare {

@@ -17,7 +17,7 @@ import { afterKey } from './filter.ts';
 import type { RecordKey } from './key.ts';
 import type { PageRow } from './requeue.ts';
 
-const TOMBSTONE = sql`status = 'DELETED', attempts = 0, lease_expirations = 0, run_after = now(),
+const TOMBSTONE = sql`status = 'DELETED', attempts = 0, lease_expirations = 0, run_after = now(), next_seq = NULL,
                       lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, enqueued_at = NULL, updated_at = now()`;
 
 /** Deletes one record; its version, or undefined when there is no such record (or it is deleted already). */

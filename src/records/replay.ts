@@ -71,7 +71,7 @@ export async function rebuild(pool: pg.Pool, rows: readonly ReplayRow[]): Promis
           UPDATE rowfleet.records rec
              SET version = r.version, data = r.data, status = 'COMPLETED', attempts = 0, lease_expirations = 0,
                  priority = r.priority, run_after = greatest(coalesce(r.run_at, now()), now()),
-                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, enqueued_at = NULL, last_error = NULL, updated_at = now()
+                 lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, enqueued_at = NULL, last_error = NULL, next_seq = NULL, updated_at = now()
             FROM r JOIN locked l ON l.kind = r.kind AND l.id = r.id
            WHERE rec.kind = r.kind AND rec.id = r.id AND r.was IS NOT NULL AND rec.version = r.was
           RETURNING rec.kind, rec.id, rec.version, r.was

@@ -11,11 +11,17 @@ import { keyColumns, keyOf } from './key.ts';
 export interface Completion extends Lease {
   /** The version the handler processed. */
   version: string;
+  /** Mode every: the message the claim handed out (null in mode latest). */
+  seq?: string | null | undefined;
   result: unknown;
 }
 
-/** What became of a completion: stored, superseded by a newer version (back to COMPLETED), or refused. */
-export type CompletionOutcome = 'processed' | 'superseded' | 'lost';
+/**
+ * What became of a completion: stored; stored, and the record has its next message waiting (mode
+ * every: back to COMPLETED); superseded by a newer version (mode latest: back to COMPLETED); or
+ * refused.
+ */
+export type CompletionOutcome = 'processed' | 'advanced' | 'superseded' | 'lost';
 
 /**
  * Versioned completion of many records in one statement. A record still at the processed version
@@ -28,19 +34,22 @@ export async function complete(db: Queryable, completions: readonly Completion[]
   const outcomes = new Map<string, CompletionOutcome>(completions.map((c) => [keyOf(c), 'lost']));
   if (completions.length === 0) return outcomes;
   const { kinds, ids } = keyColumns(completions);
-  const rows = await query<{ kind: string; id: string; processed: boolean }>(
+  const rows = await query<{ kind: string; id: string; processed: boolean; pending: boolean }>(
     db,
     sql`SELECT * FROM rowfleet.complete_records(${sql.param(kinds)}::text[], ${sql.param(ids)}::text[], ${sql.param(completions.map((c) => c.version))}::bigint[],
                                                 ${sql.param(completions.map((c) => c.leaseToken))}::uuid[],
-                                                ${sql.param(completions.map((c) => JSON.stringify(c.result ?? null)))}::jsonb[], ${now ?? null}::timestamptz)`,
+                                                ${sql.param(completions.map((c) => JSON.stringify(c.result ?? null)))}::jsonb[],
+                                                ${sql.param(completions.map((c) => c.seq ?? null))}::bigint[], ${now ?? null}::timestamptz)`,
     'rowfleet_complete_records',
   );
-  for (const row of rows) outcomes.set(keyOf(row), row.processed ? 'processed' : 'superseded');
+  for (const row of rows) outcomes.set(keyOf(row), row.processed ? (row.pending ? 'advanced' : 'processed') : 'superseded');
   return outcomes;
 }
 
 export interface Failure extends Lease {
   version: string;
+  /** Mode every: the message the claim handed out (null in mode latest). */
+  seq?: string | null | undefined;
   error: string;
   /** Straight to FAILED (PermanentError), whatever the attempts. */
   permanent: boolean;
@@ -62,7 +71,7 @@ export async function fail(db: Queryable, failure: Failure, now?: Date): Promise
     db,
     sql`SELECT outcome FROM rowfleet.fail_record(${failure.kind}::text, ${failure.id}::text, ${failure.leaseToken}::uuid, ${failure.version}::bigint, ${failure.error}::text,
                                                  ${failure.permanent}::boolean, ${failure.maxAttempts}::int, ${Math.round(failure.backoffMs)}::int,
-                                                 ${now ?? null}::timestamptz) AS outcome`,
+                                                 ${failure.seq ?? null}::bigint, ${now ?? null}::timestamptz) AS outcome`,
     'rowfleet_fail_record',
   );
   return rows[0]?.outcome ?? 'lost';

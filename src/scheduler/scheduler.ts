@@ -11,14 +11,15 @@
  */
 import type pg from 'pg';
 import type { PgBoss } from 'pg-boss';
-import { sql } from 'drizzle-orm';
 import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
-import { query } from '../db/sql.ts';
 import { rescue } from '../worker/rescue.ts';
 import { CLOCK_QUEUES, KindQueues, startBoss, stopBoss } from '../boss/boss.ts';
 import { sweep, type SweepResult } from '../boss/sweep.ts';
 import { UsageError } from '../errors.ts';
+import { applyRetention } from '../records/retention.ts';
+
+export { applyRetention } from '../records/retention.ts';
 
 export interface SchedulerOptions {
   config: Config;
@@ -95,29 +96,3 @@ async function registerSchedules(boss: PgBoss, config: Config): Promise<number> 
   return Math.min(10 * 60_000, Math.max(60_000, after!.getTime() - next!.getTime()));
 }
 
-/**
- * Deletes event_log rows received before `now - retentionMs`, oldest first, 10,000 per statement.
- * It walks the primary key from the oldest row and stops at the first newer one, so its cost is
- * what it deletes, not the table's size. A repeated messageId older than the retention is no
- * longer recognized, and `replay` can only rebuild from what is kept.
- */
-export async function applyRetention(pool: pg.Pool, retentionMs: number): Promise<number> {
-  let deleted = 0;
-  for (;;) {
-    const [row] = await query<{ deleted: number; newer: number }>(
-      pool,
-      sql`WITH head AS (
-            SELECT seq, received_at FROM rowfleet.event_log ORDER BY seq LIMIT 10000
-          ),
-          gone AS (
-            DELETE FROM rowfleet.event_log e
-             WHERE e.seq IN (SELECT seq FROM head WHERE received_at < now() - ${retentionMs} * interval '1 millisecond')
-            RETURNING 1
-          )
-          SELECT (SELECT count(*) FROM gone)::int AS deleted,
-                 (SELECT count(*) FROM head WHERE received_at >= now() - ${retentionMs} * interval '1 millisecond')::int AS newer`,
-    );
-    deleted += row!.deleted;
-    if (row!.deleted === 0 || row!.newer > 0) return deleted;
-  }
-}

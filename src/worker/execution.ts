@@ -95,7 +95,11 @@ export class Execution {
   }
 }
 
-export type HandlerOutcome = { ok: true; result: unknown; committed: boolean } | { ok: false; error: unknown };
+/**
+ * `committed`: a transactional handler's completion was written with its work (`advanced`: and the
+ * record has its next message waiting, mode every).
+ */
+export type HandlerOutcome = { ok: true; result: unknown; committed: boolean; advanced?: boolean } | { ok: false; error: unknown };
 
 export interface ExecutionDeps {
   pool: pg.Pool;
@@ -180,8 +184,9 @@ async function inTransaction(execution: Execution, deps: ExecutionDeps): Promise
     const result = await execution.race(() => execution.handler.run(recordOf(execution.claimed), ctx));
     open = false;
     const outcome = (await complete(client, [{ ...execution.claimed, result }], deps.now?.())).get(keyOf(execution.claimed));
-    await client.query(outcome === 'processed' ? 'COMMIT' : 'ROLLBACK');
-    return { ok: true, result, committed: outcome === 'processed' };
+    const stored = outcome === 'processed' || outcome === 'advanced';
+    await client.query(stored ? 'COMMIT' : 'ROLLBACK');
+    return { ok: true, result, committed: stored, advanced: outcome === 'advanced' };
   } catch (error) {
     open = false;
     await client.query('ROLLBACK').catch(() => {});

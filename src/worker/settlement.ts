@@ -66,6 +66,7 @@ export class Settlement {
     }
     if (outcome.ok && outcome.committed) {
       stats.processed += 1;
+      if (outcome.advanced === true) this.#d.dueAgain(execution, 0);
       return;
     }
     // Shutdown, or the database went away (or chose this transaction as a deadlock's victim) under a
@@ -85,7 +86,11 @@ export class Settlement {
     const { stats } = this.#d;
     const outcome = await this.#d.retrying('complete', () => this.#completer.submit({ ...execution.claimed, result }));
     if (outcome === 'processed') stats.processed += 1;
-    else if (outcome === 'superseded') {
+    else if (outcome === 'advanced') {
+      // Mode every: this message is done, and the record's next one is due now.
+      stats.processed += 1;
+      this.#d.dueAgain(execution, 0);
+    } else if (outcome === 'superseded') {
       stats.superseded += 1;
       this.#d.dueAgain(execution, 0);
       this.#d.log(execution).debug('a newer version arrived while processing; the record will be processed again');

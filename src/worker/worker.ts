@@ -21,6 +21,7 @@ import { awaitWork, DUE_CHANNEL } from '../records/wake.ts';
 import { handlerFor, kindPolicy, servedKinds, type KindPolicy, type LoadedHandler } from './handler.ts';
 import type { KindShare } from '../records/claim.ts';
 import { keyOf } from '../records/key.ts';
+import { readKindSettings, type KindSettings } from '../records/kinds.ts';
 import type { Engine } from './engine.ts';
 import { Execution, HandlerTimeoutError, ShutdownError, runHandler } from './execution.ts';
 import { heartbeat } from './heartbeat.ts';
@@ -33,6 +34,9 @@ import { Wakeup } from './wakeup.ts';
 import { systemClock, type Clock, type Timer } from './clock.ts';
 
 export type { WorkerStats } from './settlement.ts';
+
+/** How often a worker re-reads the kinds' stored settings (`rowfleet kinds set`). */
+const SETTINGS_EVERY_MS = 5_000;
 
 export interface WorkerOptions {
   pool: pg.Pool;
@@ -77,6 +81,10 @@ export class Worker {
   /** The kinds this worker claims; undefined: every kind (one handler for all). */
   readonly #kinds: readonly string[] | undefined;
   readonly #policies = new Map<string, KindPolicy>();
+  /** What `rowfleet kinds set` stored, re-read every SETTINGS_EVERY_MS: it wins over the map and the flags. */
+  #settings = new Map<string, KindSettings>();
+  #beat: Timer | undefined;
+  #beatEveryMs = 0;
   /** Which kind is offered its share of a claim first; turns with every claim. */
   #turn = 0;
   readonly #clock: Clock;
@@ -131,15 +139,17 @@ export class Worker {
     };
     const listener = listen(o.databaseUrl, DUE_CHANNEL, woken, this.#log);
     const clock = this.#clock;
-    const shortestLease = Math.min(o.leaseMs, ...(this.#kinds ?? []).map((k) => this.#policy(k).leaseMs));
-    const beat = clock.setInterval(() => void this.#heartbeat(), heartbeatEveryMs(shortestLease));
+    await this.#readSettings();
+    this.#armHeartbeat();
+    const settings = clock.setInterval(() => void this.#readSettings(), SETTINGS_EVERY_MS);
     // One check of every handler's timeout, a quarter of it apart, rather than a timer per record.
     const timeouts = clock.setInterval(() => this.#expire(), Math.max(5, Math.min(1_000, o.timeoutMs / 4)));
     const rescuer = clock.setInterval(() => void this.#rescue(), o.rescueEveryMs);
     try {
       await this.#loop(signal);
     } finally {
-      clock.clear(beat);
+      if (this.#beat !== undefined) clock.clear(this.#beat);
+      clock.clear(settings);
       clock.clear(timeouts);
       clock.clear(rescuer);
       for (const timer of this.#retryTimers) clock.clear(timer);
@@ -224,15 +234,49 @@ export class Worker {
     return shares.length === 0 ? null : shares;
   }
 
-  /** A kind's settings: its handler map entry's, then this worker's. */
+  /** A kind's settings: those `rowfleet kinds set` stored, then its handler map entry's, then this worker's. */
   #policy(kind: string): KindPolicy {
     let policy = this.#policies.get(kind);
     if (policy === undefined) {
       const o = this.#o;
-      policy = kindPolicy(o.handler.kinds.get(kind), { maxAttempts: o.maxAttempts, backoff: o.backoff, leaseMs: o.leaseMs, timeoutMs: o.timeoutMs });
+      const mapped = kindPolicy(o.handler.kinds.get(kind), { maxAttempts: o.maxAttempts, backoff: o.backoff, leaseMs: o.leaseMs, timeoutMs: o.timeoutMs });
+      const s = this.#settings.get(kind);
+      const baseMs = s?.backoffBaseMs ?? mapped.backoff.baseMs;
+      policy = {
+        concurrency: mapped.concurrency,
+        maxAttempts: s?.maxAttempts ?? mapped.maxAttempts,
+        backoff: { baseMs, capMs: Math.max(baseMs, s?.backoffCapMs ?? mapped.backoff.capMs) },
+        leaseMs: s?.leaseMs ?? mapped.leaseMs,
+        timeoutMs: s?.timeoutMs ?? mapped.timeoutMs,
+      };
       this.#policies.set(kind, policy);
     }
     return policy;
+  }
+
+  /** Re-reads the kinds' stored settings; a change applies to the records claimed from then on. */
+  async #readSettings(): Promise<void> {
+    let settings: Map<string, KindSettings>;
+    try {
+      settings = await readKindSettings(this.#o.pool);
+    } catch (err) {
+      return this.#warn(err, 'could not read the kinds\' settings; keeping the ones known');
+    }
+    const same = settings.size === this.#settings.size && [...settings].every(([k, v]) => JSON.stringify(v) === JSON.stringify(this.#settings.get(k)));
+    if (same) return;
+    this.#settings = settings;
+    this.#policies.clear();
+    if (this.#beat !== undefined) this.#armHeartbeat();
+  }
+
+  /** Heartbeats three to a lease, for the shortest lease of any kind this worker may hold. */
+  #armHeartbeat(): void {
+    const kinds = this.#kinds ?? [...this.#settings.keys()];
+    const everyMs = heartbeatEveryMs(Math.min(this.#o.leaseMs, ...kinds.map((k) => this.#policy(k).leaseMs)));
+    if (everyMs === this.#beatEveryMs && this.#beat !== undefined) return;
+    if (this.#beat !== undefined) this.#clock.clear(this.#beat);
+    this.#beatEveryMs = everyMs;
+    this.#beat = this.#clock.setInterval(() => void this.#heartbeat(), everyMs);
   }
 
   #start(claimed: Claimed): void {
@@ -277,7 +321,8 @@ export class Worker {
    */
   #expire(): void {
     const now = this.#clock.monotonic();
-    const oneTimeout = this.#kinds === undefined || this.#kinds.every((k) => this.#policy(k).timeoutMs === this.#o.timeoutMs);
+    const oneTimeout =
+      [...this.#settings.values()].every((s) => s.timeoutMs === undefined) && (this.#kinds === undefined || this.#kinds.every((k) => this.#policy(k).timeoutMs === this.#o.timeoutMs));
     for (const execution of this.#active.values()) {
       const { timeoutMs } = execution.policy;
       if (now - execution.startedAt < timeoutMs) {
