@@ -175,6 +175,7 @@ function databaseCommands(extra: readonly string[] = []): string[][] {
     ['inspect', 'order-1'],
     ['replay', '--verify'],
     ['upsert', 'order-1', '{"total": 12}'],
+    ['kinds', 'list'],
     ['demo'],
   ].map((args) => [...args, ...extra]);
 }

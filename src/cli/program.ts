@@ -19,6 +19,7 @@ import { registerDelete } from './commands/delete.ts';
 import { registerStatus } from './commands/status.ts';
 import { registerInspect } from './commands/inspect.ts';
 import { registerReplay } from './commands/replay.ts';
+import { registerKinds } from './commands/kinds.ts';
 
 export function createProgram(io: CliIO): Command {
   const ctx = createContext(io);
@@ -34,9 +35,10 @@ export function createProgram(io: CliIO): Command {
     })
     .exitOverride();
 
-  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerScheduler, registerEnqueue, registerRequeue, registerDelete, registerStatus, registerInspect, registerReplay]) {
+  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerScheduler, registerEnqueue, registerRequeue, registerDelete, registerStatus, registerInspect, registerReplay, registerKinds]) {
     const command = register(ctx);
-    command.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });
+    // Subcommands too (`kinds set`): commander's defaults would exit the process on a bad flag.
+    for (const c of [command, ...command.commands]) c.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });
     program.addCommand(command);
   }
   return program;

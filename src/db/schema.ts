@@ -122,7 +122,9 @@ export const records = rowfleet.table(
   },
   (t) => [
     primaryKey({ name: 'records_pkey', columns: [t.kind, t.id] }),
-    check('records_kind_format', sql`${t.kind} ~ '^[a-z][a-z0-9_.-]{0,62}$'`),
+    // Kind names are checked where they come in (src/kind.ts): a regular expression here is
+    // evaluated on every update of every row, and cost a claim of 1000 about 3 ms (a quarter).
+    check('records_kind_length', sql`length(${t.kind}) between 1 and 63`),
     check('records_status_check', oneOf(sql`${t.status}`, RECORD_STATUSES)),
     check('records_version_positive', sql`${t.version} > 0`),
     check('records_id_length', sql`length(${t.id}) between 1 and 256`),

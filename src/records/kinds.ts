@@ -96,7 +96,7 @@ export async function readKindSettings(db: Queryable): Promise<Map<string, KindS
  * kind's settings and how many records stopped waiting on a message.
  */
 export async function setKind(pool: pg.Pool, kind: string, change: KindChange): Promise<{ settings: KindRow; released: number }> {
-  const value = <K extends keyof KindChange>(key: K) => (change[key] === undefined ? sql`NULL` : sql`${change[key]}`);
+  const value = <K extends keyof KindChange>(key: K) => (change[key] === undefined || change[key] === null ? sql`NULL` : sql`${change[key]}`);
   const keep = (column: string, key: keyof KindChange) =>
     change[key] === undefined ? sql.raw(`k.${column}`) : sql`excluded.${sql.raw(column)}`;
   return inTransaction(pool, async (tx) => {

@@ -55,7 +55,7 @@ export async function putRecord(pool: pg.Pool, id: string, state: RecordState = 
 /** Moves every waiting or held record out of the way (PROCESSED), so a test sees only its own as due. */
 export async function settleAll(pool: pg.Pool): Promise<void> {
   await pool.query(
-    `UPDATE rowfleet.records SET status = 'PROCESSED', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, enqueued_at = NULL
+    `UPDATE rowfleet.records SET status = 'PROCESSED', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, enqueued_at = NULL, next_seq = NULL
       WHERE status IN ('COMPLETED', 'PROCESSING')`,
   );
 }

@@ -1,0 +1,272 @@
+/**
+ * Mode every (`rowfleet kinds set <kind> --mode every`): each applied message of a record is handed
+ * to the handler once, one at a time per record, in version order, while records run in parallel;
+ * a failure retries that message, and exhausted blocks only its own record until a requeue; stale
+ * messages are never handed out; the mode and policies live in the database for every process.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { PgBoss } from 'pg-boss';
+import type { TestDatabase } from './helpers/database.ts';
+import { openSurfaces, type Surfaces } from './helpers/surfaces.ts';
+import { rowfleet } from './helpers/cli.ts';
+import { settleAll } from './helpers/records.ts';
+import { waitFor } from './helpers/wait.ts';
+import { UsageError, type HandlerRecord } from '../src/index.ts';
+import { parseMessage, type MessageInput } from '../src/records/message.ts';
+import { upsertMessages } from '../src/records/upsert.ts';
+import { claimDue } from '../src/records/claim.ts';
+import { complete, fail } from '../src/records/settle.ts';
+import { setKind } from '../src/records/kinds.ts';
+import { applyRetention } from '../src/records/retention.ts';
+import { loadConfig } from '../src/config.ts';
+import { silentLogger } from '../src/log.ts';
+import { handlerFromExport, type HandlerExport } from '../src/worker/handler.ts';
+import { bossEngine, directEngine, type Engine } from '../src/worker/engine.ts';
+import { Worker, type WorkerOptions } from '../src/worker/worker.ts';
+import { KindQueues, startBoss, stopBoss } from '../src/boss/boss.ts';
+import { sweep } from '../src/boss/sweep.ts';
+
+let surfaces: Surfaces;
+let db: TestDatabase;
+let env: Record<string, string>;
+
+beforeAll(async () => {
+  surfaces = await openSurfaces();
+  ({ db, env } = surfaces);
+});
+afterAll(async () => {
+  await surfaces?.close();
+});
+beforeEach(async () => {
+  await settleAll(db.pool);
+});
+
+const msg = (input: MessageInput) => parseMessage(input, { maxDepth: 64 });
+/** Messages to one record, one call each (server-assigned versions, in this order). */
+async function send(kind: string, id: string, values: readonly number[]): Promise<void> {
+  for (const n of values) await upsertMessages(db.pool, [msg({ kind, id, data: { n } })]);
+}
+async function row(kind: string, id: string): Promise<{ status: string; version: string; processed_version: string | null; next_seq: string | null; attempts: number; result: unknown }> {
+  return (await db.pool.query(`SELECT status, version, processed_version, next_seq, attempts, result FROM rowfleet.records WHERE kind = $1 AND id = $2`, [kind, id])).rows[0];
+}
+const every = (kind: string) => setKind(db.pool, kind, { mode: 'every' });
+const claimOne = (kind: string) => claimDue(db.pool, { owner: 'w', limit: 1, leaseMs: 60_000, kinds: [{ kind, cap: 1, leaseMs: 60_000 }] });
+
+async function runWorker(handler: HandlerExport, until: () => Promise<unknown>, overrides: Partial<WorkerOptions> = {}, engine: Engine = directEngine(db.pool)): Promise<Worker> {
+  const worker = new Worker({
+    pool: db.pool,
+    databaseUrl: db.url,
+    engine,
+    handler: handlerFromExport(handler, 'test', false),
+    log: silentLogger,
+    concurrency: 8,
+    batch: 8,
+    leaseMs: 30_000,
+    timeoutMs: 30_000,
+    maxAttempts: 5,
+    backoff: { baseMs: 0, capMs: 0 },
+    maxExpirations: 3,
+    pollMs: 50,
+    rescueEveryMs: 60_000,
+    graceMs: 1_000,
+    ...overrides,
+  });
+  const stop = new AbortController();
+  const running = worker.run(stop.signal);
+  try {
+    await until();
+  } finally {
+    stop.abort();
+    await running;
+  }
+  return worker;
+}
+
+describe('the claim and the completion in mode every', () => {
+  it('hands out each message in turn, with its own version and data, and moves on at each completion', async () => {
+    await every('e.basic');
+    await send('e.basic', 'a', [1, 2, 3]);
+    const seen: unknown[] = [];
+    for (let i = 0; i < 3; i++) {
+      const [c] = await claimOne('e.basic');
+      expect(c).toMatchObject({ kind: 'e.basic', id: 'a', data: { n: i + 1 }, seq: expect.any(String) });
+      // One at a time: while it is held, nothing else of the record is claimable.
+      expect(await claimOne('e.basic')).toEqual([]);
+      seen.push(c!.data);
+      expect((await complete(db.pool, [{ ...c!, result: { done: i + 1 } }])).get('e.basic/a')).toBe(i < 2 ? 'advanced' : 'processed');
+    }
+    expect(seen).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }]);
+    const done = await row('e.basic', 'a');
+    expect(done).toMatchObject({ status: 'PROCESSED', next_seq: null, result: { done: 3 } });
+    expect(done.processed_version).toBe(done.version);
+    expect(await claimOne('e.basic')).toEqual([]);
+  });
+
+  it('a message arriving while one is handled waits its turn; a stale one is never handed out', async () => {
+    await every('e.late');
+    await upsertMessages(db.pool, [msg({ kind: 'e.late', id: 'a', data: { v: 1 }, version: 1 })]);
+    const [first] = await claimOne('e.late');
+    await upsertMessages(db.pool, [msg({ kind: 'e.late', id: 'a', data: { v: 3 }, version: 3 }), msg({ kind: 'e.late', id: 'a', data: { v: 2 }, version: 2 })]);
+    expect(await complete(db.pool, [{ ...first!, result: null }])).toEqual(new Map([['e.late/a', 'advanced']]));
+    const [second] = await claimOne('e.late');
+    expect(second).toMatchObject({ version: '3', data: { v: 3 } });
+    expect((await complete(db.pool, [{ ...second!, result: null }])).get('e.late/a')).toBe('processed');
+  });
+
+  it('a failure retries the same message; exhausted, the record is FAILED at it and its successors wait, until a requeue resumes', async () => {
+    await every('e.fail');
+    await send('e.fail', 'a', [1, 2]);
+    await send('e.fail', 'b', [1]);
+    const [a1] = await claimOne('e.fail');
+    expect(a1).toMatchObject({ id: 'a', data: { n: 1 } });
+    // A newer message does not supersede the one that failed: it is retried.
+    expect(await fail(db.pool, { ...a1!, error: 'boom', permanent: false, maxAttempts: 2, backoffMs: 0 })).toBe('retry');
+    const again = (await claimDue(db.pool, { owner: 'w', limit: 10, leaseMs: 60_000, kinds: [{ kind: 'e.fail', cap: 10, leaseMs: 60_000 }] })).find((c) => c.id === 'a');
+    expect(again).toMatchObject({ data: { n: 1 }, attempts: 2, seq: a1!.seq });
+    expect(await fail(db.pool, { ...again!, error: 'boom', permanent: false, maxAttempts: 2, backoffMs: 0 })).toBe('failed');
+    const failed = await row('e.fail', 'a');
+    expect(failed).toMatchObject({ status: 'FAILED', next_seq: a1!.seq });
+    // New messages keep it FAILED; another record is not blocked (b was claimed above, unaffected).
+    await send('e.fail', 'a', [3]);
+    expect(await row('e.fail', 'a')).toMatchObject({ status: 'FAILED', next_seq: a1!.seq });
+    const requeued = await rowfleet(env, 'requeue', '--kind', 'e.fail', '--json');
+    expect(JSON.parse(requeued.stdout)).toMatchObject({ requeued: 1 });
+    const order: unknown[] = [];
+    for (;;) {
+      const [c] = await claimOne('e.fail');
+      if (c === undefined) break;
+      order.push(c.data);
+      await complete(db.pool, [{ ...c, result: null }]);
+    }
+    expect(order).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }]);
+  });
+
+  it('the events of a failed message name its version, not the record\'s newest', async () => {
+    await every('e.events');
+    await send('e.events', 'a', [1, 2]);
+    const [c] = await claimOne('e.events');
+    await fail(db.pool, { ...c!, error: 'nope', permanent: true, maxAttempts: 5, backoffMs: 0 });
+    const { rows } = await db.pool.query(`SELECT version, reason FROM rowfleet.event_log WHERE kind = 'e.events' AND NOT applied`);
+    expect(rows).toEqual([{ version: c!.version, reason: 'failed' }]);
+  });
+});
+
+describe('a worker in mode every', () => {
+  it('processes every message of every record once, in order per record, records in parallel', async () => {
+    await every('e.run');
+    const ids = ['a', 'b', 'c', 'd'];
+    for (const n of [1, 2, 3, 4, 5]) await upsertMessages(db.pool, ids.map((id) => msg({ kind: 'e.run', id, data: { n } })));
+    const seen = new Map<string, number[]>();
+    const running = new Set<string>();
+    let overlap = false;
+    let parallel = 0;
+    await runWorker(
+      {
+        'e.run': async (r: HandlerRecord) => {
+          if (running.has(r.id)) overlap = true;
+          running.add(r.id);
+          parallel = Math.max(parallel, running.size);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          seen.set(r.id, [...(seen.get(r.id) ?? []), (r.data as { n: number }).n]);
+          running.delete(r.id);
+          return { n: (r.data as { n: number }).n };
+        },
+      },
+      () => waitFor(async () => (await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.records WHERE kind = 'e.run' AND status <> 'PROCESSED'`)).rows[0].n === 0, 20_000, 'every e.run message processed'),
+    );
+    for (const id of ids) expect(seen.get(id), id).toEqual([1, 2, 3, 4, 5]);
+    expect(overlap).toBe(false);
+    expect(parallel).toBeGreaterThan(1);
+    expect(await row('e.run', 'a')).toMatchObject({ status: 'PROCESSED', result: { n: 5 } });
+  });
+
+  it('through the boss engine: each next message gets its job as the previous one completes', async () => {
+    const b = loadConfig({}).boss;
+    const boss: PgBoss = await startBoss({ config: b, pool: db.pool, role: 'worker', log: silentLogger });
+    try {
+      await every('e.boss');
+      await send('e.boss', 'a', [1, 2, 3]);
+      await sweep(db.pool, boss, { queue: b.queue, schema: b.schema, batch: 100 }, new KindQueues(boss, db.pool, b.queue, b.schema));
+      const seen: number[] = [];
+      await runWorker(
+        { 'e.boss': async (r) => seen.push((r.data as { n: number }).n) },
+        () => waitFor(async () => (await row('e.boss', 'a'))?.status === 'PROCESSED', 10_000, 'e.boss/a processed'),
+        {},
+        bossEngine(db.pool, boss, b.queue, b.schema),
+      );
+      expect(seen).toEqual([1, 2, 3]);
+    } finally {
+      await stopBoss(boss);
+    }
+  });
+});
+
+describe('rowfleet kinds', () => {
+  it('sets and lists modes and policies; workers apply them over the map and the flags', async () => {
+    const set = await rowfleet(env, 'kinds', 'set', 'k.policy', '--max-attempts', '1', '--lease', '2m', '--json');
+    expect(set.error).toBeUndefined();
+    expect(JSON.parse(set.stdout)).toMatchObject({ kind: 'k.policy', mode: 'latest', maxAttempts: 1, leaseMs: 120_000, configured: true, released: 0 });
+    await upsertMessages(db.pool, [msg({ kind: 'k.policy', id: 'a', data: {} }), msg({ kind: 'k.unset', id: 'a', data: {} })]);
+    const listed = JSON.parse((await rowfleet(env, 'kinds', 'list', '--json')).stdout) as { kind: string }[];
+    expect(listed.find((k) => k.kind === 'k.policy')).toMatchObject({ mode: 'latest', maxAttempts: 1, leaseMs: 120_000, configured: true });
+    expect(listed.find((k) => k.kind === 'k.unset')).toMatchObject({ mode: 'latest', configured: false });
+    expect((await rowfleet(env, 'kinds', 'list')).stdout).toMatch(/^k\.policy\tmode latest {2}max-attempts 1 {2}lease 120000ms$/m);
+
+    // The map says 5 attempts and a 30 s lease (the flags' too): the stored 1 attempt and 2 minutes win.
+    await upsertMessages(db.pool, [msg({ kind: 'k.policy', id: 'lease', data: {} })]);
+    const leaseOf = async (id: string) =>
+      (await db.pool.query(`SELECT round(extract(epoch FROM lease_expires_at - updated_at))::int AS s FROM rowfleet.records WHERE kind = 'k.policy' AND id = $1`, [id])).rows[0].s;
+    await runWorker(
+      { 'k.policy': { handler: async (r) => (r.id === 'lease' ? { leaseSeconds: await leaseOf('lease') } : Promise.reject(new Error('no'))), maxAttempts: 5, lease: '30s' } },
+      () => waitFor(async () => (await row('k.policy', 'a'))?.status === 'FAILED' && (await row('k.policy', 'lease'))?.status === 'PROCESSED', 10_000, 'k.policy/a FAILED'),
+    );
+    expect(await row('k.policy', 'a')).toMatchObject({ status: 'FAILED', attempts: 1 });
+    expect(await row('k.policy', 'lease')).toMatchObject({ result: { leaseSeconds: 120 } });
+
+    const cleared = await rowfleet(env, 'kinds', 'set', 'k.policy', '--max-attempts', 'none', '--json');
+    expect(JSON.parse(cleared.stdout)).not.toHaveProperty('maxAttempts');
+    const reset = await rowfleet(env, 'kinds', 'set', 'k.policy', '--reset', '--json');
+    expect(JSON.parse(reset.stdout)).toEqual({ kind: 'k.policy', reset: true, released: 0 });
+  });
+
+  it('switching every → latest stops the waiting messages: each record is processed once more, at its newest', async () => {
+    await every('k.switch');
+    await send('k.switch', 'a', [1, 2, 3]);
+    const switched = await rowfleet(env, 'kinds', 'set', 'k.switch', '--mode', 'latest');
+    expect(switched.stdout).toBe('k.switch\tmode latest; 1 record(s) stopped waiting on a message and will be processed at their newest version\n');
+    const [c] = await claimOne('k.switch');
+    expect(c).toMatchObject({ data: { n: 3 }, seq: null });
+    expect((await complete(db.pool, [{ ...c!, result: null }])).get('k.switch/a')).toBe('processed');
+  });
+
+  it('refuses unclear requests with a usage error naming the problem, and changes nothing', async () => {
+    for (const [args, message] of [
+      [['kinds', 'set', 'Bad', '--mode', 'every'], /^<kind> "Bad" is not a kind name/],
+      [['kinds', 'set', 'k.x'], /^nothing to set: give --mode/],
+      [['kinds', 'set', 'k.x', '--reset', '--mode', 'every'], /^--reset removes every setting; give it alone$/],
+      [['kinds', 'set', 'k.x', '--max-attempts', '0'], /--max-attempts/],
+      [['kinds', 'set', 'k.x', '--lease', '5'], /--lease/],
+      [['kinds', 'set', 'k.x', '--backoff-base', '1m', '--backoff-cap', '1s'], /^--backoff-cap \(1000 ms\) must not be below --backoff-base \(60000 ms\)$/],
+    ] as const) {
+      const run = await rowfleet(env, ...args);
+      expect(run.error, args.join(' ')).toBeInstanceOf(UsageError);
+      expect((run.error as Error).message).toMatch(message);
+    }
+    // A mode not offered: commander's own error, exit 1 with the choices named.
+    const badMode = await rowfleet(env, 'kinds', 'set', 'k.x', '--mode', 'all');
+    expect((badMode.error as Error).message).toMatch(/option '--mode <mode>' argument 'all' is invalid\. Allowed choices are latest, every/);
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.kinds WHERE kind IN ('k.x', 'Bad')`)).rows[0].n).toBe(0);
+  });
+});
+
+describe('the event_log retention', () => {
+  it('never deletes a message still to be handled, however old', async () => {
+    await every('r.keep');
+    await send('r.keep', 'a', [1, 2]);
+    await db.pool.query(`UPDATE rowfleet.event_log SET received_at = now() - interval '400 days' WHERE kind = 'r.keep'`);
+    await applyRetention(db.pool, 30 * 24 * 3600_000);
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.event_log WHERE kind = 'r.keep'`)).rows[0].n).toBe(2);
+    const [c] = await claimOne('r.keep');
+    expect(c).toMatchObject({ data: { n: 1 } });
+  });
+});
