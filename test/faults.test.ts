@@ -24,6 +24,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { EXECUTIONS_TABLE, isAlive, Processes, RECORDING_HANDLER, type LogLine } from './helpers/processes.ts';
 import { waitFor } from './helpers/wait.ts';
 import { createClient, type RowfleetClient } from '../src/index.ts';
+import { setKind } from '../src/records/kinds.ts';
 
 const procs = new Processes();
 const databases: TestDatabase[] = [];
@@ -168,6 +169,74 @@ describe('faults', () => {
     expect(rerunByLiveWorkers.slice(0, 5)).toEqual([]);
     const rerun = [...byVersion.values()].filter((list) => list.length > 1);
     expect(rerun.length).toBeGreaterThan(0);
+    expect(rerun.every((list) => list.some((s) => killed.has(s.pid)))).toBe(true);
+  });
+
+  it('kill -9 in mode every: each message of 50 records × 20 finishes, in order per record, never overlapping', async () => {
+    const db = await freshDatabase();
+    const startsFile = path.join(scratch, 'kill9-every.jsonl');
+    await setKind(db.pool, 'ledger', { mode: 'every' });
+    const ids = Array.from({ length: 50 }, (_, i) => `l-${i}`);
+    // Server-assigned versions, ten rounds now and ten more while the workers run.
+    const round = (r: number) =>
+      db.pool.query('SELECT * FROM rowfleet.upsert_messages($1::text[], $2::text[], $3::jsonb, $4::bigint[], $5::text[], NULL::int[], NULL::timestamptz[])', [
+        ids.map(() => 'ledger'),
+        ids,
+        JSON.stringify(ids.map(() => ({ round: r }))),
+        ids.map(() => null),
+        ids.map(() => null),
+      ]);
+    for (let r = 1; r <= 10; r++) await round(r);
+
+    const fleet = procs.start(
+      ['fleet', '--workers', '3', '--handler', RECORDING_HANDLER, '--concurrency', '8', '--lease', '2s', '--poll', '200ms'],
+      { DATABASE_URL: db.url, RECORDING_STARTS: startsFile, RECORDING_SLEEP_MS: '15' },
+    );
+    const finished = async () => (await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM test_executions`)).rows[0]!.n;
+    const killed = new Set<number>();
+    for (const [n, threshold] of [150, 500].entries()) {
+      const victim = await waitFor(async () => {
+        if ((await finished()) < threshold) return undefined;
+        const { rows } = await db.pool.query<{ owner: string }>(`SELECT DISTINCT lease_owner AS owner FROM rowfleet.records WHERE status = 'PROCESSING'`);
+        const holders = rows.map((r) => pidOf(r.owner)).filter((pid) => procs.fleetWorkers.includes(pid));
+        return holders[Math.floor(Math.random() * holders.length)];
+      }, 90_000, `${threshold} messages finished and a worker holding records (kill ${n + 1})`, 20);
+      process.kill(victim, 'SIGKILL');
+      procs.forget(victim);
+      killed.add(victim);
+      if (n === 0) for (let r = 11; r <= 20; r++) await round(r);
+    }
+    await waitFor(async () => (await countWhere(db.pool, `status <> 'PROCESSED'`)) === 0, 120_000, 'every ledger record PROCESSED');
+    expect(await fleet.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+
+    // Every applied message finished exactly once (its completion committed once), none left out.
+    const { rows: messages } = await db.pool.query<{ id: string; versions: string[] }>(
+      `SELECT record_id AS id, array_agg(version::text ORDER BY seq) AS versions FROM rowfleet.event_log WHERE kind = 'ledger' AND applied GROUP BY 1`,
+    );
+    expect(messages).toHaveLength(50);
+    const { rows: runs } = await db.pool.query<{ id: string; versions: string[] }>(
+      `SELECT record_id AS id, array_agg(version::text ORDER BY ended_at) AS versions FROM test_executions GROUP BY 1`,
+    );
+    const finishedBy = new Map(runs.map((r) => [r.id, r.versions]));
+    for (const m of messages) {
+      expect(m.versions.length).toBeGreaterThanOrEqual(10);
+      // In version order, each once.
+      expect(finishedBy.get(m.id), m.id).toEqual(m.versions);
+    }
+    expect(messages.reduce((n, m) => n + m.versions.length, 0)).toBe(1000);
+    // One record's executions never overlapped in time.
+    const { rows: overlaps } = await db.pool.query(
+      `SELECT a.record_id FROM test_executions a JOIN test_executions b ON a.record_id = b.record_id AND a.ctid < b.ctid
+                             AND tstzrange(a.started_at, a.ended_at, '[]') && tstzrange(b.started_at, b.ended_at, '[]') LIMIT 5`,
+    );
+    expect(overlaps).toEqual([]);
+    // Each record PROCESSED at its newest message.
+    expect(await countWhere(db.pool, `kind = 'ledger' AND (status <> 'PROCESSED' OR processed_version <> version OR next_seq IS NOT NULL)`)).toBe(0);
+    // A message started more than once only when a killed worker had started it.
+    const starts = await readStarts(startsFile);
+    const byMessage = Map.groupBy(starts, (s) => `${s.id}:${s.version}`);
+    expect([...byMessage].filter(([, list]) => list.filter((s) => !killed.has(s.pid)).length > 1).slice(0, 5)).toEqual([]);
+    const rerun = [...byMessage.values()].filter((list) => list.length > 1);
     expect(rerun.every((list) => list.some((s) => killed.has(s.pid)))).toBe(true);
   });
 
