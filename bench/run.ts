@@ -11,7 +11,8 @@ import { wakeupBench } from './wakeup.ts';
 import { sweepBench } from './sweep.ts';
 import { autoscaleBench } from './autoscale.ts';
 import { soakBench } from './soak.ts';
+import { everyBench } from './every.ts';
 
-const BENCHES: readonly Bench[] = [upsertBench, drainBench, drainFreshBench, claimBench, wakeupBench, sweepBench, autoscaleBench, soakBench];
+const BENCHES: readonly Bench[] = [upsertBench, drainBench, drainFreshBench, claimBench, wakeupBench, sweepBench, autoscaleBench, everyBench, soakBench];
 
 main(BENCHES);

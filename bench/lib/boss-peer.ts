@@ -45,6 +45,11 @@ export interface BossVariant {
   full?: boolean;
   /** The boss engine's jobs (`{id, version}`, singletonKey) in a queue with rowfleet's options, instead of plain ones. */
   recordJobs?: boolean;
+  /**
+   * pg-boss's own per-key FIFO: a `key_strict_fifo` queue, job n keyed `ledger/<n % keys>` (so each
+   * key's jobs are inserted in order), as the peer of rowfleet's mode every.
+   */
+  strictFifoKeys?: number;
   /** The boss-engine scenario this variant is the baseline of. */
   match?: string;
 }
@@ -71,9 +76,11 @@ export async function drainBoss(ctx: BenchContext, url: string, variants: readon
       boss.on('error', (err) => ctx.progress(`pg-boss error: ${err.message}`));
       await boss.start();
       try {
-        await boss.createQueue(queue.name, variant.recordJobs ? processQueueOptions() : undefined);
+        const keys = variant.strictFifoKeys;
+        await boss.createQueue(queue.name, variant.recordJobs ? processQueueOptions() : keys !== undefined ? { policy: 'key_strict_fifo' } : undefined);
         // The boss engine's jobs are what the sweep sends: a pointer, keyed by the record's ID.
-        const job = (n: number): JobInsert => (variant.recordJobs ? recordJob('default', `drain-${n}`, '1') : { data: jobData(n) });
+        const job = (n: number): JobInsert =>
+          variant.recordJobs ? recordJob('default', `drain-${n}`, '1') : keys !== undefined ? { data: jobData(n), singletonKey: `ledger/${n % keys}` } : { data: jobData(n) };
         ctx.progress(`${scenario}: inserting ${variant.backlog.toLocaleString('en-US')} jobs`);
         for (let from = 1; from <= variant.backlog; from += BOSS_INSERT_CHUNK) {
           const count = Math.min(BOSS_INSERT_CHUNK, variant.backlog - from + 1);
