@@ -11,6 +11,7 @@ import { openSurfaces, type Surfaces } from './helpers/surfaces.ts';
 import { rowfleet } from './helpers/cli.ts';
 import { settleAll } from './helpers/records.ts';
 import { waitFor } from './helpers/wait.ts';
+import { runWorkerUntil } from './helpers/worker.ts';
 import { UsageError, type HandlerRecord } from '../src/index.ts';
 import { parseMessage, type MessageInput } from '../src/records/message.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
@@ -20,9 +21,9 @@ import { setKind } from '../src/records/kinds.ts';
 import { applyRetention } from '../src/records/retention.ts';
 import { loadConfig } from '../src/config.ts';
 import { silentLogger } from '../src/log.ts';
-import { handlerFromExport, type HandlerExport } from '../src/worker/handler.ts';
-import { bossEngine, directEngine, type Engine } from '../src/worker/engine.ts';
-import { Worker, type WorkerOptions } from '../src/worker/worker.ts';
+import type { HandlerExport } from '../src/worker/handler.ts';
+import { bossEngine, type Engine } from '../src/worker/engine.ts';
+import type { WorkerOptions } from '../src/worker/worker.ts';
 import { KindQueues, startBoss, stopBoss } from '../src/boss/boss.ts';
 import { sweep } from '../src/boss/sweep.ts';
 
@@ -52,35 +53,8 @@ async function row(kind: string, id: string): Promise<{ status: string; version:
 const every = (kind: string) => setKind(db.pool, kind, { mode: 'every' });
 const claimOne = (kind: string) => claimDue(db.pool, { owner: 'w', limit: 1, leaseMs: 60_000, kinds: [{ kind, cap: 1, leaseMs: 60_000 }] });
 
-async function runWorker(handler: HandlerExport, until: () => Promise<unknown>, overrides: Partial<WorkerOptions> = {}, engine: Engine = directEngine(db.pool)): Promise<Worker> {
-  const worker = new Worker({
-    pool: db.pool,
-    databaseUrl: db.url,
-    engine,
-    handler: handlerFromExport(handler, 'test', false),
-    log: silentLogger,
-    concurrency: 8,
-    batch: 8,
-    leaseMs: 30_000,
-    timeoutMs: 30_000,
-    maxAttempts: 5,
-    backoff: { baseMs: 0, capMs: 0 },
-    maxExpirations: 3,
-    pollMs: 50,
-    rescueEveryMs: 60_000,
-    graceMs: 1_000,
-    ...overrides,
-  });
-  const stop = new AbortController();
-  const running = worker.run(stop.signal);
-  try {
-    await until();
-  } finally {
-    stop.abort();
-    await running;
-  }
-  return worker;
-}
+const runWorker = (handler: HandlerExport, until: () => Promise<unknown>, overrides: Partial<WorkerOptions> = {}, engine?: Engine) =>
+  runWorkerUntil(db, handler, until, overrides, engine);
 
 describe('the claim and the completion in mode every', () => {
   it('hands out each message in turn, with its own version and data, and moves on at each completion', async () => {

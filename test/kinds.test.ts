@@ -13,6 +13,7 @@ import { openSurfaces, type Surfaces } from './helpers/surfaces.ts';
 import { rowfleet } from './helpers/cli.ts';
 import { settleAll } from './helpers/records.ts';
 import { waitFor } from './helpers/wait.ts';
+import { runWorkerUntil } from './helpers/worker.ts';
 import { createWorker, MessageError, UsageError, type HandlerRecord, type RowfleetClient } from '../src/index.ts';
 import { claimDue } from '../src/records/claim.ts';
 import { parseMessage, type MessageInput } from '../src/records/message.ts';
@@ -20,7 +21,7 @@ import { upsertMessages } from '../src/records/upsert.ts';
 import { loadConfig } from '../src/config.ts';
 import { silentLogger } from '../src/log.ts';
 import { handlerFromExport, type Handler, type HandlerExport } from '../src/worker/handler.ts';
-import { bossEngine, directEngine, shareOut, type Engine } from '../src/worker/engine.ts';
+import { bossEngine, shareOut, type Engine } from '../src/worker/engine.ts';
 import { Worker, type WorkerOptions } from '../src/worker/worker.ts';
 import { KindQueues, startBoss, stopBoss } from '../src/boss/boss.ts';
 import { sweep } from '../src/boss/sweep.ts';
@@ -183,36 +184,8 @@ describe('the claim shares a batch fairly among kinds', () => {
   });
 });
 
-/** A worker on this database with a handler map, until `until` resolves. */
-async function runWorker(handler: HandlerExport, until: () => Promise<unknown>, overrides: Partial<WorkerOptions> = {}, engine: Engine = directEngine(db.pool)): Promise<Worker> {
-  const worker = new Worker({
-    pool: db.pool,
-    databaseUrl: db.url,
-    engine,
-    handler: handlerFromExport(handler, 'test', false),
-    log: silentLogger,
-    concurrency: 8,
-    batch: 8,
-    leaseMs: 30_000,
-    timeoutMs: 30_000,
-    maxAttempts: 5,
-    backoff: { baseMs: 0, capMs: 0 },
-    maxExpirations: 3,
-    pollMs: 50,
-    rescueEveryMs: 60_000,
-    graceMs: 1_000,
-    ...overrides,
-  });
-  const stop = new AbortController();
-  const running = worker.run(stop.signal);
-  try {
-    await until();
-  } finally {
-    stop.abort();
-    await running;
-  }
-  return worker;
-}
+const runWorker = (handler: HandlerExport, until: () => Promise<unknown>, overrides: Partial<WorkerOptions> = {}, engine?: Engine) =>
+  runWorkerUntil(db, handler, until, overrides, engine);
 
 describe('a worker with a handler map', () => {
   beforeEach(async () => {
