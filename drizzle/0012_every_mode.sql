@@ -7,8 +7,8 @@
 -- PROCESSED. A failure retries that message; exhausted, the record is FAILED at it and its
 -- successors wait (head-of-line blocking per record only) until a requeue resumes from it.
 --
--- rowfleet.kinds holds each kind's mode and the policies `rowfleet kinds set` gives it, so that
--- every worker, API and scheduler agrees. The upsert reads it (one probe per kind in the call):
+-- rowfleet.kinds holds each kind's mode, the policies `rowfleet kinds set` gives it and, for a
+-- recurring kind, its cron schedule, so that every worker, API and scheduler agrees. The upsert reads it (one probe per kind in the call):
 -- in mode every an applied message sets `next_seq` when none waits, and leaves a FAILED record
 -- FAILED, a record waiting on a retry's backoff waiting, with its attempts.
 -- Functions restated from 0011 with only those changes; claims return the message's seq (null in
@@ -21,6 +21,7 @@ CREATE TABLE "rowfleet"."kinds" (
 	"backoff_cap_ms" integer,
 	"lease_ms" integer,
 	"timeout_ms" integer,
+	"schedule" text,
 	"updated_at" timestamp with time zone DEFAULT now() NOT NULL,
 	CONSTRAINT "kinds_kind_format" CHECK ("rowfleet"."kinds"."kind" ~ '^[a-z][a-z0-9_.-]{0,62}$'),
 	CONSTRAINT "kinds_mode_check" CHECK ("rowfleet"."kinds"."mode" in ('latest', 'every'))
@@ -405,6 +406,7 @@ DECLARE
   v_kinds text[] := coalesce(p_kinds, array_fill('default'::text, ARRAY[cardinality(p_ids)]));
   -- The kinds of this call in mode every (one probe of rowfleet.kinds per kind).
   v_every text[] := ARRAY(SELECT k.kind FROM rowfleet.kinds k WHERE k.mode = 'every' AND k.kind = ANY (ARRAY(SELECT DISTINCT u FROM unnest(v_kinds) AS u)));
+  v_kind text;
   v_versions bigint[];
   v_assigned boolean[];
   v_locked_kinds text[];
@@ -429,23 +431,34 @@ BEGIN
     FROM unnest(p_versions) WITH ORDINALITY AS u(v, o);
 
   -- 2. Lock the existing rows, in (kind, id) order: every writer locks in the same order, so
-  --    writers of overlapping batches queue instead of deadlocking. One probe of the primary key
-  --    per distinct key (LATERAL), in that order.
+  --    writers of overlapping batches queue instead of deadlocking.
   --    What they hold is what the fold compares against: no second read.
-  SELECT coalesce(array_agg(l.kind), '{}'), coalesce(array_agg(l.id), '{}'), coalesce(array_agg(l.version), '{}'), coalesce(array_agg(l.data), '{}')
-    INTO v_locked_kinds, v_locked, v_locked_versions, v_locked_data
-    FROM (SELECT DISTINCT k.kind, k.id FROM unnest(v_kinds, p_ids) AS k(kind, id) ORDER BY k.kind, k.id) k
-   CROSS JOIN LATERAL (
-     SELECT r.kind, r.id, r.version, r.data FROM rowfleet.records r WHERE r.kind = k.kind AND r.id = k.id FOR UPDATE
-   ) l;
+  --    A call of one kind (the common case: every message of kind default) reads the primary key
+  --    with its ids as one array, as before kinds; a call of several kinds probes it key by key
+  --    (LATERAL), in key order. Measured: the probes key by key cost the batch of 1000 about 15%.
+  v_kind := CASE WHEN p_kinds IS NULL THEN 'default' WHEN (SELECT count(DISTINCT k) FROM unnest(p_kinds) AS k) = 1 THEN p_kinds[1] END;
+  IF v_kind IS NOT NULL THEN
+    SELECT coalesce(array_agg(l.kind), '{}'), coalesce(array_agg(l.id), '{}'), coalesce(array_agg(l.version), '{}'), coalesce(array_agg(l.data), '{}')
+      INTO v_locked_kinds, v_locked, v_locked_versions, v_locked_data
+      FROM (SELECT r.kind, r.id, r.version, r.data FROM rowfleet.records r WHERE r.kind = v_kind AND r.id = ANY (p_ids) ORDER BY r.kind, r.id FOR UPDATE) l;
+  ELSE
+    SELECT coalesce(array_agg(l.kind), '{}'), coalesce(array_agg(l.id), '{}'), coalesce(array_agg(l.version), '{}'), coalesce(array_agg(l.data), '{}')
+      INTO v_locked_kinds, v_locked, v_locked_versions, v_locked_data
+      FROM (SELECT DISTINCT k.kind, k.id FROM unnest(v_kinds, p_ids) AS k(kind, id) ORDER BY k.kind, k.id) k
+     CROSS JOIN LATERAL (
+       SELECT r.kind, r.id, r.version, r.data FROM rowfleet.records r WHERE r.kind = k.kind AND r.id = k.id FOR UPDATE
+     ) l;
+  END IF;
 
   -- 2b. A record created since the locks were taken (by a concurrent first write of its key) was not
   --    folded against: retry now, before the insert below would wait for whoever holds it. That
   --    wait would come after our locks, out of key order: a worker completing the new record
   --    meanwhile, while waiting for one of ours, was a deadlock.
   --    (Counted, not matched key by key against the locked ones: that is quadratic in the batch.)
-  IF (SELECT count(*) FROM (SELECT DISTINCT k.kind, k.id FROM unnest(v_kinds, p_ids) AS k(kind, id)) k
-       WHERE EXISTS (SELECT 1 FROM rowfleet.records r WHERE r.kind = k.kind AND r.id = k.id)) > cardinality(v_locked) THEN
+  IF (CASE WHEN v_kind IS NOT NULL
+           THEN (SELECT count(*) FROM rowfleet.records r WHERE r.kind = v_kind AND r.id = ANY (p_ids))
+           ELSE (SELECT count(*) FROM (SELECT DISTINCT k.kind, k.id FROM unnest(v_kinds, p_ids) AS k(kind, id)) k
+                  WHERE EXISTS (SELECT 1 FROM rowfleet.records r WHERE r.kind = k.kind AND r.id = k.id)) END) > cardinality(v_locked) THEN
     RAISE EXCEPTION 'rowfleet.upsert_messages: a record was created concurrently; retry' USING ERRCODE = '40001';
   END IF;
 

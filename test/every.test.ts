@@ -19,6 +19,7 @@ import { claimDue } from '../src/records/claim.ts';
 import { complete, fail } from '../src/records/settle.ts';
 import { setKind } from '../src/records/kinds.ts';
 import { applyRetention } from '../src/records/retention.ts';
+import { latestTick, writeRecurring } from '../src/scheduler/recurring.ts';
 import { loadConfig } from '../src/config.ts';
 import { silentLogger } from '../src/log.ts';
 import type { HandlerExport } from '../src/worker/handler.ts';
@@ -230,6 +231,37 @@ describe('rowfleet kinds', () => {
     const badMode = await rowfleet(env, 'kinds', 'set', 'k.x', '--mode', 'all');
     expect((badMode.error as Error).message).toMatch(/option '--mode <mode>' argument 'all' is invalid\. Allowed choices are latest, every/);
     expect((await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.kinds WHERE kind IN ('k.x', 'Bad')`)).rows[0].n).toBe(0);
+  });
+});
+
+describe('recurring kinds', () => {
+  it('kinds set --every stores a checked schedule; each tick makes one record, whoever writes it', async () => {
+    const set = await rowfleet(env, 'kinds', 'set', 'r.report', '--every', '0 * * * *', '--json');
+    expect(JSON.parse(set.stdout)).toMatchObject({ kind: 'r.report', schedule: '0 * * * *' });
+    expect((await rowfleet(env, 'kinds', 'list')).stdout).toMatch(/^r\.report\tmode latest {2}every '0 \* \* \* \*'$/m);
+    for (const bad of ['sometimes', '61 * * * *', '* * *']) {
+      const run = await rowfleet(env, 'kinds', 'set', 'r.report', '--every', bad);
+      expect(run.error, bad).toBeInstanceOf(UsageError);
+      expect((run.error as Error).message).toMatch(/^--every must be a cron expression like "0 \* \* \* \*"/);
+    }
+    expect(latestTick('0 * * * *', new Date('2026-12-01T18:59:59.999Z')).toISOString()).toBe('2026-12-01T18:00:00.000Z');
+    expect(latestTick('0 * * * *', new Date('2026-12-01T19:00:00.000Z')).toISOString()).toBe('2026-12-01T19:00:00.000Z');
+
+    // Two schedulers at once, at the same time: one record for the tick, written once.
+    const now = new Date('2026-12-01T18:30:00Z');
+    const [a, b] = await Promise.all([writeRecurring(db.pool, now, silentLogger), writeRecurring(db.pool, now, silentLogger)]);
+    const mine = [...a!, ...b!].filter((t) => t.kind === 'r.report');
+    expect(mine.map((t) => t.id)).toEqual(['2026-12-01T18:00:00.000Z', '2026-12-01T18:00:00.000Z']);
+    expect(mine.filter((t) => t.applied)).toHaveLength(1);
+    // Down for hours: only the latest tick missed, once.
+    await writeRecurring(db.pool, new Date('2026-12-01T22:10:00Z'), silentLogger);
+    const { rows } = await db.pool.query(`SELECT id, data FROM rowfleet.records WHERE kind = 'r.report' ORDER BY id`);
+    expect(rows).toEqual([
+      { id: '2026-12-01T18:00:00.000Z', data: { scheduledAt: '2026-12-01T18:00:00.000Z' } },
+      { id: '2026-12-01T22:00:00.000Z', data: { scheduledAt: '2026-12-01T22:00:00.000Z' } },
+    ]);
+    const cleared = await rowfleet(env, 'kinds', 'set', 'r.report', '--every', 'none', '--json');
+    expect(JSON.parse(cleared.stdout)).not.toHaveProperty('schedule');
   });
 });
 

@@ -9,6 +9,7 @@ import { Processes, type LogLine } from './helpers/processes.ts';
 import { waitFor } from './helpers/wait.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 import { parseMessage } from '../src/records/message.ts';
+import { setKind } from '../src/records/kinds.ts';
 
 const procs = new Processes();
 let db: TestDatabase | undefined;
@@ -68,5 +69,29 @@ describe('rowfleet scheduler', () => {
     );
 
     for (const s of schedulers) expect(await s.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+  });
+
+  it('recurring kinds: two schedulers write each tick once, one record per tick', { timeout: 60_000 }, async () => {
+    const own = await createTestDatabase();
+    try {
+      await setKind(own.pool, 'report', { schedule: '*/2 * * * * *' });
+      const env = { DATABASE_URL: own.url };
+      const schedulers = [procs.start(['scheduler'], env), procs.start(['scheduler'], env)];
+      const reports = async () => (await own.pool.query<{ id: string }>(`SELECT id FROM rowfleet.records WHERE kind = 'report' ORDER BY id`)).rows.map((r) => r.id);
+      await waitFor(async () => (await reports()).length >= 3, 45_000, 'three ticks of the report kind');
+      for (const sc of schedulers) expect(await sc.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+      const ids = await reports();
+      // Ids are the ticks' times: whole even seconds, in UTC.
+      for (const id of ids) expect(new Date(id).toISOString() === id && new Date(id).getUTCSeconds() % 2 === 0, id).toBe(true);
+      // One applied message per tick, whichever scheduler wrote it; the other's was a duplicate, which writes nothing.
+      const { rows } = await own.pool.query<{ id: string; n: number; mid: string }>(
+        `SELECT record_id AS id, count(*)::int AS n, min(message_id) AS mid FROM rowfleet.event_log WHERE kind = 'report' GROUP BY 1 ORDER BY 1`,
+      );
+      expect(rows).toEqual(ids.map((id) => ({ id, n: 1, mid: `recurring:report:${id}` })));
+      const written = schedulers.flatMap((sc) => sc.logs.filter((l) => l.msg === 'recurring ran').flatMap((l) => (l.written as { id: string; applied: boolean }[]).filter((w) => w.applied).map((w) => w.id)));
+      expect(new Set(written).size).toBe(written.length);
+    } finally {
+      await own.drop();
+    }
   });
 });

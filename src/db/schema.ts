@@ -262,6 +262,11 @@ export const kinds = rowfleet.table(
     backoffCapMs: integer('backoff_cap_ms'),
     leaseMs: integer('lease_ms'),
     timeoutMs: integer('timeout_ms'),
+    /**
+     * Recurring kinds: a cron expression (UTC). The scheduler upserts one record of the kind per
+     * tick, its id the tick's time, so each tick makes one record however many schedulers run.
+     */
+    schedule: text('schedule'),
     updatedAt: timestamptz('updated_at').notNull().defaultNow(),
   },
   (t) => [

@@ -24,6 +24,8 @@ export interface KindSettings {
   backoffCapMs?: number | undefined;
   leaseMs?: number | undefined;
   timeoutMs?: number | undefined;
+  /** Recurring kinds: the cron expression (UTC) the scheduler upserts a record at. */
+  schedule?: string | undefined;
 }
 
 export interface KindRow extends KindSettings {
@@ -34,7 +36,9 @@ export interface KindRow extends KindSettings {
 }
 
 /** A change: null clears a setting, undefined leaves it. */
-export type KindChange = { mode?: KindMode | undefined } & { [K in Exclude<keyof KindSettings, 'mode'>]?: number | null | undefined };
+export type KindChange = { mode?: KindMode | undefined; schedule?: string | null | undefined } & {
+  [K in Exclude<keyof KindSettings, 'mode' | 'schedule'>]?: number | null | undefined;
+};
 
 /** The channel a change is announced on: workers re-read the settings at once. */
 export const KINDS_CHANNEL = 'rowfleet_kinds';
@@ -47,6 +51,7 @@ interface Row {
   backoff_cap_ms: number | null;
   lease_ms: number | null;
   timeout_ms: number | null;
+  schedule: string | null;
   updated_at: Date | null;
 }
 
@@ -60,6 +65,7 @@ const toRow = (r: Row): KindRow => ({
   ...(r.backoff_cap_ms !== null && { backoffCapMs: r.backoff_cap_ms }),
   ...(r.lease_ms !== null && { leaseMs: r.lease_ms }),
   ...(r.timeout_ms !== null && { timeoutMs: r.timeout_ms }),
+  ...(r.schedule !== null && { schedule: r.schedule }),
 });
 
 /**
@@ -77,11 +83,16 @@ export async function listKinds(db: Queryable): Promise<KindRow[]> {
         names AS (
           SELECT kind FROM present WHERE kind IS NOT NULL UNION SELECT kind FROM rowfleet.kinds
         )
-        SELECT n.kind, k.mode, k.max_attempts, k.backoff_base_ms, k.backoff_cap_ms, k.lease_ms, k.timeout_ms, k.updated_at
+        SELECT n.kind, k.mode, k.max_attempts, k.backoff_base_ms, k.backoff_cap_ms, k.lease_ms, k.timeout_ms, k.schedule, k.updated_at
           FROM names n LEFT JOIN rowfleet.kinds k ON k.kind = n.kind
          ORDER BY n.kind`,
   );
   return rows.map(toRow);
+}
+
+/** The recurring kinds and their schedules, for the scheduler. */
+export async function recurringKinds(db: Queryable): Promise<{ kind: string; schedule: string }[]> {
+  return query(db, sql`SELECT kind, schedule FROM rowfleet.kinds WHERE schedule IS NOT NULL ORDER BY kind`);
 }
 
 /** The settings of every kind set with `kinds set`, for the workers. */
@@ -103,14 +114,14 @@ export async function setKind(pool: pg.Pool, kind: string, change: KindChange): 
     const [before] = await query<{ mode: KindMode }>(tx, sql`SELECT mode FROM rowfleet.kinds WHERE kind = ${kind} FOR UPDATE`);
     const [row] = await query<Row>(
       tx,
-      sql`INSERT INTO rowfleet.kinds AS k (kind, mode, max_attempts, backoff_base_ms, backoff_cap_ms, lease_ms, timeout_ms, updated_at)
+      sql`INSERT INTO rowfleet.kinds AS k (kind, mode, max_attempts, backoff_base_ms, backoff_cap_ms, lease_ms, timeout_ms, schedule, updated_at)
           VALUES (${kind}, ${change.mode ?? 'latest'}, ${value('maxAttempts')}::int, ${value('backoffBaseMs')}::int, ${value('backoffCapMs')}::int,
-                  ${value('leaseMs')}::int, ${value('timeoutMs')}::int, now())
+                  ${value('leaseMs')}::int, ${value('timeoutMs')}::int, ${value('schedule')}::text, now())
           ON CONFLICT (kind) DO UPDATE SET
             mode = ${change.mode === undefined ? sql`k.mode` : sql`excluded.mode`},
             max_attempts = ${keep('max_attempts', 'maxAttempts')}, backoff_base_ms = ${keep('backoff_base_ms', 'backoffBaseMs')},
             backoff_cap_ms = ${keep('backoff_cap_ms', 'backoffCapMs')}, lease_ms = ${keep('lease_ms', 'leaseMs')},
-            timeout_ms = ${keep('timeout_ms', 'timeoutMs')}, updated_at = now()
+            timeout_ms = ${keep('timeout_ms', 'timeoutMs')}, schedule = ${keep('schedule', 'schedule')}, updated_at = now()
           RETURNING *`,
     );
     const released = before?.mode === 'every' && row!.mode === 'latest' ? await stopWaiting(tx, kind) : 0;

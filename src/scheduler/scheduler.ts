@@ -18,6 +18,7 @@ import { CLOCK_QUEUES, KindQueues, startBoss, stopBoss } from '../boss/boss.ts';
 import { sweep, type SweepResult } from '../boss/sweep.ts';
 import { UsageError } from '../errors.ts';
 import { applyRetention } from '../records/retention.ts';
+import { writeRecurring, type RecurringTick } from './recurring.ts';
 
 export { applyRetention } from '../records/retention.ts';
 
@@ -33,7 +34,11 @@ export interface SchedulerOptions {
 export type Tick =
   | { task: 'sweep'; jobId: string; result: SweepResult }
   | { task: 'rescue'; jobId: string; rescued: number; poisoned: number }
-  | { task: 'retention'; jobId: string; deleted: number };
+  | { task: 'retention'; jobId: string; deleted: number }
+  | { task: 'recurring'; written: RecurringTick[] };
+
+/** How often the scheduler looks for a recurring kind's tick (a tick is written within this). */
+const RECURRING_EVERY_MS = 5_000;
 
 /** Runs the scheduler until `signal` aborts. */
 export async function runScheduler({ config, pool, log, signal, onTick }: SchedulerOptions): Promise<void> {
@@ -66,7 +71,25 @@ export async function runScheduler({ config, pool, log, signal, onTick }: Schedu
       { sweep: b.sweepCron, rescue: b.rescueCron, retention: b.eventRetentionMs === null ? 'keep everything' : b.retentionCron, eventRetentionMs: b.eventRetentionMs },
       'scheduler started',
     );
-    await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
+    // Recurring kinds: the latest tick of each, written as it passes (src/scheduler/recurring.ts).
+    let last = new Map<string, string>();
+    const recur = async () => {
+      try {
+        const written = await writeRecurring(pool, new Date(), log);
+        const fresh = written.filter((w) => last.get(w.kind) !== w.id);
+        last = new Map(written.map((w) => [w.kind, w.id]));
+        if (fresh.length > 0) tick({ task: 'recurring', written: fresh });
+      } catch (err) {
+        log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'recurring kinds: could not write their ticks; trying again');
+      }
+    };
+    await recur();
+    const recurring = setInterval(() => void recur(), RECURRING_EVERY_MS);
+    try {
+      await new Promise<void>((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
+    } finally {
+      clearInterval(recurring);
+    }
     log.info('scheduler stopping: finishing the tick in progress');
   } finally {
     await stopBoss(boss, 30_000);

@@ -19,6 +19,7 @@ import type { PgBoss } from 'pg-boss';
 import type { EngineName } from '../config.ts';
 import { claimDue, claimIds, type Claimed, type KindShare } from '../records/claim.ts';
 import { clearMarks } from '../records/marks.ts';
+import { wakeAfterCommit } from '../records/wake.ts';
 import type { RecordJob } from '../boss/sweep.ts';
 import { sendRequeued, type Requeued } from '../boss/enqueue.ts';
 import { KindQueues } from '../boss/boss.ts';
@@ -48,7 +49,11 @@ export function directEngine(pool: pg.Pool): Engine {
   return {
     name: 'direct',
     claim: (limit, terms) => claimDue(pool, { limit, ...terms }),
-    dueAgain: async () => {},
+    // Due now (a newer version, mode every's next message, a release): another worker asleep on
+    // an empty claim may take it, as it would a producer's record (one call per millisecond at most).
+    dueAgain: async (record) => {
+      if (record.delayMs <= 0) wakeAfterCommit(pool);
+    },
   };
 }
 

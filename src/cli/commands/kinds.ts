@@ -5,6 +5,7 @@ import { UsageError } from '../../errors.ts';
 import { KIND_PATTERN, KIND_RULE } from '../../kind.ts';
 import { listKinds, resetKind, setKind, type KindChange, type KindRow } from '../../records/kinds.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
+import { parseSchedule } from '../../scheduler/recurring.ts';
 
 interface SetFlags extends DatabaseFlags {
   mode?: KindMode;
@@ -13,6 +14,7 @@ interface SetFlags extends DatabaseFlags {
   backoffCap?: number | typeof NONE;
   lease?: number | typeof NONE;
   timeout?: number | typeof NONE;
+  every?: string;
   reset?: boolean;
   json?: boolean;
 }
@@ -36,6 +38,11 @@ export function registerKinds(ctx: CommandContext): Command {
     .addOption(new Option('--backoff-cap <duration>', 'largest retry delay (none: clear)').argParser(duration('--backoff-cap', 0)))
     .addOption(new Option('--lease <duration>', 'lease per claim (none: clear)').argParser(duration('--lease', 100)))
     .addOption(new Option('--timeout <duration>', 'a handler running longer is aborted (none: clear)').argParser(duration('--timeout', 1)))
+    .addOption(
+      new Option('--every <cron>', 'a recurring kind: the scheduler upserts one record of it per tick of this cron expression, UTC (none: stop)').argParser(
+        orNone((raw) => parseSchedule(raw, '--every')),
+      ),
+    )
     .option('--reset', "remove the kind's settings: mode latest, and the handler map's or the workers' policies")
     .option('--json', 'print the kind\'s settings as JSON')
     .addHelpText(
@@ -43,6 +50,10 @@ export function registerKinds(ctx: CommandContext): Command {
       `
 Settings stored here win over a handler map's and over the workers' flags; workers pick a change up
 within 5 s, for the records they claim from then on. A setting not given is left as it is.
+
+A recurring kind (--every) gets one record per tick, written by \`rowfleet scheduler\` (any number
+of them: each tick is written once), its id the tick's time (2026-12-01T18:00:00.000Z) and its data
+{"scheduledAt": <the same>}; a scheduler that was down writes the latest tick it missed, once.
 
 Changing the mode while records wait: latest -> every processes what waits once, at its newest
 version, and every message applied from then on in order; every -> latest stops the waiting
@@ -52,6 +63,7 @@ Examples:
   rowfleet kinds set ledger --mode every
   rowfleet kinds set invoice --max-attempts 3 --backoff-base 10s --lease 2m
   rowfleet kinds set invoice --max-attempts none
+  rowfleet kinds set report --every '0 * * * *'
   rowfleet kinds set invoice --reset
 `,
     )
@@ -64,10 +76,11 @@ Examples:
         backoffCapMs: cleared(flags.backoffCap),
         leaseMs: cleared(flags.lease),
         timeoutMs: cleared(flags.timeout),
+        schedule: cleared(flags.every),
       };
       const given = Object.values(change).some((v) => v !== undefined);
       if (flags.reset === true && given) throw new UsageError('--reset removes every setting; give it alone');
-      if (flags.reset !== true && !given) throw new UsageError('nothing to set: give --mode, --max-attempts, --backoff-base, --backoff-cap, --lease or --timeout (or --reset)');
+      if (flags.reset !== true && !given) throw new UsageError('nothing to set: give --mode, --max-attempts, --backoff-base, --backoff-cap, --lease, --timeout or --every (or --reset)');
       if (typeof change.backoffBaseMs === 'number' && typeof change.backoffCapMs === 'number' && change.backoffCapMs < change.backoffBaseMs) {
         throw new UsageError(`--backoff-cap (${change.backoffCapMs} ms) must not be below --backoff-base (${change.backoffBaseMs} ms)`);
       }
@@ -111,6 +124,7 @@ function describe(k: KindRow): string {
     ...ms(k.backoffCapMs, 'backoff-cap'),
     ...ms(k.leaseMs, 'lease'),
     ...ms(k.timeoutMs, 'timeout'),
+    ...(k.schedule === undefined ? [] : [`every '${k.schedule}'`]),
   ];
   return `${k.kind}\t${parts.join('  ')}${k.configured ? '' : '  (no settings)'}`;
 }
