@@ -106,7 +106,10 @@ BEGIN
     END IF;
     CONTINUE WHEN v_want <= 0;
     v_kind := v_kinds[v_k];
-    v_lease := coalesce(p_lease_ms[v_k], p_lease_ms[1]);
+    -- The worker merged `kinds set`'s leases into the ones it names; claiming every kind, it names
+    -- none, so a lease stored for the kind applies here.
+    v_lease := CASE WHEN p_kinds IS NULL THEN coalesce((SELECT k.lease_ms FROM rowfleet.kinds k WHERE k.kind = v_kind), p_lease_ms[1])
+                    ELSE coalesce(p_lease_ms[v_k], p_lease_ms[1]) END;
     v_share := 0;
     SELECT r.priority INTO v_priority FROM rowfleet.records r
      WHERE r.status = 'COMPLETED' AND r.kind = v_kind ORDER BY r.kind, r.priority DESC LIMIT 1;

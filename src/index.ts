@@ -27,6 +27,10 @@ import { getRecord, type RecordView as InternalRecordView, type EventView as Int
 import { settleWakes } from './records/wake.ts';
 import { deleteByKey } from './records/delete.ts';
 import { DEFAULT_KIND, type RecordKey } from './records/key.ts';
+import { listKinds, setKind, type KindChange } from './records/kinds.ts';
+import { parseSchedule } from './scheduler/recurring.ts';
+import { KIND_MODES } from './db/schema.ts';
+import { parseDuration } from './duration.ts';
 import { upsertMessages, type UpsertResponse as InternalUpsertResponse } from './records/upsert.ts';
 import { coalescedCalls, UpsertCoalescer } from './records/coalescer.ts';
 import { Awaiter, parseWait, presentAnswer, upsertAnswering, type Outcome as InternalOutcome } from './records/await.ts';
@@ -236,10 +240,85 @@ export interface RowfleetClient {
    * deleted already). A record being processed loses its lease: its handler's completion is refused.
    */
   deleteRecord(id: string, options?: { kind?: string }): Promise<{ kind: string; id: string; version: number | string } | undefined>;
+  /**
+   * Sets a kind's mode and policies in the database, as `rowfleet kinds set` does: every worker,
+   * API and scheduler applies them. A setting left out stays as it is; null clears it. Durations
+   * are milliseconds or text like `'30s'`; `every` is a cron expression (UTC) for a recurring kind.
+   */
+  setKind(kind: string, settings: KindSettingsInput): Promise<KindInfo>;
+  /** Every kind with records or settings, as `rowfleet kinds list --json` prints them. */
+  listKinds(): Promise<KindInfo[]>;
   close(): Promise<void>;
 }
 
+/** `client.setKind`'s settings; null clears one. */
+export interface KindSettingsInput {
+  mode?: 'latest' | 'every';
+  maxAttempts?: number | null;
+  backoffBase?: number | string | null;
+  backoffCap?: number | string | null;
+  lease?: number | string | null;
+  timeout?: number | string | null;
+  every?: string | null;
+}
+
+/** A kind's stored settings (milliseconds); `configured` false for a kind only seen on records. */
+export interface KindInfo {
+  kind: string;
+  mode: 'latest' | 'every';
+  configured: boolean;
+  maxAttempts?: number;
+  backoffBaseMs?: number;
+  backoffCapMs?: number;
+  leaseMs?: number;
+  timeoutMs?: number;
+  schedule?: string;
+  updatedAt: Date | null;
+}
+
 type Answer = UpsertResponse & { outcome?: UpsertOutcome };
+
+/** `setKind`'s settings checked as `rowfleet kinds set` checks its flags; a bad one throws MessageError naming it. */
+function kindChange(kind: unknown, s: KindSettingsInput): KindChange {
+  const name = parseKind(kind);
+  if (name === undefined) throw new MessageError('kind', 'is required');
+  const known = new Set(['mode', 'maxAttempts', 'backoffBase', 'backoffCap', 'lease', 'timeout', 'every']);
+  for (const key of Object.keys(s ?? {})) if (!known.has(key)) throw new MessageError(key, `is not a kind setting (expected ${[...known].join(', ')})`);
+  if (s.mode !== undefined && !KIND_MODES.includes(s.mode)) throw new MessageError('mode', `must be ${KIND_MODES.join(' or ')}, got ${JSON.stringify(s.mode)}`);
+  const ms = (field: string, minMs: number, v: number | string | null | undefined): number | null | undefined => {
+    if (v === undefined || v === null) return v;
+    const parsed = typeof v === 'number' ? v : parseDuration(v);
+    if (parsed === undefined || !Number.isInteger(parsed) || parsed < minMs || parsed > 2_147_483_647) {
+      throw new MessageError(field, `must be a duration like 30s or 500ms (or whole milliseconds), at least ${minMs} ms, got ${JSON.stringify(v)}`);
+    }
+    return parsed;
+  };
+  const attempts = s.maxAttempts;
+  if (attempts !== undefined && attempts !== null && (!Number.isInteger(attempts) || attempts < 1 || attempts > 1000)) {
+    throw new MessageError('maxAttempts', `must be a whole number from 1 to 1000, got ${JSON.stringify(attempts)}`);
+  }
+  let schedule: string | null | undefined = s.every;
+  if (typeof schedule === 'string') {
+    try {
+      schedule = parseSchedule(schedule, 'every');
+    } catch (err) {
+      throw new MessageError('every', (err as Error).message.replace(/^every /, ''));
+    }
+  }
+  const change: KindChange = {
+    mode: s.mode,
+    maxAttempts: attempts,
+    backoffBaseMs: ms('backoffBase', 0, s.backoffBase),
+    backoffCapMs: ms('backoffCap', 0, s.backoffCap),
+    leaseMs: ms('lease', 100, s.lease),
+    timeoutMs: ms('timeout', 1, s.timeout),
+    schedule,
+  };
+  if (typeof change.backoffBaseMs === 'number' && typeof change.backoffCapMs === 'number' && change.backoffCapMs < change.backoffBaseMs) {
+    throw new MessageError('backoffCap', `(${change.backoffCapMs} ms) must not be below backoffBase (${change.backoffBaseMs} ms)`);
+  }
+  return change;
+}
 
 /** A record's key from a library call's id and kind option, checked as a message's are. */
 function recordKey(id: unknown, kind: unknown): RecordKey {
@@ -319,6 +398,11 @@ export function createClient(options: ClientOptions = {}): RowfleetClient {
       const deleted = await deleteByKey((await open()).pool, key);
       return deleted === undefined ? undefined : { ...key, version: presentVersion(deleted.version) };
     },
+    async setKind(kind, settings) {
+      const change = kindChange(kind, settings);
+      return (await setKind((await open()).pool, kind, change)).settings as KindInfo;
+    },
+    listKinds: async () => (await listKinds((await open()).pool)) as KindInfo[],
     async close() {
       const current = opened;
       opened = undefined;

@@ -197,6 +197,14 @@ describe('rowfleet kinds', () => {
     );
     expect(await row('k.policy', 'a')).toMatchObject({ status: 'FAILED', attempts: 1 });
     expect(await row('k.policy', 'lease')).toMatchObject({ result: { leaseSeconds: 120 } });
+    // One function for every kind: the claim takes each kind's stored lease itself.
+    await settleAll(db.pool);
+    await rowfleet(env, 'kinds', 'set', 'k.any', '--lease', '90s');
+    await upsertMessages(db.pool, [msg({ kind: 'k.any', id: 'a', data: {} })]);
+    const anyLease = async () =>
+      (await db.pool.query(`SELECT round(extract(epoch FROM lease_expires_at - updated_at))::int AS s FROM rowfleet.records WHERE kind = 'k.any'`)).rows[0].s;
+    await runWorker(async () => ({ leaseSeconds: await anyLease() }), () => waitFor(async () => (await row('k.any', 'a'))?.status === 'PROCESSED', 10_000, 'k.any/a processed'));
+    expect(await row('k.any', 'a')).toMatchObject({ result: { leaseSeconds: 90 } });
 
     const cleared = await rowfleet(env, 'kinds', 'set', 'k.policy', '--max-attempts', 'none', '--json');
     expect(JSON.parse(cleared.stdout)).not.toHaveProperty('maxAttempts');
@@ -231,6 +239,28 @@ describe('rowfleet kinds', () => {
     const badMode = await rowfleet(env, 'kinds', 'set', 'k.x', '--mode', 'all');
     expect((badMode.error as Error).message).toMatch(/option '--mode <mode>' argument 'all' is invalid\. Allowed choices are latest, every/);
     expect((await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.kinds WHERE kind IN ('k.x', 'Bad')`)).rows[0].n).toBe(0);
+  });
+});
+
+describe('kinds in the library', () => {
+  it('client.setKind and client.listKinds, checked as the CLI checks its flags', async () => {
+    const { client } = surfaces;
+    expect(await client.setKind('lib.kind', { mode: 'every', maxAttempts: 2, lease: '1m', every: '*/5 * * * *' })).toMatchObject({
+      kind: 'lib.kind',
+      mode: 'every',
+      maxAttempts: 2,
+      leaseMs: 60_000,
+      schedule: '*/5 * * * *',
+      configured: true,
+    });
+    expect(await client.setKind('lib.kind', { maxAttempts: null, every: null })).not.toHaveProperty('maxAttempts');
+    expect((await client.listKinds()).find((k) => k.kind === 'lib.kind')).toMatchObject({ mode: 'every', leaseMs: 60_000 });
+    await expect(client.setKind('Lib', { mode: 'every' })).rejects.toThrow(/^kind must be a kind name/);
+    await expect(client.setKind('lib.kind', { mode: 'all' as 'every' })).rejects.toThrow('mode must be latest or every, got "all"');
+    await expect(client.setKind('lib.kind', { lease: 'soon' })).rejects.toThrow(/^lease must be a duration like 30s/);
+    await expect(client.setKind('lib.kind', { every: 'hourly' })).rejects.toThrow(/^every must be a cron expression/);
+    await expect(client.setKind('lib.kind', { retries: 3 } as object)).rejects.toThrow(/^retries is not a kind setting/);
+    await setKind(db.pool, 'lib.kind', { mode: 'latest' });
   });
 });
 
