@@ -40,7 +40,7 @@ export type KindChange = { mode?: KindMode | undefined; schedule?: string | null
   [K in Exclude<keyof KindSettings, 'mode' | 'schedule'>]?: number | null | undefined;
 };
 
-/** The channel a change is announced on: workers re-read the settings at once. */
+/** The channel a change is announced on, for whoever wants to react at once (workers re-read the settings every 5 s). */
 export const KINDS_CHANNEL = 'rowfleet_kinds';
 
 interface Row {
