@@ -438,7 +438,7 @@ BEGIN
   --    What they hold is what the fold compares against: no second read.
   --    A call of one kind (the common case: every message of kind default) reads the primary key
   --    with its ids as one array, as before kinds; a call of several kinds probes it key by key
-  --    (LATERAL), in key order. Measured: the probes key by key cost the batch of 1000 about 15%.
+  --    (LATERAL), in key order (measured per 1000: 1.7 ms against the array read's 1.5).
   v_kind := CASE WHEN p_kinds IS NULL THEN 'default' WHEN (SELECT count(DISTINCT k) FROM unnest(p_kinds) AS k) = 1 THEN p_kinds[1] END;
   IF v_kind IS NOT NULL THEN
     SELECT coalesce(array_agg(l.kind), '{}'), coalesce(array_agg(l.id), '{}'), coalesce(array_agg(l.version), '{}'), coalesce(array_agg(l.data), '{}')
