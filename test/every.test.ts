@@ -22,7 +22,9 @@ import { applyRetention } from '../src/records/retention.ts';
 import { latestTick, writeRecurring } from '../src/scheduler/recurring.ts';
 import { loadConfig } from '../src/config.ts';
 import { silentLogger } from '../src/log.ts';
-import type { HandlerExport } from '../src/worker/handler.ts';
+import { handlerFromExport, type HandlerExport } from '../src/worker/handler.ts';
+import { Execution } from '../src/worker/execution.ts';
+import { heartbeat } from '../src/worker/heartbeat.ts';
 import { bossEngine, type Engine } from '../src/worker/engine.ts';
 import type { WorkerOptions } from '../src/worker/worker.ts';
 import { KindQueues, startBoss, stopBoss } from '../src/boss/boss.ts';
@@ -173,6 +175,29 @@ describe('a worker in mode every', () => {
     } finally {
       await stopBoss(boss);
     }
+  });
+});
+
+describe('the heartbeat', () => {
+  it('aborts the execution whose lease it found gone, not a newer one of the same record', async () => {
+    await every('e.beat');
+    await send('e.beat', 'a', [1, 2]);
+    const [first] = await claimOne('e.beat');
+    const handler = handlerFromExport(async () => null, 'test', false);
+    const policy = { concurrency: undefined, maxAttempts: 3, backoff: { baseMs: 0, capMs: 0 }, leaseMs: 60_000, timeoutMs: 60_000 };
+    const old = new Execution(first!, 0, handler.any!, policy);
+    const active = new Map([['e.beat/a', old]]);
+    // The first message completes and the same worker claims the next one while a heartbeat that
+    // still counts the first is in flight.
+    expect((await complete(db.pool, [{ ...first!, result: null }])).get('e.beat/a')).toBe('advanced');
+    const [second] = await claimOne('e.beat');
+    const current = new Execution(second!, 1, handler.any!, policy);
+    const beating = heartbeat(active, null, { pool: db.pool, workerId: 'w', log: silentLogger, warn: () => {} });
+    // Replaced before the heartbeat's statement answers (it took its list of leases as it began).
+    active.set('e.beat/a', current);
+    await beating;
+    expect(old.lost).toBe(true);
+    expect(current.lost).toBe(false);
   });
 });
 

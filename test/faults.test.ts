@@ -232,7 +232,10 @@ describe('faults', () => {
     expect(overlaps).toEqual([]);
     // Each record PROCESSED at its newest message.
     expect(await countWhere(db.pool, `kind = 'ledger' AND (status <> 'PROCESSED' OR processed_version <> version OR next_seq IS NOT NULL)`)).toBe(0);
-    // A message started more than once only when a killed worker had started it.
+    // A message started more than once only when a killed worker had started it; leases expired
+    // only where a worker was killed.
+    const { rows: rescued } = await db.pool.query<{ owner: string; id: string }>(`SELECT detail->>'owner' AS owner, record_id AS id FROM rowfleet.event_log WHERE reason = 'rescued'`);
+    expect(rescued.filter((r) => !killed.has(pidOf(r.owner)))).toEqual([]);
     const starts = await readStarts(startsFile);
     const byMessage = Map.groupBy(starts, (s) => `${s.id}:${s.version}`);
     expect([...byMessage].filter(([, list]) => list.filter((s) => !killed.has(s.pid)).length > 1).slice(0, 5)).toEqual([]);

@@ -6,7 +6,6 @@
 import type pg from 'pg';
 import type { Logger } from '../log.ts';
 import { extendLeases } from '../records/lease.ts';
-import { keyOf } from '../records/key.ts';
 import type { Execution } from './execution.ts';
 import { touchWorker } from './registry.ts';
 
@@ -18,16 +17,18 @@ export interface HeartbeatDeps {
   warn: (err: unknown, message: string) => void;
 }
 
-/** `active` is keyed by keyOf(record). One statement per lease length (one, unless kinds set their own). */
+/** One statement per lease length (one, unless kinds set their own). */
 export async function heartbeat(active: ReadonlyMap<string, Execution>, handlerMs: number | null, deps: HeartbeatDeps): Promise<void> {
   const held = Map.groupBy([...active.values()].filter((e) => !e.settling && !e.lost), (e) => e.policy.leaseMs);
   try {
     for (const [leaseMs, executions] of held) {
-      const lost = await extendLeases(deps.pool, { leases: executions.map((e) => e.claimed), leaseMs, now: deps.now?.() });
-      for (const claimed of lost) {
-        const execution = active.get(keyOf(claimed));
-        if (execution === undefined || execution.settling) continue;
-        deps.log.warn({ kind: claimed.kind, recordId: claimed.id }, 'lease lost (expired or taken over); aborting its handler');
+      const lost = new Set(await extendLeases(deps.pool, { leases: executions.map((e) => e.claimed), leaseMs, now: deps.now?.() }));
+      // The executions whose lease this statement found gone, not whatever holds their record now:
+      // a record completed meanwhile may already be held again by a new execution of this worker
+      // (mode every's next message, a newer version), under a lease of its own.
+      for (const execution of executions) {
+        if (!lost.has(execution.claimed) || execution.settling) continue;
+        deps.log.warn({ kind: execution.claimed.kind, recordId: execution.claimed.id }, 'lease lost (expired or taken over); aborting its handler');
         execution.loseLease();
       }
     }

@@ -59,14 +59,16 @@ export class Settlement {
   async settle(execution: Execution, outcome: HandlerOutcome): Promise<void> {
     const { stats, pool } = this.#d;
     const { claimed } = execution;
-    if (execution.lost) {
-      stats.lost += 1;
-      this.#d.log(execution).warn('lease lost while the handler ran; its result is discarded');
-      return;
-    }
+    // Committed with the handler's transaction under the lease: done, even if a heartbeat that
+    // ran meanwhile found the lease gone (the completion had just cleared it).
     if (outcome.ok && outcome.committed) {
       stats.processed += 1;
       if (outcome.advanced === true) this.#d.dueAgain(execution, 0);
+      return;
+    }
+    if (execution.lost) {
+      stats.lost += 1;
+      this.#d.log(execution).warn('lease lost while the handler ran; its result is discarded');
       return;
     }
     // Shutdown, or the database went away (or chose this transaction as a deadlock's victim) under a
