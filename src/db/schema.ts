@@ -250,7 +250,7 @@ export type KindMode = (typeof KIND_MODES)[number];
 /**
  * Kinds' settings that every process must agree on (`rowfleet kinds set`): the mode, and policies
  * that override the handler map's and the workers' flags. A kind without a row is in mode `latest`
- * with the workers' policies. Changing a row sends NOTIFY rowfleet_kinds.
+ * with the workers' policies. Workers re-read the table every 5 s.
  */
 export const kinds = rowfleet.table(
   'kinds',

@@ -40,9 +40,6 @@ export type KindChange = { mode?: KindMode | undefined; schedule?: string | null
   [K in Exclude<keyof KindSettings, 'mode' | 'schedule'>]?: number | null | undefined;
 };
 
-/** The channel a change is announced on, for whoever wants to react at once (workers re-read the settings every 5 s). */
-export const KINDS_CHANNEL = 'rowfleet_kinds';
-
 interface Row {
   kind: string;
   mode: KindMode | null;
@@ -103,7 +100,7 @@ export async function readKindSettings(db: Queryable): Promise<Map<string, KindS
 
 /**
  * Creates or changes a kind's settings, in one transaction with what its mode change implies
- * (every → latest: the records stop waiting on messages), and tells the workers. Returns the
+ * (every → latest: the records stop waiting on messages); workers read it within 5 s. Returns the
  * kind's settings and how many records stopped waiting on a message.
  */
 export async function setKind(pool: pg.Pool, kind: string, change: KindChange): Promise<{ settings: KindRow; released: number }> {
@@ -125,7 +122,6 @@ export async function setKind(pool: pg.Pool, kind: string, change: KindChange): 
           RETURNING *`,
     );
     const released = before?.mode === 'every' && row!.mode === 'latest' ? await stopWaiting(tx, kind) : 0;
-    await query(tx, sql`SELECT pg_notify(${KINDS_CHANNEL}, ${kind})`);
     return { settings: toRow(row!), released };
   });
 }
@@ -135,7 +131,6 @@ export async function resetKind(pool: pg.Pool, kind: string): Promise<{ removed:
   return inTransaction(pool, async (tx) => {
     const [gone] = await query<{ mode: KindMode }>(tx, sql`DELETE FROM rowfleet.kinds WHERE kind = ${kind} RETURNING mode`);
     const released = gone?.mode === 'every' ? await stopWaiting(tx, kind) : 0;
-    await query(tx, sql`SELECT pg_notify(${KINDS_CHANNEL}, ${kind})`);
     return { removed: gone !== undefined, released };
   });
 }

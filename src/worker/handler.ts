@@ -83,11 +83,21 @@ export interface KindPolicy {
   timeoutMs: number;
 }
 
+/** Settings given for a kind, checked, in milliseconds; what is left out comes from the next layer. */
+export interface KindOverrides {
+  concurrency?: number | undefined;
+  maxAttempts?: number | undefined;
+  backoffBaseMs?: number | undefined;
+  backoffCapMs?: number | undefined;
+  leaseMs?: number | undefined;
+  timeoutMs?: number | undefined;
+}
+
 export interface KindHandler {
   run: Handler;
   transactional: boolean;
-  /** The settings the map gave this kind, already checked (milliseconds). */
-  options: Partial<KindPolicy>;
+  /** The settings the map gave this kind. */
+  options: KindOverrides;
 }
 
 export interface LoadedHandler {
@@ -151,7 +161,7 @@ function kindHandler(entry: unknown, at: string, transactional: boolean): KindHa
   for (const key of Object.keys(o)) {
     if (!KIND_OPTION_NAMES.has(key)) throw new UsageError(`${at}: ${key} is not a kind option (expected ${[...KIND_OPTION_NAMES].join(', ')})`);
   }
-  const options: Partial<KindPolicy> = {};
+  const options: KindOverrides = {};
   if (o.concurrency !== undefined) options.concurrency = wholeNumber(o.concurrency, `${at}: concurrency`, 1, 10_000);
   if (o.maxAttempts !== undefined) options.maxAttempts = wholeNumber(o.maxAttempts, `${at}: maxAttempts`, 1, 1000);
   if (o.lease !== undefined) options.leaseMs = milliseconds(o.lease, `${at}: lease`, 100);
@@ -161,27 +171,26 @@ function kindHandler(entry: unknown, at: string, transactional: boolean): KindHa
     const base = o.backoff.base === undefined ? undefined : milliseconds(o.backoff.base, `${at}: backoff.base`, 0);
     const cap = o.backoff.cap === undefined ? undefined : milliseconds(o.backoff.cap, `${at}: backoff.cap`, 0);
     if (base !== undefined && cap !== undefined && cap < base) throw new UsageError(`${at}: backoff.cap (${cap} ms) must not be below backoff.base (${base} ms)`);
-    options.backoff = { baseMs: base ?? Number.NaN, capMs: cap ?? Number.NaN };
+    if (base !== undefined) options.backoffBaseMs = base;
+    if (cap !== undefined) options.backoffCapMs = cap;
   }
   if (o.transactional !== undefined && typeof o.transactional !== 'boolean') throw new UsageError(`${at}: transactional must be true or false`);
   return { run: o.handler, transactional: o.transactional ?? transactional, options };
 }
 
 /**
- * A kind's settings: the map's, then the worker's. A backoff given in part takes the rest from
- * the worker (NaN marks the part not given).
+ * A kind's settings: each one from the first layer that gives it (`rowfleet kinds set`'s, then
+ * the handler map's), else the worker's. A backoff given in part takes the rest from below.
  */
-export function kindPolicy(kind: KindHandler | undefined, worker: Omit<KindPolicy, 'concurrency'>): KindPolicy {
-  const o = kind?.options ?? {};
-  const backoff = o.backoff === undefined
-    ? worker.backoff
-    : { baseMs: Number.isNaN(o.backoff.baseMs) ? worker.backoff.baseMs : o.backoff.baseMs, capMs: Number.isNaN(o.backoff.capMs) ? worker.backoff.capMs : o.backoff.capMs };
+export function kindPolicy(layers: readonly (KindOverrides | undefined)[], worker: Omit<KindPolicy, 'concurrency'>): KindPolicy {
+  const first = <K extends keyof KindOverrides>(key: K): KindOverrides[K] => layers.find((l) => l?.[key] !== undefined)?.[key];
+  const baseMs = first('backoffBaseMs') ?? worker.backoff.baseMs;
   return {
-    concurrency: o.concurrency,
-    maxAttempts: o.maxAttempts ?? worker.maxAttempts,
-    backoff: { baseMs: backoff.baseMs, capMs: Math.max(backoff.capMs, backoff.baseMs) },
-    leaseMs: o.leaseMs ?? worker.leaseMs,
-    timeoutMs: o.timeoutMs ?? worker.timeoutMs,
+    concurrency: first('concurrency'),
+    maxAttempts: first('maxAttempts') ?? worker.maxAttempts,
+    backoff: { baseMs, capMs: Math.max(baseMs, first('backoffCapMs') ?? worker.backoff.capMs) },
+    leaseMs: first('leaseMs') ?? worker.leaseMs,
+    timeoutMs: first('timeoutMs') ?? worker.timeoutMs,
   };
 }
 

@@ -239,16 +239,12 @@ export class Worker {
     let policy = this.#policies.get(kind);
     if (policy === undefined) {
       const o = this.#o;
-      const mapped = kindPolicy(o.handler.kinds.get(kind), { maxAttempts: o.maxAttempts, backoff: o.backoff, leaseMs: o.leaseMs, timeoutMs: o.timeoutMs });
-      const s = this.#settings.get(kind);
-      const baseMs = s?.backoffBaseMs ?? mapped.backoff.baseMs;
-      policy = {
-        concurrency: mapped.concurrency,
-        maxAttempts: s?.maxAttempts ?? mapped.maxAttempts,
-        backoff: { baseMs, capMs: Math.max(baseMs, s?.backoffCapMs ?? mapped.backoff.capMs) },
-        leaseMs: s?.leaseMs ?? mapped.leaseMs,
-        timeoutMs: s?.timeoutMs ?? mapped.timeoutMs,
-      };
+      policy = kindPolicy([this.#settings.get(kind), o.handler.kinds.get(kind)?.options], {
+        maxAttempts: o.maxAttempts,
+        backoff: o.backoff,
+        leaseMs: o.leaseMs,
+        timeoutMs: o.timeoutMs,
+      });
       this.#policies.set(kind, policy);
     }
     return policy;
