@@ -212,6 +212,8 @@ export interface WorkerStats {
   released: number;
   /** Other workers' expired leases this worker rescued. */
   rescued: number;
+  /** Mode every: messages handed to this worker by the completion of the record's message before, without a claim (counted in `processed` too). */
+  chained: number;
 }
 
 export interface ClientOptions {
@@ -520,7 +522,7 @@ export interface RowfleetWorker {
   stop(): Promise<void>;
 }
 
-const STAT_NAMES = ['processed', 'superseded', 'retried', 'failed', 'lost', 'released', 'rescued'] as const;
+const STAT_NAMES = ['processed', 'superseded', 'retried', 'failed', 'lost', 'released', 'rescued', 'chained'] as const;
 
 /** A read-only view of the running Worker's stats: zeros until it exists, then its live counts. */
 function liveStats(current: () => WorkerStats | undefined): WorkerStats {

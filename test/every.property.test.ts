@@ -3,7 +3,8 @@
  * messages to a few records, sent concurrently), workers claiming, completing, failing (a retry)
  * and crashing (their leases left to expire on the injected clock, then rescued), against a real
  * Postgres, checked against a model of per-key FIFO:
- * - every claim hands out, for its record, the oldest applied message not yet completed;
+ * - every claim, and every completion that chains (hands the record's next message straight back
+ *   to its worker), hands out, for its record, the oldest applied message not yet completed;
  * - no record is handed out while another worker holds it under an unexpired lease (I3);
  * - a message is handed out again only after its holder failed it, crashed or lost the lease;
  * - after a drain, every applied message was completed, and each record's first completions are
@@ -14,7 +15,7 @@ import fc from 'fast-check';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 import { claimDue, type Claimed } from '../src/records/claim.ts';
-import { complete, fail } from '../src/records/settle.ts';
+import { completeChaining, fail } from '../src/records/settle.ts';
 import { rescueExpired } from '../src/records/rescue.ts';
 import { setKind } from '../src/records/kinds.ts';
 
@@ -33,7 +34,7 @@ const WORKERS = 3;
 type Op =
   | { op: 'send'; batches: number[][] }
   | { op: 'claim'; worker: number; limit: number }
-  | { op: 'complete'; worker: number; pick: number }
+  | { op: 'complete'; worker: number; pick: number; chain: boolean }
   | { op: 'fail'; worker: number; pick: number }
   | { op: 'crash'; worker: number }
   | { op: 'advance'; ms: number };
@@ -43,7 +44,7 @@ const worker = fc.integer({ min: 0, max: WORKERS - 1 });
 const genOp: fc.Arbitrary<Op> = fc.oneof(
   { weight: 3, arbitrary: fc.record({ op: fc.constant('send' as const), batches: fc.array(fc.array(key, { minLength: 1, maxLength: 3 }), { minLength: 1, maxLength: 3 }) }) },
   { weight: 4, arbitrary: fc.record({ op: fc.constant('claim' as const), worker, limit: fc.integer({ min: 1, max: 3 }) }) },
-  { weight: 4, arbitrary: fc.record({ op: fc.constant('complete' as const), worker, pick: fc.nat() }) },
+  { weight: 4, arbitrary: fc.record({ op: fc.constant('complete' as const), worker, pick: fc.nat(), chain: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('fail' as const), worker, pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('crash' as const), worker }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('advance' as const), ms: fc.integer({ min: 100, max: 1_500 }) }) },
@@ -78,8 +79,8 @@ describe('mode every, property-based', () => {
         const handedOut = new Set<string>();
         const done = (id: string) => new Set(completions.get(id) ?? []);
 
-        const claim = async (w: number, limit: number) => {
-          const got = await claimDue(db.pool, { owner: `w${w}`, limit, leaseMs: LEASE, kinds: [{ kind, cap: limit, leaseMs: LEASE }], now: at() });
+        /** A message handed to worker w, by a claim or by the completion of the one before (chained). */
+        const receive = (w: number, got: readonly Claimed[]) => {
           for (const c of got) {
             const version = BigInt(c.version);
             // One holder: no live lease on this record in the model.
@@ -95,6 +96,9 @@ describe('mode every, property-based', () => {
             expect(c.seq).not.toBeNull();
             held[w]!.push({ claimed: c, expiresAt: t + LEASE });
           }
+        };
+        const claim = async (w: number, limit: number) => {
+          receive(w, await claimDue(db.pool, { owner: `w${w}`, limit, leaseMs: LEASE, kinds: [{ kind, cap: limit, leaseMs: LEASE }], now: at() }));
         };
         const take = (w: number, pick: number): Held | undefined => {
           const hs = held[w]!;
@@ -131,10 +135,13 @@ describe('mode every, property-based', () => {
             const live = h.expiresAt > t;
             const mk = `${h.claimed.id}@${h.claimed.version}`;
             if (op.op === 'complete') {
-              const outcome = (await complete(db.pool, [{ ...h.claimed, result: { v: h.claimed.version } }], at())).get(`${kind}/${h.claimed.id}`);
+              const completed = (await completeChaining(db.pool, [{ ...h.claimed, result: { v: h.claimed.version }, chainLeaseMs: op.chain ? LEASE : null }], at())).get(`${kind}/${h.claimed.id}`)!;
+              const { outcome } = completed;
               if (live) {
-                expect(['processed', 'advanced']).toContain(outcome);
+                expect(op.chain ? ['processed', 'advanced', 'chained'] : ['processed', 'advanced']).toContain(outcome);
                 completions.set(h.claimed.id, [...(completions.get(h.claimed.id) ?? []), BigInt(h.claimed.version)]);
+                // Chained: the next message, to the same worker, checked as a claim's.
+                if (outcome === 'chained') receive(op.worker, [completed.next!]);
               } else {
                 expect(outcome).toBe('lost');
                 mayRepeat.add(mk);
@@ -157,18 +164,21 @@ describe('mode every, property-based', () => {
           }
         }
 
-        // Drain: past every lease, rescue, then one worker claims and completes until nothing is left.
+        // Drain: past every lease, rescue, then one worker claims and completes until nothing is left
+        // (every other run chaining its completions, as a worker does).
         t += LEASE + 1;
         expireDue();
         await rescueExpired(db.pool, { maxExpirations: 1_000, now: at() });
+        const chainDrain = run % 2 === 0;
         for (let rounds = 0; rounds < 500; rounds++) {
-          await claim(0, 5);
+          if (held[0]!.length === 0) await claim(0, 5);
           const hs = held[0]!.splice(0);
           if (hs.length === 0) break;
           for (const h of hs) {
-            const outcome = (await complete(db.pool, [{ ...h.claimed, result: { v: h.claimed.version } }], at())).get(`${kind}/${h.claimed.id}`);
-            expect(['processed', 'advanced']).toContain(outcome);
+            const completed = (await completeChaining(db.pool, [{ ...h.claimed, result: { v: h.claimed.version }, chainLeaseMs: chainDrain ? LEASE : null }], at())).get(`${kind}/${h.claimed.id}`)!;
+            expect(chainDrain ? ['processed', 'advanced', 'chained'] : ['processed', 'advanced']).toContain(completed.outcome);
             completions.set(h.claimed.id, [...(completions.get(h.claimed.id) ?? []), BigInt(h.claimed.version)]);
+            if (completed.outcome === 'chained') receive(0, [completed.next!]);
           }
         }
 

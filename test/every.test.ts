@@ -16,7 +16,7 @@ import { UsageError, type HandlerRecord } from '../src/index.ts';
 import { parseMessage, type MessageInput } from '../src/records/message.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 import { claimDue } from '../src/records/claim.ts';
-import { complete, fail } from '../src/records/settle.ts';
+import { complete, completeChaining, fail } from '../src/records/settle.ts';
 import { setKind } from '../src/records/kinds.ts';
 import { applyRetention } from '../src/records/retention.ts';
 import { latestTick, writeRecurring } from '../src/scheduler/recurring.ts';
@@ -26,7 +26,7 @@ import { handlerFromExport, type HandlerExport } from '../src/worker/handler.ts'
 import { Execution } from '../src/worker/execution.ts';
 import { heartbeat } from '../src/worker/heartbeat.ts';
 import { bossEngine, type Engine } from '../src/worker/engine.ts';
-import type { WorkerOptions } from '../src/worker/worker.ts';
+import { CHAIN_LIMIT, type WorkerOptions } from '../src/worker/worker.ts';
 import { KindQueues, startBoss, stopBoss } from '../src/boss/boss.ts';
 import { sweep } from '../src/boss/sweep.ts';
 
@@ -118,6 +118,53 @@ describe('the claim and the completion in mode every', () => {
     expect(order).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }]);
   });
 
+  it('a completion may hand the next message straight back (chained), under a new lease, as a claim would', async () => {
+    await every('e.chain');
+    await send('e.chain', 'a', [1, 2, 3]);
+    const [c1] = await claimOne('e.chain');
+    const first = (await completeChaining(db.pool, [{ ...c1!, result: { done: 1 }, chainLeaseMs: 60_000 }])).get('e.chain/a')!;
+    expect(first.outcome).toBe('chained');
+    const c2 = first.next!;
+    expect(c2).toMatchObject({ kind: 'e.chain', id: 'a', data: { n: 2 }, attempts: 1, priority: 0 });
+    expect(BigInt(c2.version)).toBeGreaterThan(BigInt(c1!.version));
+    expect(BigInt(c2.seq!)).toBeGreaterThan(BigInt(c1!.seq!));
+    expect(c2.leaseToken).not.toBe(c1!.leaseToken);
+    // Held: the first result is stored, nothing is claimable, and the first lease is gone.
+    expect(await row('e.chain', 'a')).toMatchObject({ status: 'PROCESSING', processed_version: c1!.version, result: { done: 1 }, attempts: 1 });
+    const { rows } = await db.pool.query(`SELECT lease_owner, lease_expires_at > now() + interval '50 seconds' AS long FROM rowfleet.records WHERE kind = 'e.chain' AND id = 'a'`);
+    expect(rows[0]).toEqual({ lease_owner: 'w', long: true });
+    expect(await claimOne('e.chain')).toEqual([]);
+    expect((await complete(db.pool, [{ ...c1!, result: 'late' }])).get('e.chain/a')).toBe('lost');
+    const second = (await completeChaining(db.pool, [{ ...c2, result: { done: 2 }, chainLeaseMs: 60_000 }])).get('e.chain/a')!;
+    expect(second).toMatchObject({ outcome: 'chained', next: { data: { n: 3 } } });
+    // The last message: nothing to chain to.
+    expect((await completeChaining(db.pool, [{ ...second.next!, result: { done: 3 }, chainLeaseMs: 60_000 }])).get('e.chain/a')).toEqual({ outcome: 'processed' });
+    expect(await row('e.chain', 'a')).toMatchObject({ status: 'PROCESSED', next_seq: null, result: { done: 3 } });
+  });
+
+  it('does not chain past a higher priority waiting in the kind, nor to a message not yet due, nor in mode latest', async () => {
+    await every('e.nochain');
+    await send('e.nochain', 'a', [1]);
+    const [a1] = await claimOne('e.nochain');
+    await upsertMessages(db.pool, [msg({ kind: 'e.nochain', id: 'a', data: { n: 2 } }), msg({ kind: 'e.nochain', id: 'b', data: { n: 1 }, priority: 5 })]);
+    expect((await completeChaining(db.pool, [{ ...a1!, result: null, chainLeaseMs: 60_000 }])).get('e.nochain/a')).toEqual({ outcome: 'advanced' });
+    expect(await row('e.nochain', 'a')).toMatchObject({ status: 'COMPLETED', attempts: 0 });
+    // b first (priority 5), then a.
+    const [b1] = await claimOne('e.nochain');
+    expect(b1).toMatchObject({ id: 'b' });
+    const [a2] = await claimOne('e.nochain');
+    expect(a2).toMatchObject({ id: 'a', data: { n: 2 } });
+    // A message due in an hour (the record's runAt is the latest message's): back in line, not handed out now.
+    await upsertMessages(db.pool, [msg({ kind: 'e.nochain', id: 'a', data: { n: 3 }, runAt: new Date(Date.now() + 3_600_000).toISOString() })]);
+    expect((await completeChaining(db.pool, [{ ...a2!, result: null, chainLeaseMs: 60_000 }])).get('e.nochain/a')).toEqual({ outcome: 'advanced' });
+    expect(await claimOne('e.nochain')).toEqual([]);
+    // Mode latest: a newer version supersedes, and is claimed again, not chained.
+    await upsertMessages(db.pool, [msg({ kind: 'e.latest', id: 'x', data: { n: 1 } })]);
+    const [x1] = await claimOne('e.latest');
+    await upsertMessages(db.pool, [msg({ kind: 'e.latest', id: 'x', data: { n: 2 } })]);
+    expect((await completeChaining(db.pool, [{ ...x1!, result: null, chainLeaseMs: 60_000 }])).get('e.latest/x')).toEqual({ outcome: 'superseded' });
+  });
+
   it('the events of a failed message name its version, not the record\'s newest', async () => {
     await every('e.events');
     await send('e.events', 'a', [1, 2]);
@@ -157,21 +204,43 @@ describe('a worker in mode every', () => {
     expect(await row('e.run', 'a')).toMatchObject({ status: 'PROCESSED', result: { n: 5 } });
   });
 
-  it('through the boss engine: each next message gets its job as the previous one completes', async () => {
+  it(`goes through a record's messages without a claim each, ${CHAIN_LIMIT} in a row at most, then puts it back in line`, async () => {
+    await every('e.limit');
+    const count = CHAIN_LIMIT + 20;
+    await send('e.limit', 'a', Array.from({ length: count }, (_, i) => i + 1));
+    const seen: number[] = [];
+    const worker = await runWorker({ 'e.limit': async (r) => seen.push((r.data as { n: number }).n) }, () =>
+      waitFor(async () => (await row('e.limit', 'a'))?.status === 'PROCESSED', 20_000, 'e.limit/a processed'),
+    );
+    expect(seen).toEqual(Array.from({ length: count }, (_, i) => i + 1));
+    // Claimed twice: message 1, and message CHAIN_LIMIT + 1 after the record went back in line.
+    expect(worker.stats).toMatchObject({ processed: count, chained: count - 2 });
+  });
+
+  it('through the boss engine: messages are chained, and one that is not gets its job as the previous one completes', async () => {
     const b = loadConfig({}).boss;
     const boss: PgBoss = await startBoss({ config: b, pool: db.pool, role: 'worker', log: silentLogger });
     try {
       await every('e.boss');
-      await send('e.boss', 'a', [1, 2, 3]);
+      await send('e.boss', 'a', [1, 2, 3, 4]);
       await sweep(db.pool, boss, { queue: b.queue, schema: b.schema, batch: 100 }, new KindQueues(boss, db.pool, b.queue, b.schema));
       const seen: number[] = [];
-      await runWorker(
-        { 'e.boss': async (r) => seen.push((r.data as { n: number }).n) },
+      const worker = await runWorker(
+        {
+          'e.boss': async (r) => {
+            const n = (r.data as { n: number }).n;
+            seen.push(n);
+            // A record of higher priority waits when message 2 completes: message 3 is not chained
+            // (z has no job: nothing sweeps here, so it stays waiting).
+            if (r.id === 'a' && n === 2) await upsertMessages(db.pool, [msg({ kind: 'e.boss', id: 'z', data: { n: 0 }, priority: 1 })]);
+          },
+        },
         () => waitFor(async () => (await row('e.boss', 'a'))?.status === 'PROCESSED', 10_000, 'e.boss/a processed'),
         {},
         bossEngine(db.pool, boss, b.queue, b.schema),
       );
-      expect(seen).toEqual([1, 2, 3]);
+      expect(seen).toEqual([1, 2, 3, 4]);
+      expect(worker.stats.chained).toBe(1);
     } finally {
       await stopBoss(boss);
     }

@@ -83,7 +83,7 @@ describe('library', () => {
     });
     // Taken before the start: the same view, updated as the worker goes.
     const stats = worker.stats;
-    expect(stats).toEqual({ processed: 0, superseded: 0, retried: 0, failed: 0, lost: 0, released: 0, rescued: 0 });
+    expect(stats).toEqual({ processed: 0, superseded: 0, retried: 0, failed: 0, lost: 0, released: 0, rescued: 0, chained: 0 });
     const running = worker.start();
     await client.upsert([
       { id: 'w-1', data: { n: 1 } },

@@ -1,6 +1,6 @@
 /**
  * Claims: COMPLETED → PROCESSING under a fresh lease, one more attempt, in one statement (the
- * functions rowfleet.claim_due and rowfleet.claim_ids, latest in drizzle/0011_kinds.sql). SKIP LOCKED:
+ * functions rowfleet.claim_due and rowfleet.claim_ids, latest in drizzle/0012_every_mode.sql). SKIP LOCKED:
  * a claim never waits for a lock, so two workers never take one record and never deadlock.
  * The enqueued mark goes: whatever job pointed here has served.
  */

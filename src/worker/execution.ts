@@ -36,6 +36,8 @@ export class Execution {
   readonly startedAt: number;
   /** The handler has returned or thrown: heartbeats leave the lease to the settlement. */
   settling = false;
+  /** Mode every: messages of this record this worker went through in a row before this one, each handed back by the completion of the one before. */
+  chain = 0;
   lost = false;
   readonly claimed: Claimed;
   /** The handler of the record's kind, and the settings it runs with. */

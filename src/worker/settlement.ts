@@ -9,7 +9,8 @@ import type pg from 'pg';
 import type { Logger } from '../log.ts';
 import { Coalescer } from '../coalescer.ts';
 import { release } from '../records/lease.ts';
-import { complete, fail, type Completion, type CompletionOutcome } from '../records/settle.ts';
+import { completeChaining, fail, type Completed, type Completion } from '../records/settle.ts';
+import type { Claimed } from '../records/claim.ts';
 import { keyOf } from '../records/key.ts';
 import { PermanentError } from './handler.ts';
 import { ShutdownError, type Execution, type HandlerOutcome } from './execution.ts';
@@ -24,6 +25,8 @@ export interface WorkerStats {
   lost: number;
   released: number;
   rescued: number;
+  /** Mode every: messages handed back by the completion of the one before (no claim). */
+  chained: number;
 }
 
 export interface SettlementDeps {
@@ -35,12 +38,16 @@ export interface SettlementDeps {
   retrying: <T>(what: string, fn: () => Promise<T>) => Promise<T>;
   /** The record is COMPLETED again and due in `delayMs`. */
   dueAgain: (execution: Execution, delayMs: number) => void;
+  /** Mode every: the lease to hold the record's next message under, handed back by the completion; null: put it back in line. */
+  chainLeaseMs: (execution: Execution) => number | null;
+  /** The completion handed back the record's next message, held under `next`'s lease. */
+  chained: (execution: Execution, next: Claimed) => void;
   log: (execution: Execution) => Logger;
 }
 
 export class Settlement {
   readonly #d: SettlementDeps;
-  readonly #completer: Coalescer<Completion, CompletionOutcome>;
+  readonly #completer: Coalescer<Completion, Completed>;
 
   constructor(deps: SettlementDeps) {
     this.#d = deps;
@@ -50,8 +57,8 @@ export class Settlement {
       // A claimed batch's handlers often finish in one turn: their completions share a statement.
       gather: true,
       send: async (items) => {
-        const outcomes = await complete(deps.pool, items, deps.now?.());
-        return items.map((c) => outcomes.get(keyOf(c)) ?? 'lost');
+        const outcomes = await completeChaining(deps.pool, items, deps.now?.());
+        return items.map((c) => outcomes.get(keyOf(c)) ?? { outcome: 'lost' });
       },
     });
   }
@@ -86,9 +93,15 @@ export class Settlement {
 
   async #complete(execution: Execution, result: unknown): Promise<void> {
     const { stats } = this.#d;
-    const outcome = await this.#d.retrying('complete', () => this.#completer.submit({ ...execution.claimed, result }));
+    const chainLeaseMs = execution.claimed.seq === null ? null : this.#d.chainLeaseMs(execution);
+    const { outcome, next } = await this.#d.retrying('complete', () => this.#completer.submit({ ...execution.claimed, result, chainLeaseMs }));
     if (outcome === 'processed') stats.processed += 1;
-    else if (outcome === 'advanced') {
+    else if (outcome === 'chained') {
+      // Mode every: this message is done, and the next one is ours already.
+      stats.processed += 1;
+      stats.chained += 1;
+      this.#d.chained(execution, next!);
+    } else if (outcome === 'advanced') {
       // Mode every: this message is done, and the record's next one is due now.
       stats.processed += 1;
       this.#d.dueAgain(execution, 0);

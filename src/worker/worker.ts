@@ -37,6 +37,12 @@ export type { WorkerStats } from './settlement.ts';
 
 /** How often a worker re-reads the kinds' stored settings (`rowfleet kinds set`). */
 const SETTINGS_EVERY_MS = 5_000;
+/**
+ * Mode every: the most messages of one record a worker goes through in a row, each handed back by
+ * the completion of the one before (see drizzle/0013_every_chain.sql), before the record goes back
+ * in line for a claim, so that records with long backlogs do not keep the slots from the others.
+ */
+export const CHAIN_LIMIT = 100;
 
 export interface WorkerOptions {
   pool: pg.Pool;
@@ -71,7 +77,7 @@ export interface WorkerOptions {
 
 export class Worker {
   readonly id: string;
-  readonly stats: WorkerStats = { processed: 0, superseded: 0, retried: 0, failed: 0, lost: 0, released: 0, rescued: 0 };
+  readonly stats: WorkerStats = { processed: 0, superseded: 0, retried: 0, failed: 0, lost: 0, released: 0, rescued: 0, chained: 0 };
   readonly #o: WorkerOptions;
   readonly #log: Logger;
   /** By keyOf(record). */
@@ -98,6 +104,8 @@ export class Worker {
   readonly #retryTimers = new Set<Timer>();
   /** Mean handler duration, for autoscaling (exponentially weighted). */
   #handlerMs: number | null = null;
+  /** Shutting down: completions hand no next message back. */
+  #stopping = false;
 
   constructor(options: WorkerOptions) {
     this.#o = options;
@@ -114,6 +122,8 @@ export class Worker {
       stats: this.stats,
       retrying: (what, fn) => this.#retrying(what, fn),
       dueAgain: (execution, delayMs) => this.#dueAgain(execution.claimed, delayMs),
+      chainLeaseMs: (execution) => (this.#stopping || execution.chain + 1 >= CHAIN_LIMIT ? null : this.#policy(execution.claimed.kind).leaseMs),
+      chained: (execution, next) => this.#start(next, execution.chain + 1),
       log: (execution) => this.#recordLog(execution.claimed),
     });
   }
@@ -162,7 +172,10 @@ export class Worker {
 
   async #loop(signal: AbortSignal): Promise<void> {
     const o = this.#o;
-    const onAbort = () => this.#wakeup.poke();
+    const onAbort = () => {
+      this.#stopping = true;
+      this.#wakeup.poke();
+    };
     signal.addEventListener('abort', onAbort, { once: true });
     let failures = 0;
     try {
@@ -275,7 +288,7 @@ export class Worker {
     this.#beat = this.#clock.setInterval(() => void this.#heartbeat(), everyMs);
   }
 
-  #start(claimed: Claimed): void {
+  #start(claimed: Claimed, chain = 0): void {
     const handler = handlerFor(this.#o.handler, claimed.kind);
     if (handler === undefined) {
       // The claim is given the kinds served, so this is a bug; the lease expires and rescue returns it.
@@ -283,7 +296,12 @@ export class Worker {
       return;
     }
     const execution = new Execution(claimed, this.#clock.monotonic(), handler, this.#policy(claimed.kind));
-    this.#active.set(keyOf(claimed), execution);
+    execution.chain = chain;
+    // Deleted first, so that a record chained to its next message moves to the end: #expire relies
+    // on the map's order being the executions' start order.
+    const key = keyOf(claimed);
+    this.#active.delete(key);
+    this.#active.set(key, execution);
     this.#activeByKind.set(claimed.kind, (this.#activeByKind.get(claimed.kind) ?? 0) + 1);
     void this.#execute(execution);
   }
