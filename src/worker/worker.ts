@@ -3,7 +3,8 @@
  *
  *   1. claim as many due records as there are free slots (the engine's one statement);
  *   2. run each handler under its lease (execution.ts), heartbeats extending the leases (heartbeat.ts);
- *   3. write each outcome with a versioned compare-and-set (settlement.ts);
+ *   3. write each outcome with a versioned compare-and-set (settlement.ts); in mode every the
+ *      completion may hand the record's next message straight back, which runs at once (step 2);
  *   4. when the claim came back short, sleep until woken: a producer's NOTIFY (see
  *      src/records/wake.ts), a finished handler, a retry falling due, or the poll interval.
  *
