@@ -363,3 +363,245 @@ BEGIN
   SELECT u.kind, u.id, u.version, u.owner, u.status FROM updated u;
 END;
 $fn$;
+--> statement-breakpoint
+-- The batched upsert, restated from 0012 with one change: the classifying statement updates the
+-- records step 2 locked by their addresses, kept from the lock, not joined on their key (on
+-- statistics taken during a bulk load its generic plan read records_pkey whole, once per call).
+CREATE OR REPLACE FUNCTION rowfleet.upsert_messages(
+  p_kinds text[],
+  p_ids text[],
+  p_data jsonb,
+  p_versions bigint[],
+  p_message_ids text[],
+  p_priorities integer[],
+  p_run_ats timestamptz[]
+) RETURNS SETOF rowfleet.upsert_result LANGUAGE plpgsql
+-- Always plan for the actual arrays. A generic plan (which plpgsql's default may switch to after
+-- five calls) estimates a few rows per array and joins the CTEs with nested loops: measured
+-- 13x slower at 100 messages and worse beyond. Planning costs ~1.5 ms per call instead.
+SET plan_cache_mode = force_custom_plan
+AS $fn$
+#variable_conflict use_column
+DECLARE
+  v_kinds text[] := coalesce(p_kinds, array_fill('default'::text, ARRAY[cardinality(p_ids)]));
+  -- The kinds of this call in mode every (one probe of rowfleet.kinds per kind).
+  v_every text[] := ARRAY(SELECT k.kind FROM rowfleet.kinds k WHERE k.mode = 'every' AND k.kind = ANY (ARRAY(SELECT DISTINCT u FROM unnest(v_kinds) AS u)));
+  v_kind text;
+  v_versions bigint[];
+  v_assigned boolean[];
+  v_locked_kinds text[];
+  v_locked text[];
+  v_locked_versions bigint[];
+  v_locked_data jsonb[];
+  v_locked_tids tid[];
+  v_missed bigint;
+  r_ord integer[];
+  r_id text[];
+  r_applied boolean[];
+  r_version bigint[];
+  r_current bigint[];
+  r_reason text[];
+  r_duplicate boolean[];
+  r_reused boolean[];
+BEGIN
+  -- 1. A version for every message that carries none, taken as it reaches the database and before
+  --    any row lock: an earlier message always holds the lower version, and no clock is trusted.
+  SELECT array_agg(coalesce(u.v, nextval('rowfleet.version_seq')) ORDER BY u.o),
+         array_agg(u.v IS NULL ORDER BY u.o)
+    INTO v_versions, v_assigned
+    FROM unnest(p_versions) WITH ORDINALITY AS u(v, o);
+
+  -- 2. Lock the existing rows, in (kind, id) order: every writer locks in the same order, so
+  --    writers of overlapping batches queue instead of deadlocking.
+  --    What they hold is what the fold compares against: no second read.
+  --    A call of one kind (the common case: every message of kind default) reads the primary key
+  --    with its ids as one array, as before kinds; a call of several kinds probes it key by key
+  --    (LATERAL), in key order (measured per 1000: 1.7 ms against the array read's 1.5).
+  v_kind := CASE WHEN p_kinds IS NULL THEN 'default' WHEN (SELECT count(DISTINCT k) FROM unnest(p_kinds) AS k) = 1 THEN p_kinds[1] END;
+  IF v_kind IS NOT NULL THEN
+    SELECT coalesce(array_agg(l.kind), '{}'), coalesce(array_agg(l.id), '{}'), coalesce(array_agg(l.version), '{}'), coalesce(array_agg(l.data), '{}'),
+           coalesce(array_agg(l.tid), '{}')
+      INTO v_locked_kinds, v_locked, v_locked_versions, v_locked_data, v_locked_tids
+      FROM (SELECT r.kind, r.id, r.version, r.data, r.ctid AS tid FROM rowfleet.records r WHERE r.kind = v_kind AND r.id = ANY (p_ids) ORDER BY r.kind, r.id FOR UPDATE) l;
+  ELSE
+    SELECT coalesce(array_agg(l.kind), '{}'), coalesce(array_agg(l.id), '{}'), coalesce(array_agg(l.version), '{}'), coalesce(array_agg(l.data), '{}'),
+           coalesce(array_agg(l.tid), '{}')
+      INTO v_locked_kinds, v_locked, v_locked_versions, v_locked_data, v_locked_tids
+      FROM (SELECT DISTINCT k.kind, k.id FROM unnest(v_kinds, p_ids) AS k(kind, id) ORDER BY k.kind, k.id) k
+     CROSS JOIN LATERAL (
+       SELECT r.kind, r.id, r.version, r.data, r.ctid AS tid FROM rowfleet.records r WHERE r.kind = k.kind AND r.id = k.id FOR UPDATE
+     ) l;
+  END IF;
+
+  -- 2b. A record created since the locks were taken (by a concurrent first write of its key) was not
+  --    folded against: retry now, before the insert below would wait for whoever holds it. That
+  --    wait would come after our locks, out of key order: a worker completing the new record
+  --    meanwhile, while waiting for one of ours, was a deadlock.
+  --    (Counted, not matched key by key against the locked ones: that is quadratic in the batch.)
+  IF (CASE WHEN v_kind IS NOT NULL
+           THEN (SELECT count(*) FROM rowfleet.records r WHERE r.kind = v_kind AND r.id = ANY (p_ids))
+           ELSE (SELECT count(*) FROM (SELECT DISTINCT k.kind, k.id FROM unnest(v_kinds, p_ids) AS k(kind, id)) k
+                  WHERE EXISTS (SELECT 1 FROM rowfleet.records r WHERE r.kind = k.kind AND r.id = k.id)) END) > cardinality(v_locked) THEN
+    RAISE EXCEPTION 'rowfleet.upsert_messages: a record was created concurrently; retry' USING ERRCODE = '40001';
+  END IF;
+
+  -- 3. Classify, write and audit in one statement. Its snapshot is taken after the locks, so the
+  --    locked rows and earlier messageIds are seen as committed by the writers we waited for.
+  WITH msg AS (
+    SELECT u.o::integer AS ord, u.kind, u.id, d.value AS data, u.version, u.assigned, u.mid, u.priority, u.run_at
+      FROM unnest(v_kinds, p_ids, v_versions, v_assigned, p_message_ids, p_priorities, p_run_ats) WITH ORDINALITY AS u(kind, id, version, assigned, mid, priority, run_at, o)
+      JOIN jsonb_array_elements(p_data) WITH ORDINALITY AS d(value, o) ON d.o = u.o
+  ),
+  earlier AS (
+    SELECT e.message_id, e.kind, e.record_id, e.version, e.version_assigned, e.data, e.applied, e.reason, e.current_version
+      FROM rowfleet.event_log e
+     WHERE e.message_id = ANY (p_message_ids)
+  ),
+  -- A repeat: its messageId was stored earlier or appears earlier in this call. Joins, not
+  -- correlated subqueries: those rescan a materialized CTE per row, quadratic in the batch size.
+  ranked AS (
+    SELECT m.*,
+           m.mid IS NOT NULL
+             AND (row_number() OVER (PARTITION BY m.mid ORDER BY m.ord) > 1 OR e.message_id IS NOT NULL) AS repeat
+      FROM msg m
+      LEFT JOIN earlier e ON e.message_id = m.mid
+  ),
+  -- Messages to apply: those without a messageId, and the first sighting of each messageId.
+  fresh AS (
+    SELECT r.ord, r.kind, r.id, r.data, r.version, r.assigned, r.mid, r.priority, r.run_at FROM ranked r WHERE NOT r.repeat
+  ),
+  -- The data each record first had at each version in this call (the applied one, if any).
+  first_at_version AS (
+    SELECT DISTINCT ON (f.kind, f.id, f.version) f.kind, f.id, f.version, f.data FROM fresh f ORDER BY f.kind, f.id, f.version, f.ord
+  ),
+  cur AS (
+    SELECT c.kind, c.id, c.version, c.data, c.tid FROM unnest(v_locked_kinds, v_locked, v_locked_versions, v_locked_data, v_locked_tids) AS c(kind, id, version, data, tid)
+  ),
+  -- Fold each record's messages in request order against the stored version: max_before is the
+  -- version the record holds when the message is considered.
+  folded AS (
+    SELECT f.*, c.version AS cur_version, c.data AS cur_data, c.tid AS cur_tid,
+           greatest(c.version, max(f.version) OVER before) AS max_before
+      FROM fresh f
+      LEFT JOIN cur c ON c.kind = f.kind AND c.id = f.id
+    WINDOW before AS (PARTITION BY f.kind, f.id ORDER BY f.ord ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+  ),
+  outcome AS (
+    SELECT fo.*,
+           CASE
+             WHEN fo.max_before IS NULL OR fo.version > fo.max_before THEN 'applied'
+             WHEN fo.version < fo.max_before THEN 'stale'
+             -- Same version: the same data is a harmless repeat (stale), other data a conflict.
+             WHEN fo.data = CASE WHEN fo.max_before = fo.cur_version THEN fo.cur_data ELSE fv.data END THEN 'stale'
+             ELSE 'conflict'
+           END AS reason
+      FROM folded fo
+      LEFT JOIN first_at_version fv ON fv.kind = fo.kind AND fv.id = fo.id AND fv.version = fo.max_before
+  ),
+  -- The newest applied message per record; `locked`: the record existed in step 2 and is ours.
+  winner AS (
+    SELECT DISTINCT ON (o.kind, o.id) o.kind, o.id, o.version, o.data, o.priority, o.run_at, o.cur_version IS NOT NULL AS locked, o.cur_tid,
+           o.kind = ANY (v_every) AS every
+      FROM outcome o
+     WHERE o.reason = 'applied'
+     ORDER BY o.kind, o.id, o.version DESC
+  ),
+  -- Records locked in step 2: nobody else can have changed them, and the winner is newer by
+  -- construction, so no guard is needed.
+  logged AS (
+    INSERT INTO rowfleet.event_log (kind, record_id, message_id, version, version_assigned, data, applied, reason, current_version, priority, run_at)
+    SELECT o.kind, o.id, o.mid, o.version, o.assigned, o.data, o.reason = 'applied', o.reason, o.max_before, o.priority, o.run_at
+      FROM outcome o
+     ORDER BY o.ord
+    RETURNING seq, kind, record_id, applied
+  ),
+  -- Mode every: the first message this call applied to each record, which the record waits on
+  -- when it waits on none yet.
+  firsts AS (
+    SELECT l.kind, l.record_id AS id, min(l.seq) AS seq FROM logged l WHERE l.applied AND cardinality(v_every) > 0 GROUP BY l.kind, l.record_id
+  ),
+  updated AS (
+    UPDATE rowfleet.records r
+       SET version = w.version,
+           data = w.data,
+           -- A record being processed keeps its status and lease: the worker's versioned
+           -- completion is refused and sends it back to COMPLETED with the newest data (mode
+           -- latest), or moves on to the next message (mode every). In mode every a record FAILED
+           -- at a message stays FAILED, and one waiting on a message keeps its attempts and backoff.
+           status = CASE WHEN r.status = 'PROCESSING' THEN r.status
+                         WHEN w.every AND r.next_seq IS NOT NULL AND r.status = 'FAILED' THEN 'FAILED'
+                         ELSE 'COMPLETED' END,
+           priority = coalesce(w.priority, 0),
+           attempts = CASE WHEN r.status = 'PROCESSING' OR (w.every AND r.next_seq IS NOT NULL) THEN r.attempts ELSE 0 END,
+           lease_expirations = CASE WHEN r.status = 'PROCESSING' OR (w.every AND r.next_seq IS NOT NULL) THEN r.lease_expirations ELSE 0 END,
+           -- A runAt ahead is kept even while the record is processed: the return to COMPLETED keeps it.
+           run_after = CASE WHEN w.run_at > now() THEN w.run_at
+                            WHEN w.every AND r.next_seq IS NOT NULL THEN r.run_after
+                            ELSE least(r.run_after, now()) END,
+           next_seq = CASE WHEN w.every THEN coalesce(r.next_seq, (SELECT f.seq FROM firsts f WHERE f.kind = w.kind AND f.id = w.id)) ELSE r.next_seq END,
+           updated_at = now()
+      FROM winner w
+     -- By the address step 2 locked it at (0013): joined on the key, on statistics that say
+     -- records is empty the planner read records_pkey whole for it.
+     WHERE r.ctid = w.cur_tid AND w.locked
+    RETURNING r.id
+  ),
+  -- New records, in key order. One that another writer created since step 2 was not folded
+  -- against: its insert is skipped, and step 4 retries the whole call.
+  inserted AS (
+    INSERT INTO rowfleet.records (kind, id, version, data, status, priority, run_after, next_seq)
+    SELECT w.kind, w.id, w.version, w.data, 'COMPLETED', coalesce(w.priority, 0), greatest(coalesce(w.run_at, now()), now()),
+           CASE WHEN w.every THEN (SELECT f.seq FROM firsts f WHERE f.kind = w.kind AND f.id = w.id) END
+      FROM winner w WHERE NOT w.locked ORDER BY w.kind, w.id
+    ON CONFLICT (kind, id) DO NOTHING
+    RETURNING id
+  ),
+  -- The first occurrence of every messageId seen in this call: stored earlier, or fresh here.
+  first_seen AS (
+    SELECT e.message_id, e.kind, e.record_id, e.version, e.version_assigned, e.data, e.applied, e.reason, e.current_version
+      FROM earlier e
+    UNION ALL
+    SELECT o.mid, o.kind, o.id, o.version, o.assigned, o.data, o.reason = 'applied', o.reason, o.max_before
+      FROM outcome o
+     WHERE o.mid IS NOT NULL
+  ),
+  answered AS (
+    SELECT o.ord, o.id, o.reason = 'applied' AS applied, o.version, o.max_before AS current_version,
+           o.reason, false AS duplicate, false AS reused
+      FROM outcome o
+    UNION ALL
+    -- A repeated messageId gets its first answer again; with other content it is a reuse (422).
+    SELECT r.ord, r.id, f.applied, f.version, f.current_version, f.reason, true,
+           NOT (f.kind = r.kind
+                AND f.record_id = r.id
+                AND f.data = r.data
+                AND CASE WHEN f.version_assigned THEN r.assigned
+                         ELSE NOT r.assigned AND f.version = r.version END)
+      FROM ranked r
+      JOIN first_seen f ON f.message_id = r.mid
+     WHERE r.repeat
+  )
+  SELECT array_agg(a.ord ORDER BY a.ord), array_agg(a.id ORDER BY a.ord), array_agg(a.applied ORDER BY a.ord),
+         array_agg(a.version ORDER BY a.ord), array_agg(a.current_version ORDER BY a.ord),
+         array_agg(a.reason ORDER BY a.ord), array_agg(a.duplicate ORDER BY a.ord), array_agg(a.reused ORDER BY a.ord),
+         -- Data-modifying CTEs run whether or not they are read: `updated` and `logged` need no reference.
+         -- New records skipped by a concurrent insert. Counts, not an anti join: that was planned
+         -- as a nested loop from 1-row estimates (76 ms per 1000 messages).
+         (SELECT count(*) FROM winner WHERE NOT locked) - (SELECT count(*) FROM inserted)
+    INTO r_ord, r_id, r_applied, r_version, r_current, r_reason, r_duplicate, r_reused, v_missed
+    FROM answered a;
+
+  -- 4. A record that appeared after step 2 (a concurrent first write of the same key) was not
+  --    folded against: undo everything and let the caller retry, now with that row locked.
+  IF v_missed > 0 THEN
+    RAISE EXCEPTION 'rowfleet.upsert_messages: % record(s) were created concurrently; retry', v_missed
+      USING ERRCODE = '40001';
+  END IF;
+
+  IF true = ANY (r_applied) THEN
+    PERFORM rowfleet.notify_waiting();
+  END IF;
+
+  RETURN QUERY SELECT * FROM unnest(r_ord, r_id, r_applied, r_version, r_current, r_reason, r_duplicate, r_reused);
+END;
+$fn$;

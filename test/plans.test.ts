@@ -108,6 +108,13 @@ async function shapes(db: TestDatabase): Promise<Record<string, Shape>> {
         ev.map(() => 'ev'), ev, JSON.stringify(ev.map(() => ({ round }))), ev.map(() => null), ev.map(() => null),
       ]);
     }
+    // The batched upsert, 250 existing records and 250 new ones (its statements are not pinned: see below).
+    const upserted = [...ids.slice(0, 250), ...Array.from({ length: 250 }, (_, i) => `up-${i}`)];
+    await take('upsert_messages', () =>
+      client.query('SELECT count(*) FROM rowfleet.upsert_messages($1::text[], $2::text[], $3::jsonb, $4::bigint[], $5::text[], NULL::int[], NULL::timestamptz[])', [
+        upserted.map(() => 'default'), upserted, JSON.stringify(upserted.map(() => ({ n: 1 }))), upserted.map(() => null), upserted.map((id) => `m-${id}`),
+      ]),
+    );
     const every = await take('claim_due every', () => claimDue(client, { owner: 'w', limit: 1000, leaseMs: 60_000, kinds: [{ kind: 'ev', cap: 1000, leaseMs: 60_000 }] }));
     expect(every).toHaveLength(200);
     const chained = await take('complete_records every', () => completeChaining(client, every.map((c) => ({ ...c, result: null, chainLeaseMs: 60_000 }))));
@@ -116,7 +123,6 @@ async function shapes(db: TestDatabase): Promise<Record<string, Shape>> {
     await client.query('ROLLBACK').catch(() => {});
     await client.end();
   }
-  if (process.env.DUMP_SHAPES) console.log(`SHAPES ${JSON.stringify(result)}`);
   return result;
 }
 
@@ -179,6 +185,18 @@ const EXPECTED: Record<string, Shape> = {
   'complete_records every': { scans: ['Index Only Scan records_due_idx', MESSAGE, ...LOCKED_BY_KEY], others: ['Nested Loop', 'Nested Loop', 'Nested Loop', 'Sort', 'Sort'] },
 };
 
+/**
+ * The pinned statements have their shapes; the batched upsert's plans are left to the planner
+ * (hash joins and sorts of its own input serve it), but it must not read records whole or scan it
+ * sequentially either: O(batch), whatever the statistics.
+ */
+function expectShapes(result: Record<string, Shape>): void {
+  const { upsert_messages: upsert, ...pinned } = result;
+  expect(pinned).toEqual(EXPECTED);
+  expect(upsert!.scans.filter((scan) => / whole$|^Seq Scan records/.test(scan))).toEqual([]);
+  expect(upsert!.scans).toContain('ModifyTable');
+}
+
 describe('plans of the hot statements', () => {
   let small: TestDatabase;
   beforeAll(async () => {
@@ -189,19 +207,19 @@ describe('plans of the hot statements', () => {
     await writeThroughApi(small, 'fresh-', 10_000);
     const { rows } = await small.pool.query(`SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables WHERE relid = 'rowfleet.records'::regclass`);
     expect(rows).toEqual([{ last_analyze: null, last_autoanalyze: null }]);
-    expect(await shapes(small)).toEqual(EXPECTED);
+    expectShapes(await shapes(small));
   });
 
   it('on statistics of a PROCESSED history, with 10,000 new due records they do not describe', async () => {
     await small.pool.query(`UPDATE rowfleet.records SET status = 'PROCESSED', processed_version = version, processed_at = now()`);
     await small.pool.query(`ANALYZE rowfleet.records`);
     await writeThroughApi(small, 'new-', 10_000);
-    expect(await shapes(small)).toEqual(EXPECTED);
+    expectShapes(await shapes(small));
   });
 
   it('on the same table analyzed as it is', async () => {
     await small.pool.query(`ANALYZE rowfleet.records`);
-    expect(await shapes(small)).toEqual(EXPECTED);
+    expectShapes(await shapes(small));
   });
 
   it('on statistics taken while the backlog\'s transaction was open: they say the table is empty', async () => {
@@ -222,12 +240,12 @@ describe('plans of the hot statements', () => {
       { relname: 'event_log', reltuples: 0, pages: true },
       { relname: 'records', reltuples: 0, pages: true },
     ]);
-    expect(await shapes(db)).toEqual(EXPECTED);
+    expectShapes(await shapes(db));
   });
 
   it('on 1,000,000 due records, never analyzed', { timeout: 120_000 }, async () => {
     const big = await freshDatabase();
     await big.pool.query(`INSERT INTO rowfleet.records (id, version, data) SELECT 'big-' || g, 1, jsonb_build_object('i', g) FROM generate_series(1, ${MILLION}) g`);
-    expect(await shapes(big)).toEqual(EXPECTED);
+    expectShapes(await shapes(big));
   });
 });
