@@ -1,24 +1,28 @@
--- Mode every, chained: a completion may hand its record's next message straight back to the
--- worker that completed the previous one, in the same statement, instead of putting the record
--- back in line for a claim. Measured on a drain of 50,000 messages over 5,000 records (2 worker
--- processes, 2 cores): the claim and the completion each cost about twice mode latest's per record
--- (a record went COMPLETED -> PROCESSING -> COMPLETED once per message, each a non-HOT update with
--- its index entries); a chained message costs one update, not two, and no claim.
+-- Migration 0013: two changes.
 --
--- p_chain_lease_ms[i]: the lease to hold the next message under, or NULL not to chain (the worker
--- passes NULL when stopping, for a transactional handler's completion, and after CHAIN_LIMIT
--- messages in a row, so that other records get their turn). A record is chained only when its
--- next message is due now and no COMPLETED record of its kind has a higher priority (one descent of
--- records_due_idx per kind in the call): priorities hold as they do for claims. A chained record
--- stays PROCESSING under the same owner with a fresh lease token, one attempt, and the message's
--- version and data are returned (`chained`), as a claim would return them.
--- Restated from 0012 with only that change.
--- Claims restated from 0012 with one change: the message a record in mode every waits on is
--- looked up by its record and seq, not by seq alone. On statistics that say event_log is empty (an
--- autoanalyze that ran while a bulk load's transaction was open: 0 tuples over the pages it
--- filled; it lasts until the next autoanalyze) every index scan costs the planner the same, and
--- Postgres 18 chose a skip scan of event_log_record_idx over its distinct records for `seq = x`;
--- with the record's key, whichever index it picks finds the one row.
+-- 1. Mode every, chained: a completion may hand its record's next message straight back to the
+--    worker that completed the previous one, in the same statement, instead of putting the record
+--    back in line for a claim. Measured on a drain of 50,000 messages over 5,000 records (2 worker
+--    processes, 2 cores): the claim and the completion each cost about twice mode latest's per
+--    record (a record went COMPLETED -> PROCESSING -> COMPLETED once per message, each a non-HOT
+--    update with its index entries); a chained message costs one update, not two, and no claim.
+--
+-- 2. Plans that hold on statistics taken during a bulk load. An autoanalyze that runs while a
+--    bulk load's transaction is still open sees none of its rows and records 0 tuples over the
+--    pages they fill; until the next autoanalyze, every index scan costs the planner the same, and
+--    the generic plans cached then read records_pkey whole once per call (completions,
+--    heartbeats, releases, rescues, the sweep's marks, the batched upsert) and, in mode every,
+--    every later message of every record (the every bench met it in about one run of four: drains
+--    5x slower until the next autoanalyze, ~20 s). Statements that update a batch of records now
+--    lock them by key first and update them by address (rowfleet.lock_records, or the addresses
+--    a statement's own lock kept), and event_log is read one record's messages at a time.
+--    test/plans.test.ts has the state.
+--
+-- Claims restated from 0012 with two changes: a kind's share, once filled, does not look up the
+-- next lower priority; and the message a record in mode every waits on is
+-- looked up by its record and seq, not by seq alone. On statistics that say event_log is empty
+-- (see 2. above), Postgres 18 chose a skip scan of event_log_record_idx over its distinct records
+-- for `seq = x`; with the record's key, whichever index it picks finds the one row.
 CREATE OR REPLACE FUNCTION rowfleet.claim_due(p_owner text, p_kinds text[], p_caps integer[], p_lease_ms integer[], p_limit integer, p_turn integer, p_now timestamptz)
 RETURNS TABLE (kind text, id text, version bigint, data jsonb, attempts integer, lease_token uuid, priority integer, seq bigint) LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off SET enable_sort = off
@@ -102,6 +106,8 @@ BEGIN
                 r.attempts, r.lease_token, r.priority, r.next_seq;
       GET DIAGNOSTICS v_taken = ROW_COUNT;
       v_share := v_share + v_taken;
+      -- A share filled needs no lower priority (0013: the look-up ran anyway, one descent per claim).
+      EXIT WHEN v_share >= v_want;
       SELECT r.priority INTO v_priority FROM rowfleet.records r
        WHERE r.status = 'COMPLETED' AND r.kind = v_kind AND r.priority < v_priority ORDER BY r.kind, r.priority DESC LIMIT 1;
     END LOOP;
@@ -160,6 +166,14 @@ $fn$;
 --> statement-breakpoint
 DROP FUNCTION rowfleet.complete_records(text[], text[], bigint[], uuid[], jsonb[], bigint[], timestamptz);
 --> statement-breakpoint
+-- The completion, restated from 0012 with chaining (1.) and its records updated by address (2.).
+-- p_chain_lease_ms[i]: the lease to hold the next message under, or NULL not to chain (the worker
+-- passes NULL when stopping, for a transactional handler's completion, and after CHAIN_LIMIT
+-- messages in a row, so that other records get their turn). A record is chained only when its
+-- next message is due now and no COMPLETED record of its kind has a higher priority (one descent of
+-- records_due_idx per kind in the call): priorities hold as they do for claims. A chained record
+-- stays PROCESSING under the same owner with a fresh lease token, one attempt, and the message's
+-- version and data are returned (`chained`), as a claim would return them.
 CREATE FUNCTION rowfleet.complete_records(p_kinds text[], p_ids text[], p_versions bigint[], p_tokens uuid[], p_results jsonb[], p_seqs bigint[],
                                           p_chain_lease_ms integer[], p_now timestamptz)
 RETURNS TABLE (kind text, id text, processed boolean, pending boolean, chained boolean,
