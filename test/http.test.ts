@@ -189,7 +189,7 @@ describe('tokens', () => {
     expect((await post({ id: 'tok', data: {} }, { authorization: 'Bearer other-token' }, secured)).statusCode).toBe(200);
   });
 
-  it('keeps /healthz and /readyz open, and guards /records and /metrics', async () => {
+  it('keeps /healthz and /readyz open, and guards /records, /stats and /metrics', async () => {
     expect((await secured.inject({ url: '/healthz' })).statusCode).toBe(200);
     expect((await secured.inject({ url: '/readyz' })).statusCode).toBe(200);
     expect((await secured.inject({ url: '/records/tok' })).statusCode).toBe(401);
@@ -197,6 +197,8 @@ describe('tokens', () => {
     expect((await db.pool.query(`SELECT status FROM rowfleet.records WHERE id = 'tok'`)).rows[0]).toEqual({ status: 'COMPLETED' });
     expect((await secured.inject({ url: '/metrics' })).statusCode).toBe(401);
     expect((await secured.inject({ url: '/metrics', headers: { authorization: 'Bearer s3cret' } })).statusCode).toBe(200);
+    expect((await secured.inject({ url: '/stats' })).statusCode).toBe(401);
+    expect((await secured.inject({ url: '/stats', headers: { authorization: 'Bearer s3cret' } })).statusCode).toBe(200);
   });
 });
 

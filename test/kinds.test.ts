@@ -123,6 +123,22 @@ describe('the CLI takes --kind', () => {
       { kind: 'cli.order', counts: { COMPLETED: 0, PROCESSING: 0, PROCESSED: 0, FAILED: 1, DELETED: 0 }, due: 0, oldestDueAgeSeconds: 0 },
     ]);
     expect(status.counts).toMatchObject({ COMPLETED: 1, FAILED: 1 });
+    // GET /stats answers the same JSON, with the same filter (as a list or repeated).
+    for (const url of ['/stats?kind=cli.order,cli.invoice', '/stats?kind=cli.order&kind=cli.invoice']) {
+      const stats = await get(url);
+      expect(stats.statusCode, url).toBe(200);
+      const { at: _at, ...fromApi } = stats.json();
+      const { at: _cliAt, ...fromCli } = status;
+      expect(fromApi, url).toEqual({ ...fromCli, kinds: fromCli.kinds.map((k: { oldestDueAgeSeconds: number }) => ({ ...k, oldestDueAgeSeconds: expect.any(Number) })), oldestDueAgeSeconds: expect.any(Number) });
+    }
+    const all = (await get('/stats')).json();
+    expect(all.kindFilter).toBeUndefined();
+    expect(all.kinds.map((k: { kind: string }) => k.kind)).toEqual(expect.arrayContaining(['cli.invoice', 'cli.order']));
+    for (const bad of ['/stats?kind=NOPE', '/stats?kind=a,,b', '/stats?kind=']) {
+      const res = await get(bad);
+      expect(res.statusCode, bad).toBe(400);
+      expect(res.json(), bad).toMatchObject({ error: 'invalid_request', field: 'kind' });
+    }
     const table = (await rowfleet(env, 'status', '--kind', 'cli.order')).stdout;
     expect(table).toMatch(/^kinds \(cli\.order\)\n {2}cli\.order {2}COMPLETED 0 {2}PROCESSING 0 {2}PROCESSED 0 {2}FAILED 1 {2}DELETED 0 {3}due 0$/m);
 

@@ -18,6 +18,7 @@ import { registerUpsertRoute } from './upsert-route.ts';
 import { Awaiter } from '../records/await.ts';
 import { registerRecordRoutes } from './record-routes.ts';
 import { registerHealthRoutes } from './health-routes.ts';
+import { registerStatsRoute } from './stats-route.ts';
 import { createApiMetrics } from './metrics.ts';
 
 export interface ServerOptions {
@@ -96,6 +97,7 @@ export function buildServer({ config, pool, log, enqueue, listenUrl }: ServerOpt
   registerUpsertRoute(app, { pool, config, metrics, enqueue, awaiter });
   app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   registerRecordRoutes(app, { pool });
+  registerStatsRoute(app, { pool });
   registerHealthRoutes(app, { pool });
   return app;
 }
