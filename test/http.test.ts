@@ -198,6 +198,7 @@ describe('tokens', () => {
     expect((await secured.inject({ url: '/metrics' })).statusCode).toBe(401);
     expect((await secured.inject({ url: '/metrics', headers: { authorization: 'Bearer s3cret' } })).statusCode).toBe(200);
     expect((await secured.inject({ url: '/stats' })).statusCode).toBe(401);
+    expect((await secured.inject({ url: '/records?status=FAILED' })).statusCode).toBe(401);
     expect((await secured.inject({ url: '/stats', headers: { authorization: 'Bearer s3cret' } })).statusCode).toBe(200);
   });
 });

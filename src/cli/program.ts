@@ -20,6 +20,7 @@ import { registerStatus } from './commands/status.ts';
 import { registerInspect } from './commands/inspect.ts';
 import { registerReplay } from './commands/replay.ts';
 import { registerKinds } from './commands/kinds.ts';
+import { registerRecords } from './commands/records.ts';
 
 export function createProgram(io: CliIO): Command {
   const ctx = createContext(io);
@@ -35,7 +36,7 @@ export function createProgram(io: CliIO): Command {
     })
     .exitOverride();
 
-  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerScheduler, registerEnqueue, registerRequeue, registerDelete, registerStatus, registerInspect, registerReplay, registerKinds]) {
+  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerScheduler, registerEnqueue, registerRequeue, registerDelete, registerStatus, registerInspect, registerReplay, registerKinds, registerRecords]) {
     const command = register(ctx);
     // Subcommands too (`kinds set`): commander's defaults would exit the process on a bad flag.
     for (const c of [command, ...command.commands]) c.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });

@@ -5,6 +5,9 @@ import { deleteByKey } from '../records/delete.ts';
 import { MAX_ID_LENGTH, MessageError, parseKind, presentVersion } from '../records/message.ts';
 import { DEFAULT_KIND, type RecordKey } from '../records/key.ts';
 import { sendError } from './server.ts';
+import { parseKinds } from './stats-route.ts';
+import { listRecords } from '../ops/list.ts';
+import type { RecordStatus } from '../db/schema.ts';
 
 /** The record a request names: `:id` and `?kind=` (default `default`), checked. */
 function keyOf(params: { id: string }, query: { kind?: string }): RecordKey {
@@ -22,6 +25,22 @@ const named = (key: RecordKey) => JSON.stringify(key.kind === DEFAULT_KIND ? key
  * 404 that says so. `kind` defaults to `default`.
  */
 export function registerRecordRoutes(app: FastifyInstance, { pool }: { pool: pg.Pool }): void {
+  // GET /records?status=FAILED&kind=a,b&error=regex&limit=50&cursor=...: a page in key order (src/ops/list.ts).
+  app.get<{ Querystring: { status?: string; kind?: string | string[]; error?: string; limit?: string; cursor?: string } }>('/records', async (request) => {
+    const q = request.query;
+    for (const name of ['status', 'error', 'limit', 'cursor'] as const) {
+      if (Array.isArray(q[name])) throw new MessageError(name, 'must be given once');
+    }
+    if (q.limit !== undefined && !/^\d+$/.test(q.limit)) throw new MessageError('limit', `must be an integer from 1 to 1000, got ${JSON.stringify(q.limit)}`);
+    return listRecords(pool, {
+      status: q.status as RecordStatus | undefined,
+      kinds: parseKinds(q.kind),
+      error: q.error,
+      limit: q.limit === undefined ? undefined : Number(q.limit),
+      cursor: q.cursor,
+    });
+  });
+
   app.get<{ Params: { id: string }; Querystring: { history?: string; kind?: string } }>('/records/:id', async (request, reply) => {
     const key = keyOf(request.params, request.query);
     const history = request.query.history;

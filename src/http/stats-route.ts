@@ -15,7 +15,8 @@ export function registerStatsRoute(app: FastifyInstance, { pool }: { pool: pg.Po
   });
 }
 
-function parseKinds(raw: string | string[] | undefined): string[] | undefined {
+/** `?kind=a,b` or `?kind=a&kind=b`: the kinds, checked; undefined when absent. */
+export function parseKinds(raw: string | string[] | undefined): string[] | undefined {
   if (raw === undefined) return undefined;
   const listed = (Array.isArray(raw) ? raw : [raw]).flatMap((part) => part.split(',')).map((k) => k.trim());
   if (listed.some((k) => k === '')) throw new MessageError('kind', 'must list kinds separated by commas, like order,invoice');
