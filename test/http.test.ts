@@ -246,6 +246,17 @@ describe('GET /metrics', () => {
       expect(r.body).toContain('rowfleet_upsert_messages_total{reason="duplicate"} 1');
       expect(r.body).toMatch(/rowfleet_http_request_duration_seconds_count\{method="POST",route="\/upsert",status="409"\} 2/);
       expect(r.body).toContain('rowfleet_process_resident_memory_bytes');
+      // The database's gauges, as `status` reads them.
+      const status = (await server.inject({ url: '/stats' })).json();
+      const completed = status.kinds.find((k: { kind: string }) => k.kind === 'default').counts.COMPLETED;
+      expect(completed).toBeGreaterThan(0);
+      expect(r.body).toContain(`rowfleet_records{kind="default",status="COMPLETED"} ${completed}`);
+      expect(r.body).toContain('rowfleet_records{kind="default",status="PROCESSING"} 0');
+      expect(r.body).toMatch(/^rowfleet_due_records\{kind="default"\} [1-9]\d*$/m);
+      expect(r.body).toMatch(/^rowfleet_oldest_due_age_seconds\{kind="default"\} [\d.]+$/m);
+      expect(r.body).toContain('rowfleet_workers_alive 0');
+      expect(r.body).toContain('rowfleet_records_in_flight 0');
+      expect(r.body).toContain('rowfleet_database_up 1');
     } finally {
       await server.close();
     }
@@ -265,6 +276,11 @@ describe('database unavailable', () => {
       expect(r.json()).toMatchObject({ error: 'database_unavailable' });
       expect((await down.inject({ url: '/readyz' })).statusCode).toBe(503);
       expect((await down.inject({ url: '/healthz' })).statusCode).toBe(200);
+      // /metrics still answers, saying the database is down.
+      const metrics = await down.inject({ url: '/metrics' });
+      expect(metrics.statusCode).toBe(200);
+      expect(metrics.body).toContain('rowfleet_database_up 0');
+      expect(metrics.body).toContain('rowfleet_process_resident_memory_bytes');
     } finally {
       await down.close();
       await deadPool.end();

@@ -4,21 +4,57 @@
  *
  * rowfleet_upsert_messages_total{reason}  messages answered, by outcome
  * rowfleet_http_request_duration_seconds  by method, route and status code
+ * read from the database at each scrape, with the queries `rowfleet status` runs (src/ops/status.ts):
+ * rowfleet_records{kind,status}           records by status (a kind's PROCESSED is left out above a
+ *                                         million records, where only the total is estimated)
+ * rowfleet_due_records{kind}              COMPLETED records due now: the backlog
+ * rowfleet_oldest_due_age_seconds{kind}   how long the oldest due record has waited (the lag)
+ * rowfleet_records_in_flight              records held under a lease by live workers
+ * rowfleet_workers_alive                  workers heard from within 60 s
+ * rowfleet_database_up                    1 when those queries answered, 0 when they failed
  * plus prom-client's process and Node.js metrics (memory, event loop lag, GC), prefixed rowfleet_.
  */
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { RECORD_STATUSES } from '../db/schema.ts';
+import type { Status } from '../ops/status.ts';
 
 export interface ApiMetrics {
   registry: Registry;
   upserts: Counter<'reason'>;
   requests: Histogram<'method' | 'route' | 'status'>;
+  /** Sets the database gauges from a status read for this scrape, or marks the database down. */
+  observe(status: Status | undefined): void;
 }
 
 export function createApiMetrics(): ApiMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'rowfleet_' });
+  const gauge = <L extends string>(name: string, help: string, labelNames: L[] = []) => new Gauge<L>({ name, help, labelNames, registers: [registry] });
+  const records = gauge('rowfleet_records', 'Records by kind and status', ['kind', 'status']);
+  const due = gauge('rowfleet_due_records', 'COMPLETED records due now, by kind (the backlog)', ['kind']);
+  const oldest = gauge('rowfleet_oldest_due_age_seconds', 'How long the oldest due record of each kind has waited', ['kind']);
+  const inFlight = gauge('rowfleet_records_in_flight', 'Records held under a lease by live workers');
+  const alive = gauge('rowfleet_workers_alive', 'Workers heard from within 60 s');
+  const up = gauge('rowfleet_database_up', 'Whether the database answered the status queries of this scrape');
   return {
     registry,
+    observe(status) {
+      up.set(status === undefined ? 0 : 1);
+      if (status === undefined) return;
+      // Kinds that are gone must not linger with their last values.
+      for (const g of [records, due, oldest]) g.reset();
+      for (const k of status.kinds) {
+        for (const s of RECORD_STATUSES) {
+          const n = k.counts[s];
+          if (n !== null) records.set({ kind: k.kind, status: s }, n);
+        }
+        due.set({ kind: k.kind }, k.due);
+        oldest.set({ kind: k.kind }, k.oldestDueAgeSeconds);
+      }
+      const live = status.workers.filter((w) => w.alive);
+      inFlight.set(live.reduce((sum, w) => sum + w.inFlight, 0));
+      alive.set(live.length);
+    },
     upserts: new Counter({
       name: 'rowfleet_upsert_messages_total',
       help: 'Upsert messages answered, by outcome (applied, stale, conflict, duplicate, message_id_reused)',

@@ -19,6 +19,7 @@ import { Awaiter } from '../records/await.ts';
 import { registerRecordRoutes } from './record-routes.ts';
 import { registerHealthRoutes } from './health-routes.ts';
 import { registerStatsRoute } from './stats-route.ts';
+import { readStatus } from '../ops/status.ts';
 import { createApiMetrics } from './metrics.ts';
 
 export interface ServerOptions {
@@ -95,7 +96,15 @@ export function buildServer({ config, pool, log, enqueue, listenUrl }: ServerOpt
   // Before the server waits for requests in flight: waiting ones are answered with their state now.
   app.addHook('preClose', () => awaiter.close());
   registerUpsertRoute(app, { pool, config, metrics, enqueue, awaiter });
-  app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+  app.get('/metrics', async (request, reply) => {
+    // The database's gauges, read for this scrape; when it is down the process's metrics still answer.
+    const status = await readStatus(pool).catch((err: unknown) => {
+      request.log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'metrics: could not read the status');
+      return undefined;
+    });
+    metrics.observe(status);
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
   registerRecordRoutes(app, { pool });
   registerStatsRoute(app, { pool });
   registerHealthRoutes(app, { pool });
