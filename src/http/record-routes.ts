@@ -6,7 +6,7 @@ import { MAX_ID_LENGTH, MessageError, parseKind, presentVersion } from '../recor
 import { DEFAULT_KIND, type RecordKey } from '../records/key.ts';
 import { sendError } from './server.ts';
 import { parseKinds } from './stats-route.ts';
-import { listRecords } from '../ops/list.ts';
+import { listRecords, MAX_LIST_LIMIT } from '../ops/list.ts';
 import type { RecordStatus } from '../db/schema.ts';
 
 /** The record a request names: `:id` and `?kind=` (default `default`), checked. */
@@ -31,7 +31,7 @@ export function registerRecordRoutes(app: FastifyInstance, { pool }: { pool: pg.
     for (const name of ['status', 'error', 'limit', 'cursor'] as const) {
       if (Array.isArray(q[name])) throw new MessageError(name, 'must be given once');
     }
-    if (q.limit !== undefined && !/^\d+$/.test(q.limit)) throw new MessageError('limit', `must be an integer from 1 to 1000, got ${JSON.stringify(q.limit)}`);
+    if (q.limit !== undefined && !/^\d+$/.test(q.limit)) throw new MessageError('limit', `must be an integer from 1 to ${MAX_LIST_LIMIT}, got ${JSON.stringify(q.limit)}`);
     return listRecords(pool, {
       status: q.status as RecordStatus | undefined,
       kinds: parseKinds(q.kind),
