@@ -4,10 +4,10 @@
  */
 import type pg from 'pg';
 import { RECORD_STATUSES, type RecordStatus } from '../db/schema.ts';
-import { listPage } from '../records/filter.ts';
+import { listPage, recordFilter } from '../records/filter.ts';
 import { MessageError, presentVersion } from '../records/message.ts';
 import type { RecordKey } from '../records/key.ts';
-import { KIND_PATTERN } from '../kind.ts';
+import { DEFAULT_KIND, KIND_PATTERN } from '../kind.ts';
 
 export const DEFAULT_LIST_LIMIT = 50;
 export const MAX_LIST_LIMIT = 1000;
@@ -45,7 +45,7 @@ export async function listRecords(pool: pg.Pool, options: ListOptions): Promise<
   if (options.status !== undefined && !RECORD_STATUSES.includes(options.status)) throw new MessageError('status', `must be one of ${RECORD_STATUSES.join(', ')}, got ${JSON.stringify(options.status)}`);
   const after = options.cursor === undefined ? undefined : decodeCursor(options.cursor);
   // One more than asked: whether a next page exists, without a count.
-  const rows = await listPage(pool, { status: options.status, kinds: options.kinds, error: options.error }, after, limit + 1);
+  const rows = await listPage(pool, recordFilter({ status: options.status, kinds: options.kinds, error: options.error }), after, limit + 1);
   const page = rows.slice(0, limit);
   const last = page.at(-1);
   return {
@@ -72,7 +72,7 @@ function decodeCursor(cursor: string): RecordKey {
 export function renderPage(page: RecordPage): string {
   if (page.records.length === 0) return 'no records match';
   const lines = page.records.map((r) => {
-    const name = r.kind === 'default' ? r.id : `${r.kind}/${r.id}`;
+    const name = r.kind === DEFAULT_KIND ? r.id : `${r.kind}/${r.id}`;
     const error = r.lastError === null ? '' : `  ${r.lastError.split('\n')[0]!.slice(0, 120)}`;
     return `${name}  v${r.version}  ${r.status}  attempts ${r.attempts}  ${r.updatedAt}${error}`;
   });

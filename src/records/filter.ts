@@ -55,12 +55,7 @@ export function afterKey(after: RecordKey): SQL {
 
 /** The next `limit` matching records after `after`, for a dry run's listing. */
 export async function previewPage(db: Queryable, where: SQL, after: RecordKey, limit: number): Promise<PreviewRow[]> {
-  const rows = await query<{ kind: string; id: string; status: string; version: string; last_error: string | null; updated_at: Date }>(
-    db,
-    sql`SELECT kind, id, status, version, last_error, updated_at FROM rowfleet.records
-         WHERE ${where} AND ${afterKey(after)} ORDER BY kind, id LIMIT ${limit}`,
-  );
-  return rows.map((r) => ({ kind: r.kind, id: r.id, status: r.status, version: r.version, lastError: r.last_error, updatedAt: r.updated_at }));
+  return (await listPage(db, where, after, limit)).map(({ attempts: _attempts, ...row }) => row);
 }
 
 /** A record as a listing shows it. */
@@ -69,16 +64,15 @@ export interface ListedRow extends PreviewRow {
 }
 
 /**
- * Up to `limit` records the filter matches, in key order (kind, id), after `after` when given.
+ * Up to `limit` records matching `where`, in key order (kind, id), after `after` when given.
  * FAILED and DELETED listings read their partial indexes (records_failed_idx, records_deleted_idx,
  * both on (kind, id)) in order; other statuses walk records_pkey.
  */
-export async function listPage(db: Queryable, filter: RecordFilter, after: RecordKey | undefined, limit: number): Promise<ListedRow[]> {
-  const where = after === undefined ? recordFilter(filter) : sql`${recordFilter(filter)} AND ${afterKey(after)}`;
+export async function listPage(db: Queryable, where: SQL, after: RecordKey | undefined, limit: number): Promise<ListedRow[]> {
   const rows = await query<{ kind: string; id: string; status: string; version: string; attempts: number; last_error: string | null; updated_at: Date }>(
     db,
     sql`SELECT kind, id, status, version, attempts, last_error, updated_at FROM rowfleet.records
-         WHERE ${where} ORDER BY kind, id LIMIT ${limit}`,
+         WHERE ${where}${after === undefined ? sql`` : sql` AND ${afterKey(after)}`} ORDER BY kind, id LIMIT ${limit}`,
   );
   return rows.map((r) => ({ kind: r.kind, id: r.id, status: r.status, version: r.version, attempts: r.attempts, lastError: r.last_error, updatedAt: r.updated_at }));
 }
