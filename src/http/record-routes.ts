@@ -7,6 +7,7 @@ import { DEFAULT_KIND, type RecordKey } from '../records/key.ts';
 import { sendError } from './server.ts';
 import { parseKinds } from './stats-route.ts';
 import { listRecords, MAX_LIST_LIMIT } from '../ops/list.ts';
+import { inspectRecord } from '../ops/inspect.ts';
 import type { RecordStatus } from '../db/schema.ts';
 
 /** The record a request names: `:id` and `?kind=` (default `default`), checked. */
@@ -26,11 +27,13 @@ const named = (key: RecordKey) => JSON.stringify(key.kind === DEFAULT_KIND ? key
  */
 export function registerRecordRoutes(app: FastifyInstance, { pool }: { pool: pg.Pool }): void {
   // GET /records?status=FAILED&kind=a,b&error=regex&limit=50&cursor=...: a page in key order (src/ops/list.ts).
-  app.get<{ Querystring: { status?: string; kind?: string | string[]; error?: string; limit?: string; cursor?: string } }>('/records', async (request) => {
+  // ?recent=1: the most recently changed first, one page (the dashboard's latest failures).
+  app.get<{ Querystring: { status?: string; kind?: string | string[]; error?: string; limit?: string; cursor?: string; recent?: string } }>('/records', async (request) => {
     const q = request.query;
-    for (const name of ['status', 'error', 'limit', 'cursor'] as const) {
+    for (const name of ['status', 'error', 'limit', 'cursor', 'recent'] as const) {
       if (Array.isArray(q[name])) throw new MessageError(name, 'must be given once');
     }
+    if (q.recent !== undefined && !['1', 'true', '0', 'false'].includes(q.recent)) throw new MessageError('recent', 'must be 1 or 0');
     if (q.limit !== undefined && !/^\d+$/.test(q.limit)) throw new MessageError('limit', `must be an integer from 1 to ${MAX_LIST_LIMIT}, got ${JSON.stringify(q.limit)}`);
     return listRecords(pool, {
       status: q.status as RecordStatus | undefined,
@@ -38,7 +41,16 @@ export function registerRecordRoutes(app: FastifyInstance, { pool }: { pool: pg.
       error: q.error,
       limit: q.limit === undefined ? undefined : Number(q.limit),
       cursor: q.cursor,
+      recent: q.recent === '1' || q.recent === 'true',
     });
+  });
+
+  // GET /records/:id/timeline?kind=K: what `rowfleet inspect` shows (src/ops/inspect.ts), deleted records included.
+  app.get<{ Params: { id: string }; Querystring: { kind?: string } }>('/records/:id/timeline', async (request, reply) => {
+    const key = keyOf(request.params, request.query);
+    const inspection = [...key.id].length > MAX_ID_LENGTH ? undefined : await inspectRecord(pool, key);
+    if (inspection === undefined) return sendError(reply, 404, 'not_found', `no record ${named(key)}${kindHint(key)}`);
+    return inspection;
   });
 
   app.get<{ Params: { id: string }; Querystring: { history?: string; kind?: string } }>('/records/:id', async (request, reply) => {

@@ -19,6 +19,7 @@ import { Awaiter } from '../records/await.ts';
 import { registerRecordRoutes } from './record-routes.ts';
 import { registerHealthRoutes } from './health-routes.ts';
 import { registerStatsRoute } from './stats-route.ts';
+import { registerRequeueRoute } from './requeue-route.ts';
 import { readStatus } from '../ops/status.ts';
 import { createApiMetrics } from './metrics.ts';
 
@@ -107,6 +108,7 @@ export function buildServer({ config, pool, log, enqueue, listenUrl }: ServerOpt
   });
   registerRecordRoutes(app, { pool });
   registerStatsRoute(app, { pool });
+  registerRequeueRoute(app, { pool });
   registerHealthRoutes(app, { pool });
   return app;
 }

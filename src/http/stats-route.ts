@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type pg from 'pg';
-import { readStatus } from '../ops/status.ts';
+import { MAX_THROUGHPUT_MINUTES, readStatus, readThroughput } from '../ops/status.ts';
 import { MessageError, parseKind } from '../records/message.ts';
 
 /**
@@ -12,6 +12,14 @@ export function registerStatsRoute(app: FastifyInstance, { pool }: { pool: pg.Po
   app.get<{ Querystring: { kind?: string | string[] } }>('/stats', async (request) => {
     const kinds = parseKinds(request.query.kind);
     return readStatus(pool, { kinds });
+  });
+  // GET /stats/throughput?minutes=15: outcomes per minute, oldest first (the dashboard's chart).
+  app.get<{ Querystring: { minutes?: string | string[] } }>('/stats/throughput', async (request) => {
+    const raw = request.query.minutes ?? '15';
+    if (Array.isArray(raw) || !/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_THROUGHPUT_MINUTES) {
+      throw new MessageError('minutes', `must be an integer from 1 to ${MAX_THROUGHPUT_MINUTES}, got ${JSON.stringify(raw)}`);
+    }
+    return { minutes: await readThroughput(pool, Number(raw)) };
   });
 }
 

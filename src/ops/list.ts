@@ -4,7 +4,7 @@
  */
 import type pg from 'pg';
 import { RECORD_STATUSES, type RecordStatus } from '../db/schema.ts';
-import { listPage, recordFilter } from '../records/filter.ts';
+import { listPage, recordFilter, type ListedRow } from '../records/filter.ts';
 import { MessageError, presentVersion } from '../records/message.ts';
 import type { RecordKey } from '../records/key.ts';
 import { DEFAULT_KIND, KIND_PATTERN } from '../kind.ts';
@@ -21,6 +21,8 @@ export interface ListOptions {
   limit?: number | undefined;
   /** From a previous page's `nextCursor`. */
   cursor?: string | undefined;
+  /** The most recently changed first, one page only (no cursor): the dashboard's latest failures. */
+  recent?: boolean | undefined;
 }
 
 export interface ListedRecord {
@@ -43,16 +45,27 @@ export async function listRecords(pool: pg.Pool, options: ListOptions): Promise<
   const limit = options.limit ?? DEFAULT_LIST_LIMIT;
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIST_LIMIT) throw new MessageError('limit', `must be an integer from 1 to ${MAX_LIST_LIMIT}, got ${limit}`);
   if (options.status !== undefined && !RECORD_STATUSES.includes(options.status)) throw new MessageError('status', `must be one of ${RECORD_STATUSES.join(', ')}, got ${JSON.stringify(options.status)}`);
+  if (options.recent === true && options.cursor !== undefined) throw new MessageError('cursor', 'does not apply to the most recent records, which come as one page; leave out one of them');
+  if (options.recent === true && options.status === undefined) throw new MessageError('status', 'is needed for the most recent records (it reads every record of that status), like status=FAILED');
   const after = options.cursor === undefined ? undefined : decodeCursor(options.cursor);
+  const where = recordFilter({ status: options.status, kinds: options.kinds, error: options.error });
+  if (options.recent === true) {
+    const rows = await listPage(pool, where, undefined, limit, 'recent');
+    return { records: rows.map(listed), nextCursor: null };
+  }
   // One more than asked: whether a next page exists, without a count.
-  const rows = await listPage(pool, recordFilter({ status: options.status, kinds: options.kinds, error: options.error }), after, limit + 1);
+  const rows = await listPage(pool, where, after, limit + 1);
   const page = rows.slice(0, limit);
   const last = page.at(-1);
   return {
-    records: page.map((r) => ({ kind: r.kind, id: r.id, version: presentVersion(r.version), status: r.status, attempts: r.attempts, lastError: r.lastError, updatedAt: r.updatedAt.toISOString() })),
+    records: page.map(listed),
     nextCursor: rows.length > limit && last !== undefined ? encodeCursor(last) : null,
   };
 }
+
+const listed = (r: ListedRow): ListedRecord => ({
+  kind: r.kind, id: r.id, version: presentVersion(r.version), status: r.status, attempts: r.attempts, lastError: r.lastError, updatedAt: r.updatedAt.toISOString(),
+});
 
 const encodeCursor = (key: RecordKey) => Buffer.from(JSON.stringify([key.kind, key.id])).toString('base64url');
 

@@ -16,6 +16,8 @@ export interface RequeueOptions extends BulkOptions {
   priority?: number | undefined;
   /** Not processed before this instant (ISO text); at once otherwise. */
   runAt?: string | undefined;
+  /** Who asked, kept in each `requeued` event (`api` for POST /requeue and the dashboard); the CLI's carry none. */
+  via?: string | undefined;
 }
 
 export interface RequeueResult extends Omit<BulkResult, 'changed'> {
@@ -24,7 +26,7 @@ export interface RequeueResult extends Omit<BulkResult, 'changed'> {
 
 export async function requeue(pool: pg.Pool, options: RequeueOptions): Promise<RequeueResult> {
   const { changed, ...rest } = await runBulk(pool, options, async (where, after, limit) => {
-    const rows = await requeuePage(pool, where, options.status, after, limit, { priority: options.priority, runAt: options.runAt });
+    const rows = await requeuePage(pool, where, options.status, after, limit, { priority: options.priority, runAt: options.runAt, via: options.via });
     if (rows.some((r) => r.changed)) await wakeWorkers(pool);
     return rows;
   });

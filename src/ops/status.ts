@@ -99,6 +99,34 @@ export async function readStatus(pool: pg.Pool, options: { kinds?: readonly stri
   };
 }
 
+export interface MinuteCounts {
+  /** The minute's start. */
+  at: string;
+  processed: number;
+  failed: number;
+  retried: number;
+  rescued: number;
+}
+
+/** The most minutes of history there are: rowfleet.stats keeps a day. */
+export const MAX_THROUGHPUT_MINUTES = 1440;
+
+/**
+ * Outcomes per minute over the last `minutes` (this one included), oldest first, minutes without
+ * any as zeros: the dashboard's throughput chart. rowfleet.stats has a row per minute and backend.
+ */
+export async function readThroughput(pool: pg.Pool, minutes: number): Promise<MinuteCounts[]> {
+  const rows = await query<{ at: Date; processed: number; failed: number; retried: number; rescued: number }>(
+    pool,
+    sql`SELECT m.at, coalesce(sum(s.processed), 0)::float8 AS processed, coalesce(sum(s.failed), 0)::float8 AS failed,
+               coalesce(sum(s.retried), 0)::float8 AS retried, coalesce(sum(s.rescued), 0)::float8 AS rescued
+          FROM generate_series(date_trunc('minute', now()) - (${minutes}::int - 1) * interval '1 minute', date_trunc('minute', now()), interval '1 minute') AS m(at)
+          LEFT JOIN rowfleet.stats s ON s.minute = m.at
+         GROUP BY m.at ORDER BY m.at`,
+  );
+  return rows.map((r) => ({ at: r.at.toISOString(), processed: r.processed, failed: r.failed, retried: r.retried, rescued: r.rescued }));
+}
+
 /** The status as a table for a terminal. */
 export function renderStatus(s: Status): string {
   const n = (x: number) => x.toLocaleString('en-US');

@@ -67,12 +67,17 @@ export interface ListedRow extends PreviewRow {
  * Up to `limit` records matching `where`, in key order (kind, id), after `after` when given.
  * FAILED and DELETED listings read their partial indexes (records_failed_idx, records_deleted_idx,
  * both on (kind, id)) in order; other statuses walk records_pkey.
+ *
+ * `recent`: the most recently changed first (updated_at), with no `after`. There is no index on
+ * updated_at (it would make every upsert a non-HOT update), so this reads every record that
+ * matches and keeps the top `limit`: meant for FAILED, whose partial index holds only those.
  */
-export async function listPage(db: Queryable, where: SQL, after: RecordKey | undefined, limit: number): Promise<ListedRow[]> {
+export async function listPage(db: Queryable, where: SQL, after: RecordKey | undefined, limit: number, order: 'key' | 'recent' = 'key'): Promise<ListedRow[]> {
   const rows = await query<{ kind: string; id: string; status: string; version: string; attempts: number; last_error: string | null; updated_at: Date }>(
     db,
     sql`SELECT kind, id, status, version, attempts, last_error, updated_at FROM rowfleet.records
-         WHERE ${where}${after === undefined ? sql`` : sql` AND ${afterKey(after)}`} ORDER BY kind, id LIMIT ${limit}`,
+         WHERE ${where}${after === undefined ? sql`` : sql` AND ${afterKey(after)}`}
+         ORDER BY ${order === 'recent' ? sql`updated_at DESC, kind, id` : sql`kind, id`} LIMIT ${limit}`,
   );
   return rows.map((r) => ({ kind: r.kind, id: r.id, status: r.status, version: r.version, attempts: r.attempts, lastError: r.last_error, updatedAt: r.updated_at }));
 }

@@ -24,7 +24,7 @@ export async function requeuePage(
   status: RequeueStatus,
   after: RecordKey,
   limit: number,
-  set: { priority?: number | undefined; runAt?: string | undefined } = {},
+  set: { priority?: number | undefined; runAt?: string | undefined; via?: string | undefined } = {},
 ): Promise<PageRow[]> {
   return query<PageRow>(
     db,
@@ -48,6 +48,7 @@ export async function requeuePage(
         logged AS (
           INSERT INTO rowfleet.event_log (kind, record_id, version, applied, reason, detail)
           SELECT m.kind, m.id, m.version, false, 'requeued', jsonb_build_object('from', m.was, 'lastError', m.last_error)
+                 || CASE WHEN ${set.via ?? null}::text IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('via', ${set.via ?? null}::text) END
             FROM moved m
         )
         SELECT p.kind, p.id, EXISTS (SELECT 1 FROM moved m WHERE m.kind = p.kind AND m.id = p.id) AS changed
