@@ -22,6 +22,8 @@ export interface Config {
   readonly homeChosen: boolean;
   readonly host: string;
   readonly port: number;
+  /** Where a worker (or a fleet, for all its workers) serves GET /metrics, on `host`; off when undefined. */
+  readonly metricsPort: number | undefined;
   /** Bearer tokens accepted by the API; empty means the API is open. */
   readonly apiTokens: readonly string[];
   /** Largest `items` array in one POST /upsert. */
@@ -147,6 +149,7 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     homeChosen: chosenHome !== undefined,
     host: pick('host', 'ROWFLEET_HOST', (raw) => raw, DEFAULTS.host),
     port: pick('port', 'PORT', (raw, name) => parseInteger(raw, name, 0, 65535), DEFAULTS.port),
+    metricsPort: pick('metricsPort', 'ROWFLEET_METRICS_PORT', (raw, name) => parseInteger(raw, name, 0, 65535), undefined),
     apiTokens: overrides.apiTokens ?? parseTokens(env.ROWFLEET_API_TOKENS),
     maxBatch: pick('maxBatch', 'ROWFLEET_MAX_BATCH', (raw, name) => parseInteger(raw, name, 1, 100_000), DEFAULTS.maxBatch),
     maxBodyBytes: pick('maxBodyBytes', 'ROWFLEET_MAX_BODY', parseBytes, DEFAULTS.maxBodyBytes),

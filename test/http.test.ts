@@ -240,10 +240,12 @@ describe('GET /metrics', () => {
       const r = await server.inject({ url: '/metrics' });
       expect(r.statusCode).toBe(200);
       expect(r.headers['content-type']).toMatch(/^text\/plain/);
-      expect(r.body).toContain('rowfleet_upsert_messages_total{reason="applied"} 1');
-      expect(r.body).toContain('rowfleet_upsert_messages_total{reason="stale"} 1');
-      expect(r.body).toContain('rowfleet_upsert_messages_total{reason="conflict"} 1');
-      expect(r.body).toContain('rowfleet_upsert_messages_total{reason="duplicate"} 1');
+      expect(r.body).toContain('rowfleet_upsert_messages_total{kind="default",reason="applied"} 1');
+      expect(r.body).toContain('rowfleet_upsert_messages_total{kind="default",reason="stale"} 1');
+      expect(r.body).toContain('rowfleet_upsert_messages_total{kind="default",reason="conflict"} 1');
+      expect(r.body).toContain('rowfleet_upsert_messages_total{kind="default",reason="duplicate"} 1');
+      // Every request's write, single messages here (the duplicate is answered by the same write path).
+      expect(r.body).toContain('rowfleet_upsert_duration_seconds_count{batch="false"} 4');
       expect(r.body).toMatch(/rowfleet_http_request_duration_seconds_count\{method="POST",route="\/upsert",status="409"\} 2/);
       expect(r.body).toContain('rowfleet_process_resident_memory_bytes');
       // The database's gauges, as `status` reads them.
@@ -257,6 +259,8 @@ describe('GET /metrics', () => {
       expect(r.body).toContain('rowfleet_workers_alive 0');
       expect(r.body).toContain('rowfleet_records_in_flight 0');
       expect(r.body).toContain('rowfleet_database_up 1');
+      expect(r.body).toContain(`rowfleet_outcomes_last_hour{outcome="processed"} ${status.lastHour.processed}`);
+      expect(r.body).toContain('rowfleet_outcomes_last_hour{outcome="requeued"} 0');
     } finally {
       await server.close();
     }

@@ -136,6 +136,10 @@ describe('POST /requeue', () => {
     // Again: nothing left to move.
     expect((await post('/requeue', { kinds: ['d.order'], error: 'bad-[01]$' })).json()).toMatchObject({ matched: 0, requeued: 0 });
     expect((await post('/requeue', { all: true })).json()).toMatchObject({ matched: 2, requeued: 2 });
+    // Counted where status, the chart and the API's metrics read them.
+    expect((await get('/stats')).json().lastHour).toMatchObject({ requeued: 4, failed: 4 });
+    const minutes = (await get('/stats/throughput?minutes=5')).json().minutes as { requeued: number }[];
+    expect(minutes.reduce((n, m) => n + m.requeued, 0)).toBe(4);
   });
 
   it('is refused without a token when tokens are set', async () => {

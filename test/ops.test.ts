@@ -207,7 +207,7 @@ describe('rowfleet status', () => {
 
     const status = json(await rowfleet(env, 'status', '--json'));
     expect(status.counts).toMatchObject({ PROCESSED: 5, FAILED: 1 });
-    expect(status.lastHour).toEqual({ processed: 5, failed: 1, retried: 1, rescued: 1 });
+    expect(status.lastHour).toEqual({ processed: 5, failed: 1, retried: 1, rescued: 1, requeued: 0, replayed: 0 });
   });
 
   it('--watch redraws until interrupted', async () => {
@@ -298,6 +298,9 @@ describe('rowfleet replay', () => {
     expect(await row('fine')).toMatchObject({ version: '9' });
     expect(await events('gone', 'replayed')).toEqual([{ from: null }]);
     expect(await events('old', 'replayed')).toEqual([{ from: 1 }]);
+    // Counted for status and the API's rowfleet_outcomes_last_hour, which no worker sees.
+    const replayed = await db.pool.query<{ n: number }>(`SELECT sum(replayed)::int AS n FROM rowfleet.stats`);
+    expect(replayed.rows[0]!.n).toBe(3);
     // Now only the record ahead of its messages differs.
     expect(json(await rowfleet(env, 'replay', '--verify', '--json'))).toMatchObject({ differ: 1, byProblem: { ahead: 1 } });
   });

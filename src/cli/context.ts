@@ -3,7 +3,7 @@ import { Option, type Command } from 'commander';
  * What every command receives: injected output and environment (so tests run commands
  * in-process), and the one way to turn flags into a Config, a logger and a database.
  */
-import { loadConfig, type Config, type ConfigOverrides, type Env } from '../config.ts';
+import { loadConfig, parseInteger, type Config, type ConfigOverrides, type Env } from '../config.ts';
 import { createLogger, resolveLogFormat, type Logger } from '../log.ts';
 import { resolveDatabaseUrl } from '../db/connect.ts';
 import { createPool, explainConnectionFailure, isMissingObject, sqlStateOf, type Pool } from '../db/pool.ts';
@@ -118,13 +118,25 @@ function missingFrom(pool: Pool, bossSchema: string, message: string): Promise<S
 export interface DatabaseFlags {
   databaseUrl?: string;
   logLevel?: Config['logLevel'];
+  /** Only where withMetricsOption added it. */
+  metricsPort?: number;
 }
 
 export function overridesFrom(flags: DatabaseFlags): ConfigOverrides {
   const overrides: ConfigOverrides = {};
   if (flags.databaseUrl !== undefined) overrides.databaseUrl = flags.databaseUrl;
   if (flags.logLevel !== undefined) overrides.logLevel = flags.logLevel;
+  if (flags.metricsPort !== undefined) overrides.metricsPort = flags.metricsPort;
   return overrides;
+}
+
+/** `--metrics-port`, for the processes that serve their metrics (worker, fleet). */
+export function withMetricsOption(command: Command, what: string): Command {
+  return command.addOption(
+    new Option('--metrics-port <port>', `serve ${what} on GET /metrics at this port on $ROWFLEET_HOST (default: $ROWFLEET_METRICS_PORT, else off)`).argParser((raw) =>
+      parseInteger(raw, '--metrics-port', 0, 65535),
+    ),
+  );
 }
 
 /** `--database-url` and `--log-level`, shared by every command that talks to Postgres. */

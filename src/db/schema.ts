@@ -241,6 +241,9 @@ export const stats = rowfleet.table('stats', {
   retried: bigint('retried', { mode: 'number' }).notNull().default(0),
   superseded: bigint('superseded', { mode: 'number' }).notNull().default(0),
   rescued: bigint('rescued', { mode: 'number' }).notNull().default(0),
+  /** Counted by requeue (CLI and POST /requeue) and replay, which no worker sees. */
+  requeued: bigint('requeued', { mode: 'number' }).notNull().default(0),
+  replayed: bigint('replayed', { mode: 'number' }).notNull().default(0),
 }, (t) => [primaryKey({ columns: [t.minute, t.backend] })]);
 
 /** How a kind's records are processed: its newest state (`latest`), or every message in order (`every`). */

@@ -26,6 +26,7 @@ import { UserError } from '../errors.ts';
 import { unregisterProcess } from '../worker/registry.ts';
 import { decideScale, nextIdleStreak, type BacklogSample, type ScaleLimits } from './autoscale.ts';
 import { sampleBacklog } from '../records/backlog.ts';
+import { isMetricsRequest, type MetricsReply, type MetricsRequest } from '../worker/run.ts';
 
 /** How to start one worker process. */
 export interface WorkerProcessSpec {
@@ -106,6 +107,9 @@ export class Fleet {
   #onFatal: (() => void) | undefined;
   #idleStreak = 0;
   #sampling = false;
+  /** Metrics asked of the workers (workerMetrics), by request id: what each answered. */
+  #metricsAsked = 0;
+  readonly #metricsReplies = new Map<number, (reply: MetricsReply) => void>();
 
   constructor(options: FleetOptions) {
     this.#o = options;
@@ -121,6 +125,33 @@ export class Fleet {
   /** Pids of the worker processes running now. */
   get pids(): number[] {
     return this.#members.flatMap((m) => (m.child?.pid !== undefined && m.child.exitCode === null && m.child.signalCode === null ? [m.child.pid] : []));
+  }
+
+  /**
+   * Each running worker's metrics (prom-client's getMetricsAsJSON), asked over the IPC channel of
+   * workers started with the fleet's metrics on; a worker that does not answer within `timeoutMs`
+   * (starting, stopping, busy) is left out of this scrape.
+   */
+  async workerMetrics(timeoutMs: number): Promise<unknown[][]> {
+    const id = ++this.#metricsAsked;
+    const children = this.#members.flatMap((m) => (m.child?.connected === true ? [m.child] : []));
+    const replies: unknown[][] = [];
+    await new Promise<void>((resolve) => {
+      let waiting = children.length;
+      const timer = setTimeout(done, timeoutMs);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      if (waiting === 0) return done();
+      this.#metricsReplies.set(id, (reply) => {
+        replies.push(reply.metrics);
+        if (--waiting === 0) done();
+      });
+      for (const child of children) child.send({ rowfleet: 'metrics', id } satisfies MetricsRequest, (err) => err !== null && err !== undefined && --waiting === 0 && done());
+    });
+    this.#metricsReplies.delete(id);
+    return replies;
   }
 
   /** Runs until `signal` aborts, then stops every worker. Throws if a worker reports a usage error. */
@@ -177,6 +208,9 @@ export class Fleet {
       detached: true,
     });
     member.child = child;
+    child.on('message', (message: unknown) => {
+      if (isMetricsRequest(message)) this.#metricsReplies.get(message.id)?.(message as MetricsReply);
+    });
     member.startedAt = Date.now();
     this.stats.started += 1;
     for (const stream of [child.stdout, child.stderr]) {

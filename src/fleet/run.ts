@@ -13,6 +13,8 @@ import { createPool } from '../db/pool.ts';
 import { ensureSchema } from '../boss/migrate.ts';
 import { requireHandler } from '../worker/handler.ts';
 import { Fleet } from './fleet.ts';
+import { fleetMetrics } from './metrics.ts';
+import { serveMetrics, type MetricsServer } from '../worker/metrics-server.ts';
 
 export interface FleetSize {
   initial: number;
@@ -24,6 +26,8 @@ export interface FleetSize {
 
 /** Backlog samples in a row that need fewer workers before the fleet shrinks. */
 export const IDLE_SAMPLES = 2;
+/** Set for its workers by a fleet that serves their metrics on its --metrics-port: they answer over IPC. */
+export const FLEET_METRICS_ENV = 'ROWFLEET_FLEET_METRICS';
 /** Beyond a worker's grace: releasing what it still holds, unregistering, closing its pool. */
 const STOP_MARGIN_MS = 15_000;
 
@@ -48,12 +52,15 @@ export async function runFleet({ config, size, log, env, output, signal, logForm
   const url = await resolveDatabaseUrl(config, log);
   await ensureSchema(url, config.databaseUrl === undefined, config.worker.engine === 'boss' ? config.boss : undefined);
   const pool = createPool({ connectionString: url, max: 2, log, applicationName: 'rowfleet fleet' });
+  // The workers never bind the fleet's metrics port themselves: they answer the fleet.
+  const { ROWFLEET_METRICS_PORT: _port, ...workerEnv } = env;
+  const metricsOn = config.metricsPort !== undefined;
   const fleet = new Fleet({
     worker: {
       command: process.execPath,
       args: [...process.execArgv.filter((arg) => !arg.startsWith('--inspect')), MAIN, 'worker', ...workerArgs(config.worker), '--log-level', config.logLevel],
       // Their stderr is a pipe to us, so left to themselves they would write JSON to a terminal.
-      env: { ...env, DATABASE_URL: url, ROWFLEET_POOL_SIZE: String(config.poolSize), ROWFLEET_HOME: config.home, ROWFLEET_LOG_FORMAT: logFormat },
+      env: { ...workerEnv, ...(metricsOn && { [FLEET_METRICS_ENV]: '1' }), DATABASE_URL: url, ROWFLEET_POOL_SIZE: String(config.poolSize), ROWFLEET_HOME: config.home, ROWFLEET_LOG_FORMAT: logFormat },
       cwd: process.cwd(),
     },
     ...size,
@@ -65,9 +72,12 @@ export async function runFleet({ config, size, log, env, output, signal, logForm
     output,
     stopTimeoutMs: config.worker.graceMs + STOP_MARGIN_MS,
   });
+  let served: MetricsServer | undefined;
   try {
+    if (config.metricsPort !== undefined) served = await serveMetrics(fleetMetrics(fleet), { host: config.host, port: config.metricsPort, log });
     await fleet.run(signal);
   } finally {
+    await served?.close();
     await pool.end();
   }
 }

@@ -20,7 +20,7 @@ export function registerUpsertRoute(
   { pool, config, metrics, enqueue, awaiter }: { pool: pg.Pool; config: Config; metrics: ApiMetrics; enqueue?: Enqueue | undefined; awaiter: Awaiter },
 ): void {
   const count = (results: readonly UpsertResult[]) => {
-    for (const r of results) metrics.upserts.inc({ reason: 'duplicate' in r && r.duplicate ? 'duplicate' : r.reason });
+    for (const r of results) metrics.upserts.inc({ kind: r.kind, reason: 'duplicate' in r && r.duplicate ? 'duplicate' : r.reason });
   };
   const limits = { maxBatch: config.maxBatch, maxDepth: config.maxDepth };
   // Concurrent single messages share calls.
@@ -32,7 +32,13 @@ export function registerUpsertRoute(
     if (Array.isArray(rawWait)) throw new MessageError('wait', 'must be given once');
     const waitMs = rawWait === undefined ? undefined : parseWait(rawWait);
     const { batch, messages } = parseUpsertBody(request.body, limits, key);
-    const send = () => (batch ? upsertMessages(pool, messages, { enqueue }) : coalescer.upsert(messages[0]).then((r) => [r]));
+    const write = () => (batch ? upsertMessages(pool, messages, { enqueue }) : coalescer.upsert(messages[0]).then((r) => [r]));
+    const send = async () => {
+      const timer = metrics.upsertSeconds.startTimer({ batch: String(batch) });
+      const results = await write();
+      timer();
+      return results;
+    };
     const answered = await upsertAnswering(send, waitMs === undefined ? undefined : { awaiter, ms: waitMs });
     count(answered.map((a) => a.result));
     if (batch) return reply.send({ results: answered.map(presentAnswer) });

@@ -48,20 +48,22 @@ export interface Status {
   oldestDueAgeSeconds: number;
   /** Records PROCESSED per second, averaged over the last 1, 5 and 15 minutes. */
   throughput: { '1m': number; '5m': number; '15m': number };
-  lastHour: { processed: number; failed: number; retried: number; rescued: number };
+  /** Outcomes in the last hour; requeued and replayed count what the CLI and POST /requeue did. */
+  lastHour: { processed: number; failed: number; retried: number; rescued: number; requeued: number; replayed: number };
   workers: WorkerStatus[];
   at: string;
 }
 
 export async function readStatus(pool: pg.Pool, options: { kinds?: readonly string[] | undefined } = {}): Promise<Status> {
   const r = await countRecords(pool, EXACT_PROCESSED_UP_TO, options.kinds);
-  const [window] = await query<{ m1: number; m5: number; m15: number; processed: number; failed: number; retried: number; rescued: number }>(
+  const [window] = await query<{ m1: number; m5: number; m15: number } & Status['lastHour']>(
     pool,
     sql`SELECT coalesce(sum(processed) FILTER (WHERE minute > now() - interval '1 minute'), 0)::float8 AS m1,
                coalesce(sum(processed) FILTER (WHERE minute > now() - interval '5 minutes'), 0)::float8 AS m5,
                coalesce(sum(processed) FILTER (WHERE minute > now() - interval '15 minutes'), 0)::float8 AS m15,
                coalesce(sum(processed), 0)::float8 AS processed, coalesce(sum(failed), 0)::float8 AS failed,
-               coalesce(sum(retried), 0)::float8 AS retried, coalesce(sum(rescued), 0)::float8 AS rescued
+               coalesce(sum(retried), 0)::float8 AS retried, coalesce(sum(rescued), 0)::float8 AS rescued,
+               coalesce(sum(requeued), 0)::float8 AS requeued, coalesce(sum(replayed), 0)::float8 AS replayed
           FROM rowfleet.stats WHERE minute > now() - interval '1 hour'`,
   );
   const w = window!;
@@ -83,7 +85,7 @@ export async function readStatus(pool: pg.Pool, options: { kinds?: readonly stri
     due: r.due,
     oldestDueAgeSeconds: age(r.oldest),
     throughput: { '1m': perSecond(w.m1, 1), '5m': perSecond(w.m5, 5), '15m': perSecond(w.m15, 15) },
-    lastHour: { processed: w.processed, failed: w.failed, retried: w.retried, rescued: w.rescued },
+    lastHour: { processed: w.processed, failed: w.failed, retried: w.retried, rescued: w.rescued, requeued: w.requeued, replayed: w.replayed },
     workers: workers.map((x) => ({
       id: x.id,
       host: x.host,
@@ -106,6 +108,8 @@ export interface MinuteCounts {
   failed: number;
   retried: number;
   rescued: number;
+  requeued: number;
+  replayed: number;
 }
 
 /** The most minutes of history there are: rowfleet.stats keeps a day. */
@@ -116,15 +120,16 @@ export const MAX_THROUGHPUT_MINUTES = 1440;
  * any as zeros: the dashboard's throughput chart. rowfleet.stats has a row per minute and backend.
  */
 export async function readThroughput(pool: pg.Pool, minutes: number): Promise<MinuteCounts[]> {
-  const rows = await query<{ at: Date; processed: number; failed: number; retried: number; rescued: number }>(
+  const rows = await query<{ at: Date } & Omit<MinuteCounts, 'at'>>(
     pool,
     sql`SELECT m.at, coalesce(sum(s.processed), 0)::float8 AS processed, coalesce(sum(s.failed), 0)::float8 AS failed,
-               coalesce(sum(s.retried), 0)::float8 AS retried, coalesce(sum(s.rescued), 0)::float8 AS rescued
+               coalesce(sum(s.retried), 0)::float8 AS retried, coalesce(sum(s.rescued), 0)::float8 AS rescued,
+               coalesce(sum(s.requeued), 0)::float8 AS requeued, coalesce(sum(s.replayed), 0)::float8 AS replayed
           FROM generate_series(date_trunc('minute', now()) - (${minutes}::int - 1) * interval '1 minute', date_trunc('minute', now()), interval '1 minute') AS m(at)
           LEFT JOIN rowfleet.stats s ON s.minute = m.at
          GROUP BY m.at ORDER BY m.at`,
   );
-  return rows.map((r) => ({ at: r.at.toISOString(), processed: r.processed, failed: r.failed, retried: r.retried, rescued: r.rescued }));
+  return rows.map(({ at, ...counts }) => ({ at: at.toISOString(), ...counts }));
 }
 
 /** The status as a table for a terminal. */
@@ -135,7 +140,7 @@ export function renderStatus(s: Status): string {
     `due        ${n(s.due)}${s.due > 0 ? `   oldest waiting ${formatAge(s.oldestDueAgeSeconds)}` : ''}`,
     `throughput ${s.throughput['1m']}/s (1m)   ${s.throughput['5m']}/s (5m)   ${s.throughput['15m']}/s (15m)`,
     ...kindLines(s),
-    `last hour  processed ${n(s.lastHour.processed)}   retried ${n(s.lastHour.retried)}   failed ${n(s.lastHour.failed)}   rescued ${n(s.lastHour.rescued)}`,
+    `last hour  processed ${n(s.lastHour.processed)}   retried ${n(s.lastHour.retried)}   failed ${n(s.lastHour.failed)}   rescued ${n(s.lastHour.rescued)}   requeued ${n(s.lastHour.requeued)}   replayed ${n(s.lastHour.replayed)}`,
     '',
   ];
   const alive = s.workers.filter((w) => w.alive);

@@ -1,6 +1,6 @@
 /**
  * Claims: COMPLETED → PROCESSING under a fresh lease, one more attempt, in one statement (the
- * functions rowfleet.claim_due and rowfleet.claim_ids, latest in drizzle/0012_every_mode.sql). SKIP LOCKED:
+ * functions rowfleet.claim_due and rowfleet.claim_ids, latest in drizzle/0014_dashboard_metrics.sql). SKIP LOCKED:
  * a claim never waits for a lock, so two workers never take one record and never deadlock.
  * The enqueued mark goes: whatever job pointed here has served.
  */
@@ -21,6 +21,8 @@ export interface Claimed extends RecordKey {
    * above); null in mode latest, where they are the record's.
    */
   seq: string | null;
+  /** How long it had been due when claimed (the statement's clock); null for a chained message. */
+  queueWaitMs: number | null;
 }
 
 interface ClaimRow {
@@ -32,9 +34,13 @@ interface ClaimRow {
   lease_token: string;
   priority: number;
   seq: string | null;
+  queue_wait_ms: number;
 }
 
-const toClaimed = (row: ClaimRow): Claimed => ({ kind: row.kind, id: row.id, version: row.version, data: row.data, attempts: row.attempts, leaseToken: row.lease_token, priority: row.priority, seq: row.seq });
+const toClaimed = (row: ClaimRow): Claimed => ({
+  kind: row.kind, id: row.id, version: row.version, data: row.data, attempts: row.attempts, leaseToken: row.lease_token, priority: row.priority, seq: row.seq,
+  queueWaitMs: row.queue_wait_ms,
+});
 
 /** A kind a claim may take records of, with its cap and lease. */
 export interface KindShare {

@@ -86,6 +86,11 @@ export async function rebuild(pool: pg.Pool, rows: readonly ReplayRow[]): Promis
           INSERT INTO rowfleet.event_log (kind, record_id, version, applied, reason, detail)
           SELECT c.kind, c.id, c.version, false, 'replayed', jsonb_build_object('from', c.was)
             FROM (SELECT * FROM updated UNION ALL SELECT * FROM inserted) c
+        ),
+        counted AS (
+          INSERT INTO rowfleet.stats AS s (minute, backend, replayed)
+          SELECT date_trunc('minute', now()), pg_backend_pid(), count(*) FROM (SELECT * FROM updated UNION ALL SELECT * FROM inserted) c HAVING count(*) > 0
+          ON CONFLICT (minute, backend) DO UPDATE SET replayed = s.replayed + excluded.replayed
         )
         SELECT ((SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted))::int AS n`,
   );

@@ -50,6 +50,11 @@ export async function requeuePage(
           SELECT m.kind, m.id, m.version, false, 'requeued', jsonb_build_object('from', m.was, 'lastError', m.last_error)
                  || CASE WHEN ${set.via ?? null}::text IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('via', ${set.via ?? null}::text) END
             FROM moved m
+        ),
+        counted AS (
+          INSERT INTO rowfleet.stats AS s (minute, backend, requeued)
+          SELECT date_trunc('minute', now()), pg_backend_pid(), count(*) FROM moved HAVING count(*) > 0
+          ON CONFLICT (minute, backend) DO UPDATE SET requeued = s.requeued + excluded.requeued
         )
         SELECT p.kind, p.id, EXISTS (SELECT 1 FROM moved m WHERE m.kind = p.kind AND m.id = p.id) AS changed
           FROM picked p

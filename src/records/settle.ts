@@ -77,7 +77,7 @@ export async function completeChaining(db: Queryable, completions: readonly Comp
   );
   for (const row of rows) {
     if (row.chained) {
-      const next: Claimed = { kind: row.kind, id: row.id, version: row.next_version!, data: row.next_data, attempts: row.attempts!, leaseToken: row.lease_token!, priority: row.priority!, seq: row.seq };
+      const next: Claimed = { kind: row.kind, id: row.id, version: row.next_version!, data: row.next_data, attempts: row.attempts!, leaseToken: row.lease_token!, priority: row.priority!, seq: row.seq, queueWaitMs: null };
       outcomes.set(keyOf(row), { outcome: 'chained', next });
     } else outcomes.set(keyOf(row), { outcome: row.processed ? (row.pending ? 'advanced' : 'processed') : 'superseded' });
   }

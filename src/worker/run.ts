@@ -12,6 +12,18 @@ import { startBoss, stopBoss } from '../boss/boss.ts';
 import { bossEngine, directEngine, type Engine } from './engine.ts';
 import { anyTransactional, type LoadedHandler } from './handler.ts';
 import { Worker, type WorkerStats } from './worker.ts';
+import { WorkerMetrics } from './metrics.ts';
+import { serveMetrics, type MetricsServer } from './metrics-server.ts';
+
+/** What a fleet sends a worker to ask for its metrics, and the worker's answer (src/fleet/metrics.ts). */
+export interface MetricsRequest {
+  rowfleet: 'metrics';
+  id: number;
+}
+export interface MetricsReply extends MetricsRequest {
+  metrics: unknown[];
+}
+export const isMetricsRequest = (message: unknown): message is MetricsRequest => (message as MetricsRequest | null)?.rowfleet === 'metrics';
 
 export interface RunWorkerOptions {
   config: Config;
@@ -24,9 +36,36 @@ export interface RunWorkerOptions {
    * `stats` while it runs (they grow as records finish, not only once it has stopped).
    */
   onWorker?: (worker: Worker) => void;
+  /** Started by a fleet that serves its workers' metrics: answer its requests on the IPC channel. */
+  metricsToFleet?: boolean;
 }
 
-export async function runWorker({ config, handler, log, signal, id, onWorker }: RunWorkerOptions): Promise<WorkerStats> {
+export async function runWorker({ config, handler, log, signal, id, onWorker, metricsToFleet = false }: RunWorkerOptions): Promise<WorkerStats> {
+  const w = config.worker;
+  const metrics = config.metricsPort !== undefined || metricsToFleet ? new WorkerMetrics() : undefined;
+  // First: a port in use is an error before anything else is started.
+  const served: MetricsServer | undefined =
+    config.metricsPort === undefined || metrics === undefined
+      ? undefined
+      : await serveMetrics(async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }), { host: config.host, port: config.metricsPort, log });
+  const answer = (message: unknown) => {
+    if (!isMetricsRequest(message) || metrics === undefined) return;
+    void metrics.registry.getMetricsAsJSON().then((json) => process.send?.({ rowfleet: 'metrics', id: message.id, metrics: json } satisfies MetricsReply));
+  };
+  if (metricsToFleet) {
+    process.on('message', answer);
+    // A listener refs the channel again; it must not keep a finished worker alive (src/cli/main.ts).
+    process.channel?.unref();
+  }
+  try {
+    return await runWith({ config, handler, log, signal, id, onWorker }, metrics);
+  } finally {
+    process.off('message', answer);
+    await served?.close();
+  }
+}
+
+async function runWith({ config, handler, log, signal, id, onWorker }: RunWorkerOptions, metrics: WorkerMetrics | undefined): Promise<WorkerStats> {
   const w = config.worker;
   const url = await resolveDatabaseUrl(config, log);
   await ensureSchema(url, config.databaseUrl === undefined, w.engine === 'boss' ? config.boss : undefined);
@@ -65,6 +104,7 @@ export async function runWorker({ config, handler, log, signal, id, onWorker }: 
     // Often enough that a crashed worker's records wait about half a lease; rarely enough to be free.
     rescueEveryMs: Math.max(1_000, Math.min(w.leaseMs / 2, 10_000)),
     graceMs: w.graceMs,
+    metrics,
   });
   try {
     onWorker?.(worker);

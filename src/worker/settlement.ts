@@ -13,7 +13,8 @@ import { completeChaining, fail, type Completed, type Completion } from '../reco
 import type { Claimed } from '../records/claim.ts';
 import { keyOf } from '../records/key.ts';
 import { PermanentError } from './handler.ts';
-import { ShutdownError, type Execution, type HandlerOutcome } from './execution.ts';
+import { HandlerTimeoutError, ShutdownError, type Execution, type HandlerOutcome } from './execution.ts';
+import type { FailureReason, WorkerMetrics } from './metrics.ts';
 import { isInfrastructure } from './infrastructure.ts';
 import { backoffMs } from './policy.ts';
 
@@ -34,6 +35,10 @@ export interface SettlementDeps {
   random?: (() => number) | undefined;
   now?: (() => Date | undefined) | undefined;
   stats: WorkerStats;
+  /** Counted alongside `stats`, by kind, when the worker serves metrics. */
+  metrics?: WorkerMetrics | undefined;
+  /** The worker's monotonic clock (ms): claim-to-completion times. */
+  monotonic: () => number;
   /** A database step, retried while the database is unavailable. */
   retrying: <T>(what: string, fn: () => Promise<T>) => Promise<T>;
   /** The record is COMPLETED again and due in `delayMs`. */
@@ -43,6 +48,8 @@ export interface SettlementDeps {
   /** The completion handed back the record's next message, held under `next`'s lease. */
   chained: (execution: Execution, next: Claimed) => void;
   log: (execution: Execution) => Logger;
+  /** Whether debug lines are written (the per-record child logger is not made otherwise). */
+  debug: boolean;
 }
 
 export class Settlement {
@@ -69,13 +76,13 @@ export class Settlement {
     // Committed with the handler's transaction under the lease: done, even if a heartbeat that
     // ran meanwhile found the lease gone (the completion had just cleared it).
     if (outcome.ok && outcome.committed) {
-      stats.processed += 1;
+      this.#processed(execution);
       if (outcome.advanced === true) this.#d.dueAgain(execution, 0);
       return;
     }
     if (execution.lost) {
-      stats.lost += 1;
-      this.#d.log(execution).warn('lease lost while the handler ran; its result is discarded');
+      this.#lost(execution);
+      this.#d.log(execution).warn({ durationMs: this.#ms(execution) }, 'lease lost: the lease expired while the handler ran; its result is discarded');
       return;
     }
     // Shutdown, or the database went away (or chose this transaction as a deadlock's victim) under a
@@ -84,6 +91,7 @@ export class Settlement {
     if (!outcome.ok && (execution.reason instanceof ShutdownError || (execution.handler.transactional && isInfrastructure(outcome.error)))) {
       const released = await this.#d.retrying('release', () => release(pool, [claimed], this.#d.now?.()));
       stats.released += released;
+      this.#d.metrics?.released.inc({ kind: claimed.kind }, released);
       if (released > 0) this.#d.dueAgain(execution, 0);
       return;
     }
@@ -95,24 +103,47 @@ export class Settlement {
     const { stats } = this.#d;
     const chainLeaseMs = execution.claimed.seq === null ? null : this.#d.chainLeaseMs(execution);
     const { outcome, next } = await this.#d.retrying('complete', () => this.#completer.submit({ ...execution.claimed, result, chainLeaseMs }));
-    if (outcome === 'processed') stats.processed += 1;
+    const kind = execution.claimed.kind;
+    if (outcome === 'processed') this.#processed(execution);
     else if (outcome === 'chained') {
       // Mode every: this message is done, and the next one is ours already.
-      stats.processed += 1;
+      this.#processed(execution);
       stats.chained += 1;
+      this.#d.metrics?.chained.inc({ kind });
       this.#d.chained(execution, next!);
     } else if (outcome === 'advanced') {
       // Mode every: this message is done, and the record's next one is due now.
-      stats.processed += 1;
+      this.#processed(execution);
       this.#d.dueAgain(execution, 0);
     } else if (outcome === 'superseded') {
       stats.superseded += 1;
+      this.#d.metrics?.superseded.inc({ kind });
       this.#d.dueAgain(execution, 0);
-      this.#d.log(execution).debug('a newer version arrived while processing; the record will be processed again');
+      if (this.#d.debug) this.#d.log(execution).debug({ durationMs: this.#ms(execution) }, 'superseded: a newer version arrived while processing; the record will be processed again');
     } else {
-      stats.lost += 1;
-      this.#d.log(execution).warn('completion refused: the lease was lost');
+      this.#lost(execution);
+      this.#d.log(execution).warn({ durationMs: this.#ms(execution) }, 'lease lost: the completion was refused');
     }
+  }
+
+  #processed(execution: Execution): void {
+    this.#d.stats.processed += 1;
+    if (this.#d.debug) this.#d.log(execution).debug({ durationMs: this.#ms(execution) }, 'completed');
+    const m = this.#d.metrics;
+    if (m === undefined) return;
+    const { kind } = execution.claimed;
+    m.processed.inc({ kind });
+    m.claimToCompletion.observe({ kind }, (this.#d.monotonic() - execution.startedAt) / 1000);
+  }
+
+  /** Since the claim (or the hand-off of a chained message). */
+  #ms(execution: Execution): number {
+    return Math.round((this.#d.monotonic() - execution.startedAt) * 10) / 10;
+  }
+
+  #lost(execution: Execution): void {
+    this.#d.stats.lost += 1;
+    this.#d.metrics?.failures.inc({ kind: execution.claimed.kind, reason: 'lease_lost' });
   }
 
   async #fail(execution: Execution, error: unknown): Promise<void> {
@@ -120,22 +151,28 @@ export class Settlement {
     const { claimed } = execution;
     const permanent = error instanceof PermanentError || (error as Error)?.name === 'PermanentError';
     const message = errorMessage(error);
+    const m = this.#d.metrics;
+    const reason: FailureReason = permanent ? 'permanent' : execution.reason instanceof HandlerTimeoutError ? 'timeout' : 'error';
     const { policy } = execution;
     const delay = backoffMs(claimed.attempts, policy.backoff, this.#d.random);
     const outcome = await this.#d.retrying('fail', () =>
       fail(pool, { ...claimed, error: message, permanent, maxAttempts: policy.maxAttempts, backoffMs: delay }, this.#d.now?.()),
     );
+    // A completion refused for a lost lease counts as that, not as the handler's error.
+    if (outcome !== 'lost') m?.failures.inc({ kind: claimed.kind, reason });
     if (outcome === 'retry') {
       stats.retried += 1;
+      m?.retries.inc({ kind: claimed.kind });
       this.#d.dueAgain(execution, delay);
-      this.#d.log(execution).info({ error: message }, 'handler failed; will retry');
+      this.#d.log(execution).warn({ error: message, reason, retryInMs: delay, durationMs: this.#ms(execution) }, 'retried: the handler failed; it will run again');
     } else if (outcome === 'superseded') {
       this.#d.dueAgain(execution, 0);
     } else if (outcome === 'failed') {
       stats.failed += 1;
-      this.#d.log(execution).warn({ error: message, permanent }, 'record FAILED');
+      m?.failed.inc({ kind: claimed.kind });
+      this.#d.log(execution).warn({ error: message, reason, permanent, durationMs: this.#ms(execution) }, 'failed: the record is FAILED');
     } else {
-      stats.lost += 1;
+      this.#lost(execution);
     }
   }
 }

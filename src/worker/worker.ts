@@ -33,6 +33,7 @@ import { rescue } from './rescue.ts';
 import { Settlement, type WorkerStats } from './settlement.ts';
 import { Wakeup } from './wakeup.ts';
 import { systemClock, type Clock, type Timer } from './clock.ts';
+import type { WorkerMetrics } from './metrics.ts';
 
 export type { WorkerStats } from './settlement.ts';
 
@@ -74,6 +75,8 @@ export interface WorkerOptions {
   random?: () => number;
   /** The clock of its statements and timers (tests pass a ManualClock and move it); the system's by default. */
   clock?: Clock;
+  /** Counts claims, outcomes and timings by kind (served on --metrics-port, or to the fleet). */
+  metrics?: WorkerMetrics | undefined;
 }
 
 export class Worker {
@@ -121,6 +124,9 @@ export class Worker {
       random: options.random,
       now,
       stats: this.stats,
+      metrics: options.metrics,
+      monotonic: () => this.#clock.monotonic(),
+      debug: this.#log.isLevelEnabled('debug'),
       retrying: (what, fn) => this.#retrying(what, fn),
       dueAgain: (execution, delayMs) => this.#dueAgain(execution.claimed, delayMs),
       chainLeaseMs: (execution) => (this.#stopping || execution.chain + 1 >= CHAIN_LIMIT ? null : this.#policy(execution.claimed.kind).leaseMs),
@@ -197,6 +203,7 @@ export class Worker {
             await this.#wakeup.sleep(Math.min(10_000, 100 * 2 ** failures), signal);
             continue;
           }
+          this.#claimed(claimed);
           // 2. and 3. Run each handler under its lease, then settle its outcome.
           for (const record of claimed) this.#start(record);
           // A full claim suggests more is due: claim again at once.
@@ -289,6 +296,18 @@ export class Worker {
     this.#beat = this.#clock.setInterval(() => void this.#heartbeat(), everyMs);
   }
 
+  #claimed(claimed: readonly Claimed[]): void {
+    const m = this.#o.metrics;
+    const debug = this.#log.isLevelEnabled('debug');
+    if (m === undefined && !debug) return;
+    for (const record of claimed) {
+      const { kind } = record;
+      m?.claimed.inc({ kind });
+      if (record.queueWaitMs !== null) m?.queueWait.observe({ kind }, Math.max(0, record.queueWaitMs) / 1000);
+      if (debug) this.#recordLog(record).debug({ queueWaitMs: record.queueWaitMs === null ? null : Math.round(record.queueWaitMs) }, 'claimed');
+    }
+  }
+
   #start(claimed: Claimed, chain = 0): void {
     const handler = handlerFor(this.#o.handler, claimed.kind);
     if (handler === undefined) {
@@ -304,6 +323,8 @@ export class Worker {
     this.#active.delete(key);
     this.#active.set(key, execution);
     this.#activeByKind.set(claimed.kind, (this.#activeByKind.get(claimed.kind) ?? 0) + 1);
+    this.#o.metrics?.inFlight.set(this.#active.size);
+    if (chain > 0 && this.#log.isLevelEnabled('debug')) this.#recordLog(claimed).debug({ chain }, 'claimed: handed on by the completion of the message before');
     void this.#execute(execution);
   }
 
@@ -316,7 +337,9 @@ export class Worker {
         now: () => this.#clock.statementTime(),
       });
       execution.settling = true;
-      this.#measure(this.#clock.monotonic() - execution.startedAt);
+      const ms = this.#clock.monotonic() - execution.startedAt;
+      this.#measure(ms);
+      this.#o.metrics?.handlerSeconds.observe({ kind: execution.claimed.kind, outcome: outcome.ok ? 'ok' : 'error' }, ms / 1000);
       await this.#settlement.settle(execution, outcome);
     } catch (err) {
       this.#log.error({ err, kind: execution.claimed.kind, recordId: execution.claimed.id }, 'could not record the outcome; the lease will expire and the record be rescued');
@@ -326,6 +349,7 @@ export class Worker {
       if (this.#active.get(key) === execution) this.#active.delete(key);
       const kind = execution.claimed.kind;
       this.#activeByKind.set(kind, this.#activeByKind.get(kind)! - 1);
+      this.#o.metrics?.inFlight.set(this.#active.size);
       this.#wakeup.poke();
     }
   }
@@ -395,8 +419,14 @@ export class Worker {
       const rescued = await rescue(this.#o.pool, { maxExpirations: this.#o.maxExpirations, now: this.#clock.statementTime() });
       if (rescued.length === 0) return;
       this.stats.rescued += rescued.length;
+      for (const r of rescued) this.#o.metrics?.rescued.inc({ kind: r.kind });
       const poisoned = rescued.filter((r) => r.status === 'FAILED').map((r) => keyOf(r));
       this.#log.info({ rescued: rescued.length, poisoned }, 'rescued records whose lease expired');
+      for (const r of rescued) {
+        const line = { kind: r.kind, recordId: r.id, version: r.version, owner: r.owner, status: r.status };
+        if (r.status === 'FAILED') this.#log.warn(line, 'failed: poison, its lease expired too often without a completion');
+        else this.#log.debug(line, 'rescued: its lease expired; back to COMPLETED');
+      }
       for (const r of rescued) if (r.status === 'COMPLETED') this.#dueAgain(r, 0);
       this.#wakeup.poke();
     } catch (err) {

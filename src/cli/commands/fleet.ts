@@ -4,7 +4,7 @@ import { durationParser, parseInteger } from '../../config.ts';
 import { requireHandler } from '../../worker/handler.ts';
 import { resolveLogFormat } from '../../log.ts';
 import { fleetSize, IDLE_SAMPLES, runFleet, type FleetSizeFlags } from '../../fleet/run.ts';
-import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
+import { overridesFrom, withDatabaseOptions, withMetricsOption, type CommandContext, type DatabaseFlags } from '../context.ts';
 import { withWorkerOptions, workerOverrides, type WorkerFlags } from '../worker-options.ts';
 
 /** Most workers one fleet starts: each is a Node process with its own pool. */
@@ -13,7 +13,7 @@ const int = (name: string, min: number) => (raw: string) => parseInteger(raw, na
 const duration = (name: string, minMs: number) => (raw: string) => durationParser(minMs)(raw, name);
 
 export function registerFleet(ctx: CommandContext): Command {
-  return withWorkerOptions(withDatabaseOptions(new Command('fleet')))
+  return withMetricsOption(withWorkerOptions(withDatabaseOptions(new Command('fleet'))), 'the metrics of all its workers, summed,')
     .description('run and supervise N `rowfleet worker` processes: restart the ones that die, autoscale between --min and --max, drain all on SIGTERM')
     .addOption(new Option('--workers <n>', `worker processes to run (default: --min when autoscaling, else ${os.availableParallelism()}, the CPUs here)`).argParser(int('--workers', 0)))
     .addOption(new Option('--min <n>', 'autoscale: fewest workers (with --max)').argParser(int('--min', 0)))

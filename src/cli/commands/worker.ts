@@ -1,11 +1,12 @@
 import { Command } from 'commander';
 import { loadHandler } from '../../worker/handler.ts';
 import { runWorker } from '../../worker/run.ts';
-import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
+import { FLEET_METRICS_ENV } from '../../fleet/run.ts';
+import { overridesFrom, withDatabaseOptions, withMetricsOption, type CommandContext, type DatabaseFlags } from '../context.ts';
 import { withWorkerOptions, workerOverrides, type WorkerFlags } from '../worker-options.ts';
 
 export function registerWorker(ctx: CommandContext): Command {
-  return withWorkerOptions(withDatabaseOptions(new Command('worker')))
+  return withMetricsOption(withWorkerOptions(withDatabaseOptions(new Command('worker'))), "this worker's metrics")
     .description('process COMPLETED records until SIGTERM: claim with SKIP LOCKED, run the handler under a lease, complete if still current')
     .addHelpText(
       'after',
@@ -23,6 +24,8 @@ Examples:
       const config = ctx.config({ ...overridesFrom(flags), worker: workerOverrides(flags) });
       const log = ctx.logger(config, 'worker');
       const handler = await loadHandler(config.worker.handler, process.cwd(), config.worker);
-      await runWorker({ config, handler, log, signal: ctx.io.shutdownSignal ?? new AbortController().signal });
+      // FLEET_METRICS_ENV: set by a fleet serving --metrics-port for all its workers.
+      const metricsToFleet = ctx.io.env[FLEET_METRICS_ENV] === '1' && process.send !== undefined;
+      await runWorker({ config, handler, log, signal: ctx.io.shutdownSignal ?? new AbortController().signal, metricsToFleet });
     });
 }
