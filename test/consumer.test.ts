@@ -120,6 +120,24 @@ describe('a project that installs the packed rowfleet', () => {
     const status = await cli('db', 'status', '--json');
     expect(JSON.parse(status.stdout)).toMatchObject({ running: true, dataDir: path.join(dir, '.rowfleet', 'pg') });
   });
+
+  it("serves the dashboard from the installed package: the page, its script and uPlot from the consumer's node_modules", async () => {
+    const api = spawn(process.execPath, [path.join('node_modules', 'rowfleet', 'dist', 'cli', 'main.js'), 'api', '--port', '0'], { cwd: dir, env: { ...env, ROWFLEET_LOG_FORMAT: 'json' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let output = '';
+    api.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    try {
+      const address = await waitFor(() => /rowfleet api listening on (http:\/\/\S+?)"/.exec(output)?.[1], 60_000, `rowfleet api listening; output so far:\n${output}`);
+      for (const [file, type] of [['/', 'text/html'], ['/dashboard/dashboard.js', 'text/javascript'], ['/dashboard/uplot.js', 'text/javascript'], ['/dashboard/uplot.css', 'text/css']] as const) {
+        const res = await fetch(`${address}${file}`);
+        expect(res.status, file).toBe(200);
+        expect(res.headers.get('content-type'), file).toContain(type);
+        expect((await res.text()).length, file).toBeGreaterThan(100);
+      }
+    } finally {
+      api.kill('SIGTERM');
+      await new Promise((resolve) => (api.exitCode !== null ? resolve(null) : api.once('exit', resolve)));
+    }
+  });
 });
 
 /**

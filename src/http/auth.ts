@@ -8,11 +8,13 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 
 const digest = (token: string) => createHash('sha256').update(token).digest();
 
+/** `openPaths`: exact paths, or prefixes ending in `/` (`/dashboard/`), served without a token. */
 export function bearerAuth(tokens: readonly string[], openPaths: readonly string[]) {
   const accepted = tokens.map(digest);
+  const open = (path: string) => openPaths.some((p) => (p.endsWith('/') && p.length > 1 ? path.startsWith(p) : path === p));
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const path = request.url.split('?')[0]!;
-    if (openPaths.includes(path)) return;
+    if (open(path)) return;
     if (isAccepted(request.headers.authorization, accepted)) return;
     reply.header('www-authenticate', 'Bearer');
     const problem = request.headers.authorization === undefined ? 'missing' : 'invalid';

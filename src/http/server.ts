@@ -20,6 +20,7 @@ import { registerRecordRoutes } from './record-routes.ts';
 import { registerHealthRoutes } from './health-routes.ts';
 import { registerStatsRoute } from './stats-route.ts';
 import { registerRequeueRoute } from './requeue-route.ts';
+import { registerDashboard } from './dashboard-route.ts';
 import { readStatus } from '../ops/status.ts';
 import { createApiMetrics } from './metrics.ts';
 
@@ -67,7 +68,8 @@ export function buildServer({ config, pool, log, enqueue, listenUrl }: ServerOpt
       'request',
     );
   });
-  if (config.apiTokens.length > 0) app.addHook('onRequest', bearerAuth(config.apiTokens, ['/healthz', '/readyz']));
+  // The dashboard's page and files hold no data: they load, and the page asks for a token.
+  if (config.apiTokens.length > 0) app.addHook('onRequest', bearerAuth(config.apiTokens, ['/healthz', '/readyz', '/', '/dashboard/']));
 
   app.setNotFoundHandler((request, reply) =>
     sendError(reply, 404, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`),
@@ -109,6 +111,7 @@ export function buildServer({ config, pool, log, enqueue, listenUrl }: ServerOpt
   registerRecordRoutes(app, { pool });
   registerStatsRoute(app, { pool });
   registerRequeueRoute(app, { pool });
+  registerDashboard(app);
   registerHealthRoutes(app, { pool });
   return app;
 }
