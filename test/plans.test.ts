@@ -22,6 +22,8 @@ import { extendLeases, release } from '../src/records/lease.ts';
 import { complete, completeChaining, fail } from '../src/records/settle.ts';
 import { rescueExpired } from '../src/records/rescue.ts';
 import { clearMarks, markUnenqueued } from '../src/records/marks.ts';
+import { countMatching, listPage, recordFilter } from '../src/records/filter.ts';
+import { workersWithHoldings } from '../src/records/counts.ts';
 
 interface PlanNode {
   'Node Type': string;
@@ -61,8 +63,15 @@ async function writeThroughApi(db: TestDatabase | pg.PoolClient, prefix: string,
   }
 }
 
+type Take = <T>(name: string, run: () => Promise<T>) => Promise<T>;
+
 /** Runs every hot statement once on a new connection, in a transaction rolled back; returns each one's shape. */
 async function shapes(db: TestDatabase): Promise<Record<string, Shape>> {
+  return planned(db, (client, take) => hotStatements(client, take));
+}
+
+/** Runs `statements` on a new connection with auto_explain on, in a transaction rolled back: the shape of each one taken. */
+async function planned(db: TestDatabase, statements: (client: pg.Client, take: Take) => Promise<void>): Promise<Record<string, Shape>> {
   const client = new pg.Client({ connectionString: db.url });
   await client.connect();
   const plans: PlanNode[] = [];
@@ -76,9 +85,11 @@ async function shapes(db: TestDatabase): Promise<Record<string, Shape>> {
     if (!/rowfleet\.\w+\(\$1/.test(parsed['Query Text'])) plans.push(parsed.Plan);
   });
   const result: Record<string, Shape> = {};
-  const take = async <T>(name: string, run: () => Promise<T>): Promise<T> => {
+  const take: Take = async (name, run) => {
     plans.length = 0;
     const value = await run();
+    // A statement's own plan (not a function's nested ones) can come after its result: flushed by the next.
+    await client.query('SELECT 1');
     result[name] = shapeOf(plans);
     return value;
   };
@@ -86,6 +97,16 @@ async function shapes(db: TestDatabase): Promise<Record<string, Shape>> {
     await client.query(`LOAD 'auto_explain'`);
     await client.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice; SET auto_explain.log_format = json`);
     await client.query('BEGIN');
+    await statements(client, take);
+  } finally {
+    await client.query('ROLLBACK').catch(() => {});
+    await client.end();
+  }
+  return result;
+}
+
+async function hotStatements(client: pg.Client, take: Take): Promise<void> {
+  {
     const { rows } = await client.query<{ id: string }>(`SELECT id FROM rowfleet.records WHERE status = 'COMPLETED' ORDER BY id DESC LIMIT 500`);
     const ids = rows.map((r) => r.id);
     await take('mark_unenqueued', () => markUnenqueued(client, 1000, 0));
@@ -119,12 +140,47 @@ async function shapes(db: TestDatabase): Promise<Record<string, Shape>> {
     expect(every).toHaveLength(200);
     const chained = await take('complete_records every', () => completeChaining(client, every.map((c) => ({ ...c, result: null, chainLeaseMs: 60_000 }))));
     expect([...chained.values()].filter((c) => c.outcome === 'chained')).toHaveLength(200);
-  } finally {
-    await client.query('ROLLBACK').catch(() => {});
-    await client.end();
   }
-  return result;
 }
+
+/**
+ * The dashboard's reads, every few seconds while it is open: the latest failures, the requeue dry
+ * run's count, and the counts and holdings `status` reads (PROCESSED aside: it is counted by a
+ * scan up to a limit, then estimated). Each reads `records` only through the partial index of its
+ * status, whatever the table holds besides.
+ */
+async function dashboardShapes(db: TestDatabase): Promise<Record<string, Shape>> {
+  return planned(db, async (client, take) => {
+    const failed = recordFilter({ status: 'FAILED' });
+    const recent = await take('latest failures', () => listPage(client, failed, undefined, 50, 'recent'));
+    expect(recent.length).toBeGreaterThan(0);
+    await take('failed count', () => countMatching(client, failed));
+    for (const status of ['COMPLETED', 'PROCESSING', 'FAILED', 'DELETED']) {
+      await take(`${status} by kind`, () => client.query(`SELECT kind, count(*) FROM rowfleet.records WHERE status = $1 AND true GROUP BY kind`, [status]));
+    }
+    await take('holdings', () => workersWithHoldings(client, 60));
+  });
+}
+
+/** The partial index each dashboard read must go through (by an index, index-only or bitmap scan: the planner's choice). */
+const DASHBOARD_INDEX: Record<string, string> = {
+  'latest failures': 'records_failed_idx',
+  'failed count': 'records_failed_idx',
+  'COMPLETED by kind': 'records_due_idx',
+  'PROCESSING by kind': 'records_lease_idx',
+  'FAILED by kind': 'records_failed_idx',
+  'DELETED by kind': 'records_deleted_idx',
+  holdings: 'records_lease_idx',
+};
+
+/** Each read's `records` scans, as the index it went through ("heap" for a bitmap's fetch): nothing else, no Seq Scan. */
+function dashboardIndexes(result: Record<string, Shape>): Record<string, string[]> {
+  return Object.fromEntries(
+    Object.entries(result).map(([name, shape]) => [name, [...new Set(shape.scans.map((scan) => (scan === 'Bitmap Heap Scan' ? 'heap' : scan.replace(/^(Index|Index Only|Bitmap Index) Scan (\S+)( whole)?$/, '$2'))))].filter((s) => s !== 'heap')]),
+  );
+}
+
+const DASHBOARD = Object.fromEntries(Object.entries(DASHBOARD_INDEX).map(([name, index]) => [name, [index]]));
 
 /** The columns an Index Cond constrains, as "(kind, record_id, seq)". */
 function boundColumns(cond: string | undefined): string {
@@ -139,6 +195,8 @@ function shapeOf(plans: readonly PlanNode[]): Shape {
     // every row) is named so: O(table), whatever the index.
     const whole = /Index/.test(node['Node Type']) && node['Index Cond'] === undefined && parent?.['Node Type'] !== 'Limit' ? ' whole' : '';
     if (node['Relation Name'] === 'records') shape.scans.push(`${node['Node Type']} ${node['Index Name'] ?? ''}${whole}`.trim());
+    // A bitmap scan's index (its node names no relation).
+    else if (node['Node Type'] === 'Bitmap Index Scan' && node['Index Name']?.startsWith('records_')) shape.scans.push(`Bitmap Index Scan ${node['Index Name']}${whole}`);
     // event_log: which columns the scan is bounded by, so that a range read of every later message shows.
     else if (node['Relation Name'] === 'event_log' && node['Node Type'] !== 'ModifyTable') shape.scans.push(`${node['Node Type']} ${node['Index Name'] ?? ''} on ${boundColumns(node['Index Cond'])}`);
     else if (/Join|Nested Loop|Sort|Hash/.test(node['Node Type'])) shape.others.push(node['Node Type']);
@@ -248,5 +306,10 @@ describe('plans of the hot statements', () => {
     const big = await freshDatabase();
     await big.pool.query(`INSERT INTO rowfleet.records (id, version, data) SELECT 'big-' || g, 1, jsonb_build_object('i', g) FROM generate_series(1, ${MILLION}) g`);
     expectShapes(await shapes(big));
+    // The dashboard's reads, with a thousand of them FAILED and a million PROCESSED beside.
+    await big.pool.query(`UPDATE rowfleet.records SET status = CASE WHEN id LIKE 'big-%000' THEN 'FAILED' ELSE 'PROCESSED' END, last_error = 'boom'`);
+    expect(dashboardIndexes(await dashboardShapes(big))).toEqual(DASHBOARD);
+    await big.pool.query(`ANALYZE rowfleet.records`);
+    expect(dashboardIndexes(await dashboardShapes(big))).toEqual(DASHBOARD);
   });
 });
