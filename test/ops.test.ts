@@ -15,6 +15,7 @@ import { claimDue } from '../src/records/claim.ts';
 import { complete, fail } from '../src/records/settle.ts';
 import { rescueExpired } from '../src/records/rescue.ts';
 import { requeue } from '../src/ops/requeue.ts';
+import { EXACT_COUNT_UP_TO_BYTES, readStatus } from '../src/ops/status.ts';
 
 let db: TestDatabase;
 let env: Record<string, string>;
@@ -193,6 +194,34 @@ describe('rowfleet status', () => {
     expect(text).toMatch(/due {8}1 {3}oldest waiting 1m3\ds/);
     expect(text).toContain('workers    1 alive, 1 silent');
     expect(text).toMatch(/h:1:a\s+direct\s+1\/10\s+alive/);
+  });
+
+  it('estimates PROCESSED once the table is too large to count on every poll, analyzed or not', { timeout: 60_000 }, async () => {
+    const big = await createTestDatabase();
+    try {
+      await big.pool.query(`ALTER TABLE rowfleet.records SET (autovacuum_enabled = false)`);
+      await big.pool.query(
+        `INSERT INTO rowfleet.records (kind, id, version, data, status, processed_version, processed_at)
+         SELECT CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, 'p-' || g, 1, jsonb_build_object('pad', repeat('x', 200)), 'PROCESSED', 1, now()
+           FROM generate_series(1, 100000) g`,
+      );
+      await big.pool.query(`INSERT INTO rowfleet.records (id, version, data, status, last_error) SELECT 'f-' || g, 1, '{}', 'FAILED', 'boom' FROM generate_series(1, 30) g`);
+      const { rows } = await big.pool.query<{ bytes: number; reltuples: number }>(`SELECT pg_relation_size('rowfleet.records')::float8 AS bytes, reltuples FROM pg_class WHERE oid = 'rowfleet.records'::regclass`);
+      expect(rows[0]!.bytes).toBeGreaterThan(EXACT_COUNT_UP_TO_BYTES);
+      expect(rows[0]!.reltuples).toBe(-1);
+      for (const state of ['never analyzed', 'analyzed']) {
+        if (state === 'analyzed') await big.pool.query(`ANALYZE rowfleet.records`);
+        const status = await readStatus(big.pool);
+        expect(status.estimated, state).toEqual(['PROCESSED']);
+        expect(status.counts.FAILED, state).toBe(30);
+        // The planner's estimate: near, not exact.
+        expect(status.counts.PROCESSED, state).toBeGreaterThan(70_000);
+        expect(status.counts.PROCESSED, state).toBeLessThan(130_000);
+        expect(status.kinds.map((k) => [k.kind, k.counts.PROCESSED]), state).toEqual([['a', null], ['b', null], ['default', null]]);
+      }
+    } finally {
+      await big.drop();
+    }
   });
 
   it('is current the moment records change state, with no worker heartbeat in between', async () => {

@@ -6,8 +6,8 @@
  * rowfleet_upsert_duration_seconds{batch}  the write of a POST /upsert (not a ?wait), single or batch
  * rowfleet_http_request_duration_seconds  by method, route and status code
  * read from the database at each scrape, with the queries `rowfleet status` runs (src/ops/status.ts):
- * rowfleet_records{kind,status}           records by status (a kind's PROCESSED is left out above a
- *                                         million records, where only the total is estimated)
+ * rowfleet_records{kind,status}           records by status (a kind's PROCESSED is left out once the
+ *                                         table is over 16 MiB, where only the total is estimated)
  * rowfleet_due_records{kind}              COMPLETED records due now: the backlog
  * rowfleet_oldest_due_age_seconds{kind}   how long the oldest due record has waited (the lag)
  * rowfleet_records_in_flight              records held under a lease by live workers
