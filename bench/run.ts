@@ -12,7 +12,8 @@ import { sweepBench } from './sweep.ts';
 import { autoscaleBench } from './autoscale.ts';
 import { soakBench } from './soak.ts';
 import { everyBench } from './every.ts';
+import { dashboardBench } from './dashboard.ts';
 
-const BENCHES: readonly Bench[] = [upsertBench, drainBench, drainFreshBench, claimBench, wakeupBench, sweepBench, autoscaleBench, everyBench, soakBench];
+const BENCHES: readonly Bench[] = [upsertBench, drainBench, drainFreshBench, claimBench, wakeupBench, sweepBench, autoscaleBench, everyBench, dashboardBench, soakBench];
 
 main(BENCHES);

@@ -48,9 +48,9 @@ export function planOutline(plan: readonly string[]): string[] {
  * settings SET LOCAL. Undefined when auto_explain cannot be loaded (LOAD needs superuser).
  */
 export async function explainNested(client: pg.PoolClient, run: (db: pg.PoolClient) => Promise<unknown>): Promise<string[] | undefined> {
-  const plan: string[] = [];
+  const notices: string[] = [];
   const onNotice = (notice: { message?: string }) => {
-    if (notice.message?.startsWith('duration:')) plan.push(...notice.message.split('\n'));
+    if (notice.message?.startsWith('duration:')) notices.push(notice.message);
   };
   await client.query('BEGIN');
   try {
@@ -61,7 +61,10 @@ export async function explainNested(client: pg.PoolClient, run: (db: pg.PoolClie
     await client.query(`SET LOCAL client_min_messages = notice`);
     client.on('notice', onNotice);
     await run(client);
-    return plan;
+    // The last statement's plan can arrive after its result: the next statement flushes it (and
+    // its own plan is left out, as are an EXPLAIN's, planned and never run).
+    await client.query('SELECT 1 AS flush_auto_explain');
+    return notices.filter((n) => !n.includes('flush_auto_explain') && !/Query Text:\s*EXPLAIN\b/i.test(n)).flatMap((n) => n.split('\n'));
   } catch {
     return undefined;
   } finally {
