@@ -41,7 +41,6 @@ export interface RunWorkerOptions {
 }
 
 export async function runWorker({ config, handler, log, signal, id, onWorker, metricsToFleet = false }: RunWorkerOptions): Promise<WorkerStats> {
-  const w = config.worker;
   const metrics = config.metricsPort !== undefined || metricsToFleet ? new WorkerMetrics() : undefined;
   // First: a port in use is an error before anything else is started.
   const served: MetricsServer | undefined =
