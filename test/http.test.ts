@@ -9,6 +9,8 @@ import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { buildServer } from '../src/http/server.ts';
 import { loadConfig, type ConfigOverrides } from '../src/config.ts';
 import { silentLogger } from '../src/log.ts';
+import { Writable } from 'node:stream';
+import pino from 'pino';
 
 let db: TestDatabase;
 let app: FastifyInstance;
@@ -200,6 +202,28 @@ describe('tokens', () => {
     expect((await secured.inject({ url: '/stats' })).statusCode).toBe(401);
     expect((await secured.inject({ url: '/records?status=FAILED' })).statusCode).toBe(401);
     expect((await secured.inject({ url: '/stats', headers: { authorization: 'Bearer s3cret' } })).statusCode).toBe(200);
+  });
+
+  it('refuses a token in the URL, and logs no query string of any request', async () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }));
+    const logged = buildServer({ config: loadConfig({}, { databaseUrl: db.url, apiTokens: ['s3cret'] }), pool: db.pool, log });
+    try {
+      for (const url of ['/stats?token=canary-1', '/records/tok?kind=default&access_token=canary-2', '/nope?API_KEY=canary-3', '/?token=canary-4']) {
+        const res = await logged.inject({ url, headers: { authorization: 'Bearer s3cret' } });
+        expect(res.statusCode, url).toBe(400);
+        expect(res.json().message, url).toMatch(/^a token in the URL \(\?\w+=\) is refused: send it as Authorization: Bearer <token>/);
+      }
+      // Other query strings are not logged either: an unmatched route logs its path.
+      expect((await logged.inject({ url: '/nope?secret=canary-5', headers: { authorization: 'Bearer s3cret' } })).statusCode).toBe(404);
+      expect((await logged.inject({ url: '/records/tok?kind=default&x=canary-6', headers: { authorization: 'Bearer s3cret' } })).statusCode).toBe(200);
+      const all = lines.join('');
+      expect(all).toContain('"url":"/nope"');
+      expect(all).toContain('"url":"/records/:id"');
+      expect(all).not.toMatch(/canary|s3cret/);
+    } finally {
+      await logged.close();
+    }
   });
 });
 

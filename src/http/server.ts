@@ -34,6 +34,11 @@ export interface ServerOptions {
   listenUrl?: string | undefined;
 }
 
+/** Query parameters that carry a credential; refused wherever they appear. */
+const TOKEN_PARAMETERS = new Set(['token', 'access_token', 'api_key', 'apikey', 'auth', 'authorization', 'bearer']);
+
+const pathOf = (url: string) => url.split('?')[0]!;
+
 /** Seconds a client should wait before retrying when the database is unavailable. */
 const RETRY_AFTER_SECONDS = 2;
 
@@ -63,17 +68,25 @@ export function buildServer({ config, pool, log, enqueue, listenUrl }: ServerOpt
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
     metrics.requests.observe({ method: request.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    // The route's pattern, or for an unmatched one its path: never a query string, where a secret may ride.
     request.log.info(
-      { method: request.method, url: request.routeOptions.url ?? request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
+      { method: request.method, url: request.routeOptions.url ?? pathOf(request.url), statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 },
       'request',
     );
+  });
+  // A token belongs in the Authorization header: in a URL it ends up in proxies' and browsers' histories.
+  app.addHook('onRequest', async (request, reply) => {
+    const names = new URLSearchParams(request.url.slice(pathOf(request.url).length + 1)).keys();
+    for (const name of names) {
+      if (TOKEN_PARAMETERS.has(name.toLowerCase())) {
+        return sendError(reply, 400, 'invalid_request', `a token in the URL (?${name}=) is refused: send it as Authorization: Bearer <token>, and replace the token, which is now in logs and histories`, name);
+      }
+    }
   });
   // The dashboard's page and files hold no data: they load, and the page asks for a token.
   if (config.apiTokens.length > 0) app.addHook('onRequest', bearerAuth(config.apiTokens, ['/healthz', '/readyz', '/', '/dashboard/']));
 
-  app.setNotFoundHandler((request, reply) =>
-    sendError(reply, 404, 'not_found', `no route ${request.method} ${request.url.split('?')[0]}`),
-  );
+  app.setNotFoundHandler((request, reply) => sendError(reply, 404, 'not_found', `no route ${request.method} ${pathOf(request.url)}`));
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err instanceof MessageError) return sendError(reply, 400, 'invalid_request', err.message, err.field);
