@@ -10,6 +10,7 @@ import { UsageError } from '../errors.ts';
 import { resolveLogFormat, type Logger } from '../log.ts';
 import { resolveDatabaseUrl } from '../db/connect.ts';
 import { createPool } from '../db/pool.ts';
+import { warnIfConnectionsShort } from '../db/capacity.ts';
 import { ensureSchema } from '../boss/migrate.ts';
 import { requireHandler } from '../worker/handler.ts';
 import { Fleet } from './fleet.ts';
@@ -52,6 +53,9 @@ export async function runFleet({ config, size, log, env, output, signal, logForm
   const url = await resolveDatabaseUrl(config, log);
   await ensureSchema(url, config.databaseUrl === undefined, config.worker.engine === 'boss' ? config.boss : undefined);
   const pool = createPool({ connectionString: url, max: 2, log, applicationName: 'rowfleet fleet' });
+  // At its largest: every worker's pool and LISTEN connection, and the fleet's own two.
+  const perWorker = config.poolSize + 1;
+  await warnIfConnectionsShort(pool, log, 'this fleet', [[`${size.max} worker${size.max === 1 ? '' : 's'} × (pool ${config.poolSize} + 1 LISTEN)`, size.max * perWorker], ['its own pool', 2]]);
   // The workers never bind the fleet's metrics port themselves: they answer the fleet.
   const { ROWFLEET_METRICS_PORT: _port, ...workerEnv } = env;
   const metricsOn = config.metricsPort !== undefined;

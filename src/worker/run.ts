@@ -8,6 +8,7 @@ import type { Logger } from '../log.ts';
 import { resolveDatabaseUrl } from '../db/connect.ts';
 import { ensureSchema } from '../boss/migrate.ts';
 import { createPool } from '../db/pool.ts';
+import { warnIfConnectionsShort } from '../db/capacity.ts';
 import { startBoss, stopBoss } from '../boss/boss.ts';
 import { bossEngine, directEngine, type Engine } from './engine.ts';
 import { anyTransactional, type LoadedHandler } from './handler.ts';
@@ -71,6 +72,7 @@ async function runWith({ config, handler, log, signal, id, onWorker }: RunWorker
   // A transactional handler holds a connection for as long as it runs.
   const poolSize = anyTransactional(handler) ? Math.max(config.poolSize, w.concurrency + 2) : config.poolSize;
   const pool = createPool({ connectionString: url, max: poolSize, log, applicationName: 'rowfleet worker' });
+  await warnIfConnectionsShort(pool, log, 'this worker', [[`pool ${poolSize} + 1 LISTEN`, poolSize + 1]]);
   let boss: PgBoss | undefined;
   let engine: Engine;
   try {

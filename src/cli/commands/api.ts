@@ -5,6 +5,7 @@ import { buildServer } from '../../http/server.ts';
 import { openEnqueue } from '../../boss/enqueue.ts';
 import { UserError } from '../../errors.ts';
 import type { Logger } from '../../log.ts';
+import { warnIfConnectionsShort } from '../../db/capacity.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 
 export function registerApi(ctx: CommandContext): Command {
@@ -22,6 +23,8 @@ export function registerApi(ctx: CommandContext): Command {
       const log = ctx.logger(config, 'api');
       await ctx.withPool(config, log, async (pool, url) => {
         await ensureSchema(url, config.databaseUrl === undefined, config.boss.enqueueOnUpsert ? config.boss : undefined);
+        // Waiting requests (?wait=) LISTEN on a connection of their own.
+        await warnIfConnectionsShort(pool, log, 'this API', [[`pool ${config.poolSize} + 1 LISTEN`, config.poolSize + 1]]);
         const enqueue = await openEnqueue(config, pool, log);
         try {
           const app = buildServer({ config, pool, log, enqueue: enqueue?.enqueue, listenUrl: url });
