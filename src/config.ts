@@ -26,6 +26,10 @@ export interface Config {
   readonly metricsPort: number | undefined;
   /** Bearer tokens accepted by the API; empty means the API is open. */
   readonly apiTokens: readonly string[];
+  /** With tokens set: requests a minute per client address without a valid token (0: no limit). */
+  readonly rateLimitPerAddress: number;
+  /** With tokens set: requests a minute per valid token (0: no limit). */
+  readonly rateLimitPerToken: number;
   /** Largest `items` array in one POST /upsert. */
   readonly maxBatch: number;
   /** Largest request body, in bytes. */
@@ -151,6 +155,8 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     port: pick('port', 'PORT', (raw, name) => parseInteger(raw, name, 0, 65535), DEFAULTS.port),
     metricsPort: pick('metricsPort', 'ROWFLEET_METRICS_PORT', (raw, name) => parseInteger(raw, name, 0, 65535), undefined),
     apiTokens: overrides.apiTokens ?? parseTokens(env.ROWFLEET_API_TOKENS),
+    rateLimitPerAddress: pick('rateLimitPerAddress', 'ROWFLEET_RATE_LIMIT', (raw, name) => parseInteger(raw, name, 0, 100_000_000), 100),
+    rateLimitPerToken: pick('rateLimitPerToken', 'ROWFLEET_RATE_LIMIT_TOKEN', (raw, name) => parseInteger(raw, name, 0, 100_000_000), 0),
     maxBatch: pick('maxBatch', 'ROWFLEET_MAX_BATCH', (raw, name) => parseInteger(raw, name, 1, 100_000), DEFAULTS.maxBatch),
     maxBodyBytes: pick('maxBodyBytes', 'ROWFLEET_MAX_BODY', parseBytes, DEFAULTS.maxBodyBytes),
     maxDepth: pick('maxDepth', 'ROWFLEET_MAX_DEPTH', (raw, name) => parseInteger(raw, name, 1, 10_000), DEFAULTS.maxDepth),

@@ -204,6 +204,31 @@ describe('tokens', () => {
     expect((await secured.inject({ url: '/stats', headers: { authorization: 'Bearer s3cret' } })).statusCode).toBe(200);
   });
 
+  it('limits requests without a valid token per address, and valid ones per token: 429 with Retry-After', async () => {
+    const limited = serverWith({ apiTokens: ['s3cret', 'other-token'], rateLimitPerAddress: 5, rateLimitPerToken: 8 });
+    try {
+      const get = (headers: Record<string, string> = {}, url = '/stats') => limited.inject({ url, headers });
+      for (let i = 0; i < 5; i++) expect((await get({ authorization: `Bearer wrong-${i}` })).statusCode).toBe(401);
+      const refused = await get({ authorization: 'Bearer wrong-again' });
+      expect(refused.statusCode).toBe(429);
+      expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
+      expect(refused.json()).toEqual({ error: 'rate_limited', message: expect.stringMatching(/^too many requests from this address without a valid token: at most 5 a minute; retry in \d+ (seconds?|minutes?)$/) });
+      expect((await get()).statusCode).toBe(429);
+      // The burst of wrong tokens does not lock a valid token out, from the same address.
+      for (let i = 0; i < 8; i++) expect((await get({ authorization: 'Bearer s3cret' })).statusCode).toBe(200);
+      const over = await get({ authorization: 'Bearer s3cret' });
+      expect(over.statusCode).toBe(429);
+      expect(over.json().message).toMatch(/^too many requests with this token: at most 8 a minute/);
+      expect((await get({ authorization: 'Bearer other-token' })).statusCode).toBe(200);
+      // The health checks and the dashboard's files are not counted.
+      for (const url of ['/healthz', '/readyz', '/', '/dashboard/dashboard.js']) expect((await get({}, url)).statusCode, url).toBe(200);
+    } finally {
+      await limited.close();
+    }
+    // An open API (no tokens) is not limited.
+    for (let i = 0; i < 110; i++) expect((await app.inject({ url: '/nope' })).statusCode).toBe(404);
+  });
+
   it('refuses a token in the URL, and logs no query string of any request', async () => {
     const lines: string[] = [];
     const log = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }));

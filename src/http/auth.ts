@@ -23,10 +23,28 @@ export function bearerAuth(tokens: readonly string[], openPaths: readonly string
 }
 
 function isAccepted(header: string | undefined, accepted: readonly Buffer[]): boolean {
+  return acceptedDigest(header, accepted) !== undefined;
+}
+
+/** The digest of the token `header` carries when it is one of `accepted` (compared in constant time). */
+function acceptedDigest(header: string | undefined, accepted: readonly Buffer[]): Buffer | undefined {
   const match = header === undefined ? null : /^Bearer\s+(\S+)\s*$/i.exec(header);
-  if (match === null) return false;
+  if (match === null) return undefined;
   const given = digest(match[1]!);
   let ok = false;
   for (const token of accepted) ok = timingSafeEqual(given, token) || ok;
-  return ok;
+  return ok ? given : undefined;
+}
+
+/**
+ * Who a request counts against for rate limiting: `token:<its digest's first 16 hex>` when it
+ * carries a valid token, `address:<ip>` otherwise, so that a burst of wrong tokens from one address
+ * never uses up a valid token's allowance.
+ */
+export function rateLimitKey(tokens: readonly string[]): (request: FastifyRequest) => string {
+  const accepted = tokens.map(digest);
+  return (request) => {
+    const valid = acceptedDigest(request.headers.authorization, accepted);
+    return valid === undefined ? `address:${request.ip}` : `token:${valid.toString('hex').slice(0, 16)}`;
+  };
 }

@@ -14,6 +14,7 @@ import { sqlState } from '../db/sql.ts';
 import { MessageError } from '../records/message.ts';
 import type { Enqueue } from '../records/upsert.ts';
 import { bearerAuth } from './auth.ts';
+import { registerRateLimits } from './limits.ts';
 import { registerUpsertRoute } from './upsert-route.ts';
 import { Awaiter } from '../records/await.ts';
 import { registerRecordRoutes } from './record-routes.ts';
@@ -84,7 +85,12 @@ export function buildServer({ config, pool, log, enqueue, listenUrl }: ServerOpt
     }
   });
   // The dashboard's page and files hold no data: they load, and the page asks for a token.
-  if (config.apiTokens.length > 0) app.addHook('onRequest', bearerAuth(config.apiTokens, ['/healthz', '/readyz', '/', '/dashboard/']));
+  const open = ['/healthz', '/readyz', '/', '/dashboard/'];
+  if (config.apiTokens.length > 0) {
+    // Rate limits first, so that the requests refused for their token count too (src/http/limits.ts).
+    registerRateLimits(app, config, open);
+    app.after(() => app.addHook('onRequest', bearerAuth(config.apiTokens, open)));
+  }
 
   app.setNotFoundHandler((request, reply) => sendError(reply, 404, 'not_found', `no route ${request.method} ${pathOf(request.url)}`));
 
@@ -139,6 +145,8 @@ function clientErrorCode(err: FastifyError): string {
       return 'payload_too_large';
     case 415:
       return 'unsupported_media_type';
+    case 429:
+      return 'rate_limited';
     default:
       return 'invalid_request';
   }
