@@ -6,7 +6,7 @@
 import { Command } from 'commander';
 import { createContext, type CliIO } from './context.ts';
 import { registerDb } from './commands/db.ts';
-import { registerMigrate } from './commands/migrate.ts';
+import { registerMigrate, registerRoles } from './commands/migrate.ts';
 import { registerApi } from './commands/api.ts';
 import { registerUpsert } from './commands/upsert.ts';
 import { registerDemo } from './commands/demo.ts';
@@ -36,7 +36,7 @@ export function createProgram(io: CliIO): Command {
     })
     .exitOverride();
 
-  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerScheduler, registerEnqueue, registerRequeue, registerDelete, registerStatus, registerInspect, registerReplay, registerKinds, registerRecords]) {
+  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerScheduler, registerEnqueue, registerRequeue, registerDelete, registerStatus, registerInspect, registerReplay, registerKinds, registerRecords, registerRoles]) {
     const command = register(ctx);
     // Subcommands too (`kinds set`): commander's defaults would exit the process on a bad flag.
     for (const c of [command, ...command.commands]) c.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });

@@ -16,23 +16,9 @@ import { query } from '../db/sql.ts';
 export async function applyRetention(pool: pg.Pool, retentionMs: number): Promise<number> {
   let deleted = 0;
   for (;;) {
-    const [row] = await query<{ deleted: number; newer: number }>(
-      pool,
-      sql`WITH head AS (
-            SELECT seq, received_at FROM rowfleet.event_log ORDER BY seq LIMIT 10000
-          ),
-          -- The oldest message a record in mode every still waits on (records_next_seq_idx).
-          pending AS (
-            SELECT coalesce((SELECT r.next_seq FROM rowfleet.records r WHERE r.next_seq IS NOT NULL ORDER BY r.next_seq LIMIT 1), 9223372036854775807) AS seq
-          ),
-          gone AS (
-            DELETE FROM rowfleet.event_log e
-             WHERE e.seq IN (SELECT h.seq FROM head h, pending p WHERE h.received_at < now() - ${retentionMs} * interval '1 millisecond' AND h.seq < p.seq)
-            RETURNING 1
-          )
-          SELECT (SELECT count(*) FROM gone)::int AS deleted,
-                 (SELECT count(*) FROM head h, pending p WHERE h.received_at >= now() - ${retentionMs} * interval '1 millisecond' OR h.seq >= p.seq)::int AS newer`,
-    );
+    // rowfleet.apply_retention (drizzle/0015_runtime_role.sql): the runtime role deletes from
+    // event_log only through it.
+    const [row] = await query<{ deleted: number; newer: number }>(pool, sql`SELECT deleted, newer FROM rowfleet.apply_retention(${retentionMs}::bigint)`);
     deleted += row!.deleted;
     if (row!.deleted === 0 || row!.newer > 0) return deleted;
   }
