@@ -62,6 +62,12 @@ async function testServer(): Promise<{ adminUrl: string; template: string; relea
     await fs.rm(home, { recursive: true, force: true });
   };
   try {
+    const first = await ensureEmbedded({ home, log: silentLogger });
+    // Two test files at a time, each with its pools, fleets and CLI processes, on one server: the
+    // default 100 connections would leave the start-up check of src/db/capacity.ts warning (and
+    // the tests that expect a clean log failing) whenever the other file is busy.
+    await withAdmin(first.url, (admin) => admin.query(`ALTER SYSTEM SET max_connections = 400`));
+    await stopEmbedded(home, silentLogger);
     const { url } = await ensureEmbedded({ home, log: silentLogger });
     return { adminUrl: url, template: 'rowfleet_template', release };
   } catch (err) {
