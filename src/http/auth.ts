@@ -8,13 +8,20 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 
 const digest = (token: string) => createHash('sha256').update(token).digest();
 
-/** `openPaths`: exact paths, or prefixes ending in `/` (`/dashboard/`), served without a token. */
+/** Whether a request's URL is one of `openPaths`: exact paths, or prefixes ending in `/` (`/dashboard/`). */
+export function isOpenPath(openPaths: readonly string[]): (url: string) => boolean {
+  return (url) => {
+    const path = url.split('?')[0]!;
+    return openPaths.some((p) => (p.endsWith('/') && p.length > 1 ? path.startsWith(p) : path === p));
+  };
+}
+
+/** `openPaths` (see isOpenPath) are served without a token. */
 export function bearerAuth(tokens: readonly string[], openPaths: readonly string[]) {
   const accepted = tokens.map(digest);
-  const open = (path: string) => openPaths.some((p) => (p.endsWith('/') && p.length > 1 ? path.startsWith(p) : path === p));
+  const open = isOpenPath(openPaths);
   return async (request: FastifyRequest, reply: FastifyReply) => {
-    const path = request.url.split('?')[0]!;
-    if (open(path)) return;
+    if (open(request.url)) return;
     if (isAccepted(request.headers.authorization, accepted)) return;
     reply.header('www-authenticate', 'Bearer');
     const problem = request.headers.authorization === undefined ? 'missing' : 'invalid';

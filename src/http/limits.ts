@@ -8,7 +8,7 @@
 import rateLimit from '@fastify/rate-limit';
 import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.ts';
-import { rateLimitKey } from './auth.ts';
+import { isOpenPath, rateLimitKey } from './auth.ts';
 
 const WINDOW_MS = 60_000;
 
@@ -16,10 +16,7 @@ export function registerRateLimits(app: FastifyInstance, config: Config, openPat
   const { rateLimitPerAddress: perAddress, rateLimitPerToken: perToken } = config;
   if (perAddress === 0 && perToken === 0) return;
   const key = rateLimitKey(config.apiTokens);
-  const isOpen = (url: string) => {
-    const path = url.split('?')[0]!;
-    return openPaths.some((p) => (p.endsWith('/') && p.length > 1 ? path.startsWith(p) : path === p));
-  };
+  const isOpen = isOpenPath(openPaths);
   app.register(rateLimit, { global: false });
   app.after(() => {
     app.addHook(
