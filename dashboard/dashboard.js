@@ -222,6 +222,8 @@ function stopPolling() {
 function schedule() {
   stopPolling();
   if ((state.authed || state.retrying) && document.visibilityState === 'visible') state.timer = setTimeout(tick, POLL_MS);
+  // A refresh that was under way when the tab was hidden has just written "live" over "paused".
+  else if (state.authed && document.visibilityState === 'hidden') setPollState('paused (tab hidden)');
 }
 
 /** One refresh now (or right after the one running), then the next in POLL_MS. */
