@@ -260,6 +260,8 @@ describe('a worker with a handler map', () => {
     await runWorker(
       { 'p.strict': { handler: failing, maxAttempts: 1 }, 'p.lenient': { handler: failing, backoff: { base: '1h', cap: '1h' } } },
       () => waitFor(async () => (await row('p.strict', '1'))?.status === 'FAILED' && (await row('p.lenient', '1'))?.attempts === 1, 10_000, 'p.strict FAILED and p.lenient retried'),
+      // The jitter in the middle: half the hour (full jitter could draw under a minute, 1 in 60).
+      { random: () => 0.5 },
     );
     expect(await row('p.strict', '1')).toMatchObject({ status: 'FAILED', attempts: 1 });
     // One attempt, then a retry an hour away (the worker's backoff is 0).
