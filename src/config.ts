@@ -36,6 +36,8 @@ export interface Config {
   readonly maxBodyBytes: number;
   /** Deepest nesting of objects and arrays allowed in `data`. */
   readonly maxDepth: number;
+  /** A request's headers and body must have arrived within this (slow clients are answered 408). */
+  readonly requestTimeoutMs: number;
   /** Connections this process may open to Postgres. */
   readonly poolSize: number;
   readonly logLevel: LogLevel;
@@ -160,6 +162,7 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     maxBatch: pick('maxBatch', 'ROWFLEET_MAX_BATCH', (raw, name) => parseInteger(raw, name, 1, 100_000), DEFAULTS.maxBatch),
     maxBodyBytes: pick('maxBodyBytes', 'ROWFLEET_MAX_BODY', parseBytes, DEFAULTS.maxBodyBytes),
     maxDepth: pick('maxDepth', 'ROWFLEET_MAX_DEPTH', (raw, name) => parseInteger(raw, name, 1, 10_000), DEFAULTS.maxDepth),
+    requestTimeoutMs: pick('requestTimeoutMs', 'ROWFLEET_REQUEST_TIMEOUT', durationParser(100), 30_000),
     poolSize: pick('poolSize', 'ROWFLEET_POOL_SIZE', (raw, name) => parseInteger(raw, name, 1, 1000), DEFAULTS.poolSize),
     logLevel: pick('logLevel', 'ROWFLEET_LOG_LEVEL', parseLogLevel, DEFAULTS.logLevel),
     logFormat: pick('logFormat', 'ROWFLEET_LOG_FORMAT', parseLogFormat, 'auto'),

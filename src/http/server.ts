@@ -58,6 +58,11 @@ export function buildServer({ config, pool, log, enqueue, listenUrl }: ServerOpt
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     return503OnClosing: true,
+    // Slow clients (headers or a body trickled in) are answered 408 and closed once the request
+    // has not arrived within its time, so that they cannot hold connections open; Node checks
+    // every connectionsCheckingInterval. A ?wait= is the answer's time, not the request's.
+    requestTimeout: config.requestTimeoutMs,
+    http: { headersTimeout: config.requestTimeoutMs, connectionsCheckingInterval: Math.min(1_000, Math.ceil(config.requestTimeoutMs / 4)) },
   });
 
   // Only JSON bodies: a text/plain body is a 415 naming the right content type, not a 400.
