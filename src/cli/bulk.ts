@@ -5,6 +5,7 @@
 import { Command, Option } from 'commander';
 import { parseInteger } from '../config.ts';
 import { UsageError } from '../errors.ts';
+import { MessageError } from '../records/message.ts';
 import { parseMoment, type BulkOptions } from '../ops/bulk.ts';
 import { progressBar } from './progress.ts';
 import type { CommandContext, DatabaseFlags } from './context.ts';
@@ -65,4 +66,14 @@ export function bulkOptions(ctx: CommandContext, flags: BulkFlags, noFilter: str
     }),
   };
   return { options, finish: () => bar?.end() };
+}
+
+/** A bulk run whose filter Postgres refused (a bad --error pattern): the usage error naming the flag. */
+export async function asFlagErrors<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (err instanceof MessageError) throw new UsageError(`--${err.message}`);
+    throw err;
+  }
 }

@@ -1,6 +1,5 @@
 import type { FastifyInstance } from 'fastify';
 import type pg from 'pg';
-import { UsageError } from '../errors.ts';
 import { requeue } from '../ops/requeue.ts';
 import { REQUEUE_STATUSES, type RequeueStatus } from '../records/requeue.ts';
 import { isPlainObject, MessageError, parseKind } from '../records/message.ts';
@@ -31,13 +30,8 @@ export function registerRequeueRoute(app: FastifyInstance, { pool }: { pool: pg.
     }
     const filtered = kinds !== undefined || ids !== undefined || body.error !== undefined;
     if (!filtered && body.all !== true) throw new MessageError('all', `must be true to requeue every ${status} record (or give kinds, ids or error)`);
-    try {
-      return await requeue(pool, { status, kinds, ids, error: body.error as string | undefined, dryRun: body.dryRun === true, via: 'api' });
-    } catch (err) {
-      // The one usage check of the bulk commands: a pattern Postgres cannot compile.
-      if (err instanceof UsageError && body.error !== undefined) throw new MessageError('error', `is not a valid regular expression: ${err.message.split('regular expression: ').at(-1)}`);
-      throw err;
-    }
+    // A pattern Postgres cannot compile is a MessageError naming `error`: a 400.
+    return requeue(pool, { status, kinds, ids, error: body.error as string | undefined, dryRun: body.dryRun === true, via: 'api' });
   });
 }
 

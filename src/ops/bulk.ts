@@ -9,6 +9,7 @@ import type { SQL } from 'drizzle-orm';
 import { sqlState } from '../db/sql.ts';
 import { countMatching, previewPage, recordFilter, type PreviewRow, type RecordFilter } from '../records/filter.ts';
 import { UsageError } from '../errors.ts';
+import { MessageError } from '../records/message.ts';
 import { FIRST_KEY, type RecordKey } from '../records/key.ts';
 import type { PageRow } from '../records/requeue.ts';
 import { durationProblem, parseDuration } from '../duration.ts';
@@ -95,7 +96,8 @@ async function checkRegex(pool: pg.Pool, pattern: string | undefined): Promise<v
   try {
     await pool.query(`SELECT '' ~ $1`, [pattern]);
   } catch (err) {
-    if (sqlState(err) === '2201B') throw new UsageError(`--error ${JSON.stringify(pattern)} is not a valid regular expression: ${(err as Error).message}`);
+    // Named by its field (`error`): the CLI says --error, the API's 400 names the field.
+    if (sqlState(err) === '2201B') throw new MessageError('error', `${JSON.stringify(pattern)} is not a valid regular expression: ${(err as Error).message}`);
     throw err;
   }
 }

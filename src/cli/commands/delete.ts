@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { UserError } from '../../errors.ts';
 import { deleteRecords } from '../../ops/delete.ts';
 import { RECORD_STATUSES, type RecordStatus } from '../../db/schema.ts';
-import { bulkOptions, withBulkOptions, type BulkFlags } from '../bulk.ts';
+import { asFlagErrors, bulkOptions, withBulkOptions, type BulkFlags } from '../bulk.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext } from '../context.ts';
 
 interface DeleteFlags extends BulkFlags {
@@ -33,7 +33,7 @@ Examples:
       const { options, finish } = bulkOptions(ctx, flags, `delete every ${which}`, 'deleted');
       const config = ctx.config(overridesFrom(flags));
       const log = ctx.logger(config, 'delete');
-      const result = await ctx.withPool(config, log, (pool) => deleteRecords(pool, { ...options, status: flags.status }));
+      const result = await ctx.withPool(config, log, (pool) => asFlagErrors(() => deleteRecords(pool, { ...options, status: flags.status })));
       finish();
       log.debug({ ...result, status: flags.status }, 'delete done');
       ctx.print(result, flags.json === true, (r) =>

@@ -3,7 +3,7 @@ import { UsageError, UserError } from '../../errors.ts';
 import { MessageError, parsePriority, parseRunAt } from '../../records/message.ts';
 import { requeue } from '../../ops/requeue.ts';
 import { REQUEUE_STATUSES, type RequeueStatus } from '../../records/requeue.ts';
-import { bulkOptions, withBulkOptions, type BulkFlags } from '../bulk.ts';
+import { asFlagErrors, bulkOptions, withBulkOptions, type BulkFlags } from '../bulk.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext } from '../context.ts';
 
 interface RequeueFlags extends BulkFlags {
@@ -41,7 +41,7 @@ Examples:
       const { options, finish } = bulkOptions(ctx, flags, `requeue every ${flags.status} record`, 'requeued');
       const config = ctx.config(overridesFrom(flags));
       const log = ctx.logger(config, 'requeue');
-      const result = await ctx.withPool(config, log, (pool) => requeue(pool, { ...options, status: flags.status, ...set }));
+      const result = await ctx.withPool(config, log, (pool) => asFlagErrors(() => requeue(pool, { ...options, status: flags.status, ...set })));
       finish();
       // The result is printed on stdout; the log keeps it for machines, below the default level.
       log.debug({ ...result, status: flags.status }, 'requeue done');
