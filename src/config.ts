@@ -86,7 +86,7 @@ export interface WorkerConfig {
   readonly maxAttempts: number;
   readonly backoffBaseMs: number;
   readonly backoffCapMs: number;
-  /** Lease expirations after which a record is poison and FAILED. */
+  /** Lease expirations after which a record runs alone in its process, and is poison (FAILED) if it expires so. */
   readonly maxExpirations: number;
   readonly pollMs: number;
   readonly graceMs: number;

@@ -170,6 +170,12 @@ export interface HandlerContext {
   attempt: number;
   /** `<kind>:<id>:<version>`: the same for every execution of this version, for external effects. */
   idempotencyKey: string;
+  /**
+   * Grows with every claim of this record (1, 2, 3, …; a message handed on by a completion in mode
+   * every keeps it). Pass it to the systems the handler writes to, and have them refuse a write
+   * with a lower token than one they have seen: a holder paused past its lease is refused there too.
+   */
+  fencingToken: number;
   /** Extends the lease now (heartbeats do it anyway); throws if the lease was lost. */
   extendLease(): Promise<void>;
   /** Transactional handlers only: a query in the completion's transaction. */
@@ -482,7 +488,7 @@ export interface WorkerSettings {
   backoffBaseMs?: number;
   /** `--backoff-cap`, in ms: the largest retry delay. */
   backoffCapMs?: number;
-  /** `--max-expirations`: lease expirations before a record is poison and FAILED. */
+  /** `--max-expirations`: lease expirations after which a record runs alone in its process, and is poison (FAILED) if it expires so. */
   maxExpirations?: number;
   /** `--poll`, in ms: claim at least this often when no notification arrives. */
   pollMs?: number;

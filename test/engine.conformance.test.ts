@@ -10,7 +10,7 @@ import type pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 import { parseMessage } from '../src/records/message.ts';
-import { claimDue, claimIds, type Claimed } from '../src/records/claim.ts';
+import { claimAlone, claimDue, claimIds, suspectsWaiting, type Claimed } from '../src/records/claim.ts';
 import { extendLeases, release } from '../src/records/lease.ts';
 import { complete, fail } from '../src/records/settle.ts';
 import { rescueExpired } from '../src/records/rescue.ts';
@@ -332,10 +332,13 @@ describe.each(fixtures)('engine %s', (name, fx) => {
   });
 
   it('rescues leases a crash left behind, and fails a record whose lease expired too often (poison)', async () => {
-    const [crashed, poison, alive] = ['crashed', 'poison', 'alive'].map((x) => `${prefix}${x}`) as [string, string, string];
-    // What kill -9 leaves: PROCESSING with a lease that runs out (poison: it already ran out 3 times).
+    const [crashed, poison, suspect, alive] = ['crashed', 'poison', 'suspect', 'alive'].map((x) => `${prefix}${x}`) as [string, string, string, string];
+    // What kill -9 leaves: PROCESSING with a lease that runs out. Poison: it already ran out 3
+    // times, and this time it was held alone in its process. The suspect ran out as often, but
+    // beside other records: any of them may have killed the process.
     await putRecord(db.pool, crashed, { lease: { owner: 'dead', expiresInMs: 10_000 } });
-    await putRecord(db.pool, poison, { lease: { owner: 'dead', expiresInMs: 10_000 }, leaseExpirations: 3 });
+    await putRecord(db.pool, poison, { lease: { owner: 'dead', expiresInMs: 10_000, alone: true }, leaseExpirations: 3 });
+    await putRecord(db.pool, suspect, { lease: { owner: 'dead', expiresInMs: 10_000 }, leaseExpirations: 3 });
     await putRecord(db.pool, alive, { lease: { owner: 'alive', expiresInMs: 3_600_000 } });
     expect(await rescueExpired(db.pool, { maxExpirations: 3 })).toEqual([]);
     const afterExpiry = later(20_000);
@@ -343,14 +346,42 @@ describe.each(fixtures)('engine %s', (name, fx) => {
     expect(rescued.map((r) => [r.id, r.status, r.owner]).sort()).toEqual([
       [crashed, 'COMPLETED', 'dead'],
       [poison, 'FAILED', 'dead'],
+      [suspect, 'COMPLETED', 'dead'],
     ]);
     expect(await row(poison)).toMatchObject({ status: 'FAILED', last_error: expect.stringMatching(/^poison: the lease expired 4 times/) });
+    expect(await row(suspect)).toMatchObject({ status: 'COMPLETED', lease_expirations: 4 });
     expect(await row(alive)).toMatchObject({ status: 'PROCESSING' });
-    const { rows } = await db.pool.query(`SELECT record_id, reason FROM rowfleet.event_log WHERE record_id IN ($1, $2) AND reason IN ('rescued', 'failed') ORDER BY record_id`, [
-      crashed,
-      poison,
-    ]);
-    expect(rows.map((r) => r.reason)).toEqual(['rescued', 'failed']);
+    const { rows } = await db.pool.query(
+      `SELECT record_id, reason, detail->'alone' AS alone FROM rowfleet.event_log WHERE record_id IN ($1, $2, $3) AND reason IN ('rescued', 'failed') ORDER BY record_id`,
+      [crashed, poison, suspect],
+    );
+    expect(rows.map((r) => [r.reason, r.alone])).toEqual([['rescued', false], ['failed', true], ['rescued', false]]);
+  });
+
+  it('leaves a suspect to claimAlone, whose lease alone makes it poison, and hands out fencing tokens that grow', async () => {
+    await settleAll(db.pool);
+    const [suspect, plain] = ['alone-suspect', 'alone-plain'].map((x) => `${prefix}${x}`) as [string, string];
+    await putRecord(db.pool, suspect, { leaseExpirations: 2 });
+    await putRecord(db.pool, plain, { leaseExpirations: 1 });
+    const fenceOf = async (id: string) => Number((await db.pool.query(`SELECT fence FROM rowfleet.records WHERE id = $1`, [id])).rows[0].fence);
+    const before = await fenceOf(suspect);
+    expect(await suspectsWaiting(db.pool, { maxExpirations: 2 })).toBe(true);
+    expect(await suspectsWaiting(db.pool, { maxExpirations: 3 })).toBe(false);
+    // Expired twice, with max 2: the claims leave it (the engine's, as the worker makes them).
+    await fx.offerIds([suspect, plain]);
+    const claimed = await engine.claim(10, { owner: 'w', leaseMs: LEASE, maxExpirations: 2 });
+    expect(claimed.map((c) => c.id)).toEqual([plain]);
+    expect(await claimAlone(db.pool, { owner: 'w', leaseMs: LEASE, maxExpirations: 3 })).toBeUndefined();
+    const alone = await claimAlone(db.pool, { owner: 'w', leaseMs: LEASE, maxExpirations: 2 });
+    expect(alone).toMatchObject({ id: suspect, fence: String(before + 1) });
+    expect(await suspectsWaiting(db.pool, { maxExpirations: 2 })).toBe(false);
+    // Its lease runs out: held alone, so it is poison now.
+    const rescued = await rescueExpired(db.pool, { maxExpirations: 2, now: later(LEASE + 10_000) });
+    expect(rescued.filter((r) => r.id === suspect).map((r) => r.status)).toEqual(['FAILED']);
+    // Requeued, claimed again: the fence grows with every claim.
+    await db.pool.query(`UPDATE rowfleet.records SET status = 'COMPLETED', lease_expirations = 0, run_after = now() WHERE id = $1`, [suspect]);
+    const [again] = await claimDue(db.pool, { owner: 'w', limit: 1, leaseMs: LEASE, kinds: [{ kind: 'default', cap: 1, leaseMs: LEASE }] });
+    expect(again).toMatchObject({ id: suspect, fence: String(before + 2) });
   });
 
   it('a worker rescues an expired lease and processes the record through its engine', async () => {

@@ -261,7 +261,7 @@ describe('the heartbeat', () => {
     expect((await complete(db.pool, [{ ...first!, result: null }])).get('e.beat/a')).toBe('advanced');
     const [second] = await claimOne('e.beat');
     const current = new Execution(second!, 1, handler.any!, policy);
-    const beating = heartbeat(active, null, { pool: db.pool, workerId: 'w', log: silentLogger, warn: () => {} });
+    const beating = heartbeat(active, null, { pool: db.pool, workerId: 'w', log: silentLogger, monotonic: () => 0, warn: () => {} });
     // Replaced before the heartbeat's statement answers (it took its list of leases as it began).
     active.set('e.beat/a', current);
     await beating;

@@ -21,7 +21,7 @@ import { loadConfig } from '../src/config.ts';
 import { startBoss, stopBoss } from '../src/boss/boss.ts';
 import { sweep } from '../src/boss/sweep.ts';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
-import { EXECUTIONS_TABLE, isAlive, Processes, RECORDING_HANDLER, type LogLine } from './helpers/processes.ts';
+import { EXECUTIONS_TABLE, isAlive, POISON_HANDLER, Processes, RECORDING_HANDLER, type LogLine } from './helpers/processes.ts';
 import { waitFor } from './helpers/wait.ts';
 import { createClient, type RowfleetClient } from '../src/index.ts';
 import { setKind } from '../src/records/kinds.ts';
@@ -61,6 +61,7 @@ interface Start {
   version: string;
   pid: number;
   attempt: number;
+  fence: number;
 }
 
 async function readStarts(file: string): Promise<Start[]> {
@@ -171,6 +172,42 @@ describe('faults', () => {
     expect(rerun.length).toBeGreaterThan(0);
     expect(rerun.every((list) => list.some((s) => killed.has(s.pid)))).toBe(true);
   });
+
+  it('poison records that crash their process end FAILED, and none of the records that shared a process with them', async () => {
+    const db = await freshDatabase();
+    const startsFile = path.join(scratch, 'poison.jsonl');
+    // 300 records, 6 of them poison (3 exit, 3 throw from a timer), spread among the ids so that
+    // each shares claims with innocent neighbours.
+    const poison = new Map([10, 60, 110, 160, 210, 260].map((n, i) => [`p-${String(n).padStart(3, '0')}`, i % 2 === 0 ? 'exit' : 'timer']));
+    await upsertMany(
+      db.pool,
+      Array.from({ length: 300 }, (_, n) => {
+        const id = `p-${String(n).padStart(3, '0')}`;
+        return { id, data: poison.has(id) ? { crash: poison.get(id)! } : { sleepMs: 60 } };
+      }),
+    );
+    const fleet = procs.start(
+      ['fleet', '--workers', '3', '--handler', POISON_HANDLER, '--concurrency', '8', '--lease', '2s', '--max-expirations', '2', '--poll', '200ms'],
+      { DATABASE_URL: db.url, RECORDING_STARTS: startsFile },
+    );
+    await waitFor(async () => (await countWhere(db.pool, `status IN ('COMPLETED', 'PROCESSING')`)) === 0, 240_000, 'every record settled');
+    expect(await fleet.stop('SIGTERM')).toEqual({ code: 0, signal: null });
+
+    const { rows: failed } = await db.pool.query<{ id: string; last_error: string }>(`SELECT id, last_error FROM rowfleet.records WHERE status = 'FAILED' ORDER BY id`);
+    expect(failed.map((r) => r.id)).toEqual([...poison.keys()]);
+    expect(failed.every((r) => /^poison: the lease expired 3 times/.test(r.last_error))).toBe(true);
+    expect(await countWhere(db.pool, `status = 'PROCESSED' AND processed_version = version`)).toBe(294);
+    // Each poison record ran at most 3 times (max-expirations 2, then the third, alone).
+    const starts = Map.groupBy(await readStarts(startsFile), (s) => s.id);
+    for (const id of poison.keys()) expect(starts.get(id)?.length ?? 0, id).toBeLessThanOrEqual(3);
+    // The expiration that made each poison record FAILED was that of a lease it held alone.
+    const { rows: verdicts } = await db.pool.query(`SELECT record_id, detail->'alone' AS alone FROM rowfleet.event_log WHERE reason = 'failed' ORDER BY record_id`);
+    expect(verdicts).toEqual([...poison.keys()].map((id) => ({ record_id: id, alone: true })));
+    // The innocent ones: each committed once at its version, never overlapping.
+    const { rows: twice } = await db.pool.query(`SELECT record_id FROM test_executions GROUP BY 1 HAVING count(*) <> 1 LIMIT 5`);
+    expect(twice).toEqual([]);
+    expect(fleet.logs.some((l) => l.msg.startsWith('claimed alone'))).toBe(true);
+  }, 300_000);
 
   it('kill -9 in mode every: each message of 50 records × 20 finishes, in order per record, never overlapping', async () => {
     const db = await freshDatabase();
@@ -287,11 +324,12 @@ describe('faults', () => {
     }
   });
 
-  it('a worker paused past its lease: others take over, and its late completions are refused', async () => {
+  it('a worker paused past its lease: others take over, its handlers are aborted at the lease deadline on resuming, and its late completions are refused', async () => {
     const db = await freshDatabase();
     const startsFile = path.join(scratch, 'sigstop.jsonl');
+    const effectsFile = path.join(scratch, 'sigstop-effects.jsonl');
     const workerArgs = ['worker', '--handler', RECORDING_HANDLER, '--concurrency', '5', '--lease', '1s', '--poll', '100ms'];
-    const env = { DATABASE_URL: db.url, RECORDING_STARTS: startsFile };
+    const env = { DATABASE_URL: db.url, RECORDING_STARTS: startsFile, RECORDING_EFFECTS: effectsFile };
     const ids = Array.from({ length: 5 }, (_, i) => `stop-${i}`);
 
     const paused = procs.start(workerArgs, env);
@@ -312,6 +350,12 @@ describe('faults', () => {
       // Back from its pause, it finds every lease gone: each execution is aborted or refused.
       const leaseLost = (l: LogLine) => typeof l.recordId === 'string' && /lease (was )?lost/.test(l.msg);
       await waitFor(() => ids.every((id) => paused.logs.some((l) => leaseLost(l) && l.recordId === id)), 30_000, 'the paused worker to log every lease as lost');
+      // Aborted by its own clock at the lease's deadline, the first timer to fire on resuming,
+      // before their sleeps (due later) ended: none of its handlers went on to its effect.
+      expect(paused.logs.filter((l) => l.msg.startsWith('lease lost: its lease ended')).map((l) => l.recordId).sort()).toEqual(ids);
+      const effects = (await fs.readFile(effectsFile, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { id: string; pid: number; fence: number });
+      expect(effects.filter((e) => e.pid === paused.pid)).toEqual([]);
+      expect(effects.map((e) => e.id).sort()).toEqual(ids);
 
       expect(await paused.stop('SIGTERM')).toEqual({ code: 0, signal: null });
       expect(await rescuer.stop('SIGTERM')).toEqual({ code: 0, signal: null });
@@ -325,6 +369,11 @@ describe('faults', () => {
       const starts = await readStarts(startsFile);
       expect(starts.filter((s) => s.pid === paused.pid)).toHaveLength(ids.length);
       expect(starts.filter((s) => s.pid === rescuer.pid)).toHaveLength(ids.length);
+      // The fencing token grew from the paused holder's claim to the rescuer's, record by record.
+      for (const id of ids) {
+        const [first, second] = [paused.pid, rescuer.pid].map((pid) => starts.find((s) => s.id === id && s.pid === pid)!.fence);
+        expect(second, id).toBeGreaterThan(first!);
+      }
       const { rows: rescued } = await db.pool.query<{ owner: string }>(`SELECT detail->>'owner' AS owner FROM rowfleet.event_log WHERE reason = 'rescued'`);
       expect(rescued.map((r) => pidOf(r.owner))).toEqual(ids.map(() => paused.pid));
     } finally {

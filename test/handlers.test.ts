@@ -9,6 +9,7 @@ const ctx = (signal = new AbortController().signal): HandlerContext => ({
   log: silentLogger,
   attempt: 1,
   idempotencyKey: 'default:a:1',
+  fencingToken: 1,
   extendLease: async () => {},
 });
 const record = (data: unknown) => ({ kind: 'default', id: 'a', version: 1, data, attempts: 1, priority: 0 });

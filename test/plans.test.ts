@@ -17,7 +17,7 @@ import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from './helpers/database.ts';
 import { upsertMessages } from '../src/records/upsert.ts';
 import { parseMessage } from '../src/records/message.ts';
-import { claimDue, claimIds, type Claimed } from '../src/records/claim.ts';
+import { claimAlone, claimDue, claimIds, suspectsWaiting, type Claimed } from '../src/records/claim.ts';
 import { extendLeases, release } from '../src/records/lease.ts';
 import { complete, completeChaining, fail } from '../src/records/settle.ts';
 import { rescueExpired } from '../src/records/rescue.ts';
@@ -120,7 +120,12 @@ async function hotStatements(client: pg.Client, take: Take): Promise<void> {
     await take('complete_records', () => complete(client, held.slice(0, 400).map((c) => ({ ...c, result: { ok: true } }))));
     await take('fail_record', () => fail(client, { ...held[400]!, error: 'boom', permanent: false, maxAttempts: 3, backoffMs: 1000 }));
     await take('release_records', () => release(client, held.slice(401, 600)));
-    await take('rescue_expired', () => rescueExpired(client, { maxExpirations: 3, now: new Date(Date.now() + 3_600_000) }));
+    const rescued = await take('rescue_expired', () => rescueExpired(client, { maxExpirations: 3, now: new Date(Date.now() + 3_600_000) }));
+    // What rescue left: suspects (expired once), looked for and one claimed alone.
+    expect(rescued.length).toBeGreaterThan(0);
+    const later = new Date(Date.now() + 3_700_000);
+    expect(await take('suspects_waiting', () => suspectsWaiting(client, { maxExpirations: 1, now: later }))).toBe(true);
+    expect(await take('claim_alone', () => claimAlone(client, { owner: 'w', leaseMs: 60_000, maxExpirations: 1, now: later }))).toBeDefined();
     // Mode every: 200 records with three messages each, written here by the upsert's statement
     // itself (the library's upsert would commit this transaction).
     await client.query(`INSERT INTO rowfleet.kinds (kind, mode) VALUES ('ev', 'every')`);
@@ -243,6 +248,10 @@ const EXPECTED: Record<string, Shape> = {
   fail_record: { scans: ['Index Scan records_pkey', 'ModifyTable'], others: [] },
   release_records: { scans: LOCKED_BY_KEY, others: ['Nested Loop', 'Nested Loop', 'Sort', 'Sort'] },
   rescue_expired: { scans: ['Index Scan records_lease_idx', 'ModifyTable', 'Tid Scan'], others: ['Nested Loop'] },
+  // Suspects: read from their own small index, in its order, up to the first one (a mode every
+  // record's message looked up as the claim's, or by its seq: see expectShapes).
+  suspects_waiting: { scans: ['Index Scan records_suspect_idx'], others: [] },
+  claim_alone: { scans: [MESSAGE, MESSAGE, 'Index Scan records_suspect_idx', 'ModifyTable', 'Tid Scan'], others: [] },
   // Mode every: a claim of one kind (its highest priority and, the claim not filled, the next lower one), and completions
   // that chain, with the kind's highest waiting priority looked up first (records_due_idx).
   'claim_due every': { scans: ['Index Only Scan records_due_idx', 'Index Only Scan records_due_idx', MESSAGE, MESSAGE, 'Index Scan records_due_idx', 'ModifyTable', 'Tid Scan'], others: [] },
@@ -256,6 +265,9 @@ const EXPECTED: Record<string, Shape> = {
  */
 function expectShapes(result: Record<string, Shape>): void {
   const { upsert_messages: upsert, ...pinned } = result;
+  // claim_alone's message, one row by its seq (the primary key) on some statistics: one message too.
+  const alone = pinned.claim_alone;
+  if (alone !== undefined) alone.scans = alone.scans.map((scan) => (scan === 'Index Scan event_log_pkey on (seq)' ? MESSAGE : scan)).sort();
   expect(pinned).toEqual(EXPECTED);
   expect(upsert!.scans.filter((scan) => / whole$|^Seq Scan records/.test(scan))).toEqual([]);
   expect(upsert!.scans).toContain('ModifyTable');

@@ -43,7 +43,7 @@ export function withWorkerOptions(command: Command): Command {
     .addOption(new Option('--max-attempts <n>', 'attempts before a record is FAILED (default: 10)').argParser(int('--max-attempts', 1, 1000)))
     .addOption(new Option('--backoff-base <duration>', 'first retry delay ceiling; doubles per attempt, full jitter (default: 1s)').argParser(duration('--backoff-base', 0)))
     .addOption(new Option('--backoff-cap <duration>', 'largest retry delay (default: 10m)').argParser(duration('--backoff-cap', 0)))
-    .addOption(new Option('--max-expirations <n>', 'lease expirations before a record is poison and FAILED (default: 3)').argParser(int('--max-expirations', 0, 1000)))
+    .addOption(new Option('--max-expirations <n>', 'lease expirations after which a record runs alone in its process, and is poison (FAILED) if it expires so (default: 3)').argParser(int('--max-expirations', 0, 1000)))
     .addOption(new Option('--poll <duration>', 'claim at least this often without notifications (default: 1s)').argParser(duration('--poll', 10)))
     .addOption(new Option('--grace <duration>', 'on SIGTERM, how long in-flight handlers may finish before release (default: 30s)').argParser(duration('--grace', 0)))
     .addOption(new Option('--sleep <duration>', 'the sleep handler\'s duration when data.sleepMs is absent (default: 1s)').argParser(duration('--sleep', 0)))

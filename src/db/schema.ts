@@ -101,6 +101,17 @@ export const records = rowfleet.table(
     leaseExpiresAt: timestamptz('lease_expires_at'),
     /** Leases of the current version that expired without a completion (poison detection). */
     leaseExpirations: integer('lease_expirations').notNull().default(0),
+    /**
+     * The lease token of a claim that held this record alone in its worker process (a suspect,
+     * see rowfleet.claim_alone): only an expiration under such a lease counts against the record
+     * as poison, since nothing else in the process can have crashed it.
+     */
+    aloneToken: uuid('alone_token'),
+    /**
+     * Claims of this record ever: each claim adds one, and hands the new value to the handler as
+     * `ctx.fencingToken`, for the systems it writes to to refuse an older holder's late writes.
+     */
+    fence: bigint('fence', { mode: 'bigint' }).notNull().default(sql`0`),
     lastError: text('last_error'),
     result: jsonb('result'),
     processedVersion: bigintText('processed_version'),
@@ -147,6 +158,8 @@ export const records = rowfleet.table(
     // The sweep's new work: due rows without a job. Its cost follows new work, not the backlog.
     index('records_unenqueued_idx').on(t.runAfter, t.kind, t.id).where(sql`${t.status} = 'COMPLETED' and ${t.enqueuedAt} is null`),
     // On the key, not on a timestamp: an index on updated_at would make every upsert a non-HOT update.
+    // Suspects: waiting records whose lease expired (claim_alone reads those expired too often).
+    index('records_suspect_idx').on(t.kind, sql`${t.priority} DESC`, t.runAfter, t.id).where(sql`${t.status} = 'COMPLETED' and ${t.leaseExpirations} > 0`),
     index('records_failed_idx').on(t.kind, t.id).where(sql`${t.status} = 'FAILED'`),
     // Tombstones, counted by `status` without reading the table.
     index('records_deleted_idx').on(t.kind, t.id).where(sql`${t.status} = 'DELETED'`),

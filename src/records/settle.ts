@@ -10,6 +10,8 @@ import type { Claimed } from './claim.ts';
 import { keyColumns, keyOf } from './key.ts';
 
 export interface Completion extends Lease {
+  /** The claim's fence: a message handed on (chained) keeps it. */
+  fence?: string | undefined;
   /** The version the handler processed. */
   version: string;
   /** Mode every: the message the claim handed out (null in mode latest). */
@@ -75,9 +77,11 @@ export async function completeChaining(db: Queryable, completions: readonly Comp
                                                 ${sql.param(completions.map((c) => (c.chainLeaseMs == null ? null : Math.round(c.chainLeaseMs))))}::int[], ${now ?? null}::timestamptz)`,
     'rowfleet_complete_records',
   );
+  let fences: Map<string, string> | undefined;
   for (const row of rows) {
     if (row.chained) {
-      const next: Claimed = { kind: row.kind, id: row.id, version: row.next_version!, data: row.next_data, attempts: row.attempts!, leaseToken: row.lease_token!, priority: row.priority!, seq: row.seq, queueWaitMs: null };
+      const next: Claimed = { kind: row.kind, id: row.id, version: row.next_version!, data: row.next_data, attempts: row.attempts!, leaseToken: row.lease_token!, priority: row.priority!, seq: row.seq, queueWaitMs: null,
+        fence: (fences ??= new Map(completions.map((c) => [keyOf(c), c.fence ?? '0']))).get(keyOf(row))! };
       outcomes.set(keyOf(row), { outcome: 'chained', next });
     } else outcomes.set(keyOf(row), { outcome: row.processed ? (row.pending ? 'advanced' : 'processed') : 'superseded' });
   }

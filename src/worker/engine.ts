@@ -33,6 +33,8 @@ export interface LeaseTerms {
   kinds?: readonly KindShare[] | undefined;
   /** Which kind is offered its share first (the worker turns it with every claim). */
   turn?: number | undefined;
+  /** Records whose lease expired this often are left to the worker's claimAlone. */
+  maxExpirations?: number | undefined;
   /** The clock of the statements (tests); the database's now() when undefined. */
   now?: Date | undefined;
 }
@@ -71,7 +73,7 @@ export function bossEngine(pool: pg.Pool, boss: PgBoss, queue: string, schema: s
   /** Claims the records `jobs` of `kind` point to, clears the marks of the rest, and completes the jobs. */
   const claimJobs = async (name: string, kind: string, jobs: readonly { id: string; data: RecordJob }[], leaseMs: number, terms: LeaseTerms): Promise<Claimed[]> => {
     const ids = [...new Set(jobs.map((j) => j.data.id))];
-    const claimed = await claimIds(pool, { kind, ids, owner: terms.owner, leaseMs, now: terms.now });
+    const claimed = await claimIds(pool, { kind, ids, owner: terms.owner, leaseMs, maxExpirations: terms.maxExpirations, now: terms.now });
     if (claimed.length < ids.length) {
       const held = new Set(claimed.map((c) => c.id));
       await clearMarks(

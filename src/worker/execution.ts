@@ -34,8 +34,17 @@ export class ShutdownError extends Error {
 export class Execution {
   /** On the worker's monotonic clock. */
   readonly startedAt: number;
+  /**
+   * When the lease ends at the latest, on the worker's monotonic clock: the lease's length after
+   * the statement that took or last extended it was sent (Postgres started it later, so the real
+   * lease ends no sooner). The worker aborts the handler then, without waiting for a heartbeat's
+   * answer, and first when a paused process resumes.
+   */
+  leaseDeadline: number;
   /** The handler has returned or thrown: heartbeats leave the lease to the settlement. */
   settling = false;
+  /** When it returned or threw (monotonic): a completion, sent after, starts a chained message's lease no sooner. */
+  returnedAt = 0;
   /** Mode every: messages of this record this worker went through in a row before this one, each handed back by the completion of the one before. */
   chain = 0;
   lost = false;
@@ -48,9 +57,11 @@ export class Execution {
   #aborted = false;
   #reject: ((reason: unknown) => void) | undefined;
 
-  constructor(claimed: Claimed, startedAt: number, handler: KindHandler, policy: KindPolicy) {
+  /** `leaseFrom`: when the statement that took the lease was sent (the start by default). */
+  constructor(claimed: Claimed, startedAt: number, handler: KindHandler, policy: KindPolicy, leaseFrom = startedAt) {
     this.claimed = claimed;
     this.startedAt = startedAt;
+    this.leaseDeadline = leaseFrom + policy.leaseMs;
     this.handler = handler;
     this.policy = policy;
   }
@@ -106,6 +117,8 @@ export type HandlerOutcome = { ok: true; result: unknown; committed: boolean; ad
 export interface ExecutionDeps {
   pool: pg.Pool;
   log: () => Logger;
+  /** The worker's monotonic clock (ms): lease deadlines. */
+  monotonic: () => number;
   now?: (() => Date | undefined) | undefined;
 }
 
@@ -138,13 +151,20 @@ class ExecutionContext implements HandlerContext {
     return `${kind}:${id}:${version}`;
   }
 
+  get fencingToken(): number {
+    return Number(this.#execution.claimed.fence);
+  }
+
   async extendLease(): Promise<void> {
-    const { claimed, policy } = this.#execution;
+    const execution = this.#execution;
+    const { claimed, policy } = execution;
+    const sentAt = this.#deps.monotonic();
     const lost = await extendLeases(this.#deps.pool, { leases: [claimed], leaseMs: policy.leaseMs, now: this.#deps.now?.() });
     if (lost.length > 0) {
-      this.#execution.loseLease();
+      execution.loseLease();
       throw new LeaseLostError(`lease on ${keyOf(claimed)} was lost`);
     }
+    execution.leaseDeadline = Math.max(execution.leaseDeadline, sentAt + policy.leaseMs);
   }
 }
 

@@ -45,6 +45,13 @@ export interface HandlerContext {
   attempt: number;
   /** `<kind>:<id>:<version>`: the same for every execution of this version, for external effects. */
   idempotencyKey: string;
+  /**
+   * Grows with every claim of this record (1, 2, 3, …; a message handed on by a completion in
+   * mode every keeps it). Pass it to the systems the handler writes to, and have them refuse a
+   * write carrying a lower token than one they have seen: a holder paused past its lease, whose
+   * record was claimed again elsewhere, is then refused there too.
+   */
+  fencingToken: number;
   /** Extends the lease now (heartbeats do it anyway); throws if the lease was lost. */
   extendLease(): Promise<void>;
   /** Transactional handlers only: a query in the completion's transaction. */

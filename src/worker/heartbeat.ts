@@ -14,6 +14,8 @@ export interface HeartbeatDeps {
   workerId: string;
   log: Logger;
   now?: (() => Date | undefined) | undefined;
+  /** The worker's monotonic clock (ms): the leases' local deadlines. */
+  monotonic: () => number;
   warn: (err: unknown, message: string) => void;
 }
 
@@ -22,12 +24,17 @@ export async function heartbeat(active: ReadonlyMap<string, Execution>, handlerM
   const held = Map.groupBy([...active.values()].filter((e) => !e.settling && !e.lost), (e) => e.policy.leaseMs);
   try {
     for (const [leaseMs, executions] of held) {
+      const sentAt = deps.monotonic();
       const lost = new Set(await extendLeases(deps.pool, { leases: executions.map((e) => e.claimed), leaseMs, now: deps.now?.() }));
       // The executions whose lease this statement found gone, not whatever holds their record now:
       // a record completed meanwhile may already be held again by a new execution of this worker
       // (mode every's next message, a newer version), under a lease of its own.
       for (const execution of executions) {
-        if (!lost.has(execution.claimed) || execution.settling) continue;
+        if (!lost.has(execution.claimed)) {
+          execution.leaseDeadline = Math.max(execution.leaseDeadline, sentAt + leaseMs);
+          continue;
+        }
+        if (execution.settling) continue;
         deps.log.warn({ kind: execution.claimed.kind, recordId: execution.claimed.id }, 'lease lost (expired or taken over); aborting its handler');
         execution.loseLease();
       }

@@ -8,7 +8,11 @@
  *   4. when the claim came back short, sleep until woken: a producer's NOTIFY (see
  *      src/records/wake.ts), a finished handler, a retry falling due, or the poll interval.
  *
- * Expired leases of any worker are rescued on a timer (rescue.ts). Infrastructure failures
+ * Expired leases of any worker are rescued on a timer (rescue.ts). A record whose lease expired
+ * too often (a suspect: it may kill its process) is taken alone, by a worker that first lets
+ * what it holds finish, so that only a record that kills a process holding nothing else is
+ * FAILED as poison. Each handler is aborted at its lease's local deadline, without waiting for a
+ * heartbeat to find the lease gone. Infrastructure failures
  * (connection lost, Postgres restarting, a deadlock) are logged and retried with backoff, never
  * thrown out of the loop; handler failures are recorded on the record.
  */
@@ -17,7 +21,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { Logger } from '../log.ts';
 import { listen } from '../db/listen.ts';
-import type { Claimed } from '../records/claim.ts';
+import { claimAlone, suspectsWaiting, type Claimed } from '../records/claim.ts';
 import { awaitWork, DUE_CHANNEL } from '../records/wake.ts';
 import { handlerFor, kindPolicy, servedKinds, type KindPolicy, type LoadedHandler } from './handler.ts';
 import type { KindShare } from '../records/claim.ts';
@@ -64,7 +68,7 @@ export interface WorkerOptions {
   timeoutMs: number;
   maxAttempts: number;
   backoff: { baseMs: number; capMs: number };
-  /** Lease expirations after which a record is poison (FAILED). */
+  /** Lease expirations after which a record runs alone, and is poison (FAILED) if it expires so. */
   maxExpirations: number;
   /** Claim at least this often when no notification arrives. */
   pollMs: number;
@@ -110,6 +114,11 @@ export class Worker {
   #handlerMs: number | null = null;
   /** Shutting down: completions hand no next message back. */
   #stopping = false;
+  /** A suspect waits (see claimAlone): hold nothing else, and take suspects one at a time until none is left. */
+  #suspects = false;
+  /** Fires at the earliest local lease deadline of the handlers running. */
+  #leaseTimer: Timer | undefined;
+  #leaseTimerAt = Infinity;
 
   constructor(options: WorkerOptions) {
     this.#o = options;
@@ -130,7 +139,8 @@ export class Worker {
       retrying: (what, fn) => this.#retrying(what, fn),
       dueAgain: (execution, delayMs) => this.#dueAgain(execution.claimed, delayMs),
       chainLeaseMs: (execution) => (this.#stopping || execution.chain + 1 >= CHAIN_LIMIT ? null : this.#policy(execution.claimed.kind).leaseMs),
-      chained: (execution, next) => this.#start(next, execution.chain + 1),
+      // The next message's lease started with the completion, sent after the handler returned.
+      chained: (execution, next) => this.#start(next, execution.chain + 1, execution.returnedAt),
       log: (execution) => this.#recordLog(execution.claimed),
     });
   }
@@ -166,6 +176,7 @@ export class Worker {
       await this.#loop(signal);
     } finally {
       if (this.#beat !== undefined) clock.clear(this.#beat);
+      if (this.#leaseTimer !== undefined) clock.clear(this.#leaseTimer);
       clock.clear(settings);
       clock.clear(timeouts);
       clock.clear(rescuer);
@@ -187,6 +198,29 @@ export class Worker {
     let failures = 0;
     try {
       while (!signal.aborted) {
+        // 0. A suspect waits: let what is held finish, then take suspects alone, one at a time.
+        if (this.#suspects) {
+          if (this.#active.size === 0) {
+            let suspect: Claimed | undefined;
+            const sentAt = this.#clock.monotonic();
+            try {
+              suspect = await claimAlone(o.pool, { owner: this.id, kinds: this.#aloneKinds(), leaseMs: o.leaseMs, maxExpirations: o.maxExpirations, now: this.#clock.statementTime() });
+            } catch (err) {
+              this.#warn(err, 'claim failed; retrying');
+              await this.#wakeup.sleep(1_000, signal);
+              continue;
+            }
+            if (suspect === undefined) this.#suspects = false;
+            else {
+              this.#claimed([suspect]);
+              this.#recordLog(suspect).info({ leaseExpirations: o.maxExpirations }, 'claimed alone: its lease expired too often; nothing else runs in this process until it is settled');
+              this.#start(suspect, 0, sentAt);
+            }
+            continue;
+          }
+          await this.#wakeup.wait(o.pollMs, signal);
+          continue;
+        }
         // 1. Claim what fits.
         // A worker whose every kind is at its own concurrency claims nothing, as a full one.
         const size = this.#claimSize();
@@ -194,8 +228,11 @@ export class Worker {
         const want = shares === null ? 0 : size;
         let claimed: Claimed[] = [];
         if (want > 0) {
+          const sentAt = this.#clock.monotonic();
           try {
-            claimed = await o.engine.claim(want, { owner: this.id, leaseMs: o.leaseMs, kinds: shares ?? undefined, turn: this.#turn++, now: this.#clock.statementTime() });
+            claimed = await o.engine.claim(want, {
+              owner: this.id, leaseMs: o.leaseMs, kinds: shares ?? undefined, turn: this.#turn++, maxExpirations: o.maxExpirations, now: this.#clock.statementTime(),
+            });
             failures = 0;
           } catch (err) {
             failures += 1;
@@ -205,7 +242,7 @@ export class Worker {
           }
           this.#claimed(claimed);
           // 2. and 3. Run each handler under its lease, then settle its outcome.
-          for (const record of claimed) this.#start(record);
+          for (const record of claimed) this.#start(record, 0, sentAt);
           // A full claim suggests more is due: claim again at once.
           if (claimed.length === want) continue;
         }
@@ -308,14 +345,20 @@ export class Worker {
     }
   }
 
-  #start(claimed: Claimed, chain = 0): void {
+  /** The kinds served with their leases, for claimAlone; undefined: every kind. */
+  #aloneKinds(): { kind: string; leaseMs: number }[] | undefined {
+    return this.#kinds?.map((kind) => ({ kind, leaseMs: this.#policy(kind).leaseMs }));
+  }
+
+  /** `leaseFrom`: when the statement that took the lease was sent (monotonic). */
+  #start(claimed: Claimed, chain: number, leaseFrom: number): void {
     const handler = handlerFor(this.#o.handler, claimed.kind);
     if (handler === undefined) {
       // The claim is given the kinds served, so this is a bug; the lease expires and rescue returns it.
       this.#log.error({ kind: claimed.kind, recordId: claimed.id }, 'claimed a record of a kind this worker has no handler for; leaving it to expire');
       return;
     }
-    const execution = new Execution(claimed, this.#clock.monotonic(), handler, this.#policy(claimed.kind));
+    const execution = new Execution(claimed, this.#clock.monotonic(), handler, this.#policy(claimed.kind), leaseFrom);
     execution.chain = chain;
     // Deleted first, so that a record chained to its next message moves to the end: #expire relies
     // on the map's order being the executions' start order.
@@ -325,7 +368,39 @@ export class Worker {
     this.#activeByKind.set(claimed.kind, (this.#activeByKind.get(claimed.kind) ?? 0) + 1);
     this.#o.metrics?.inFlight.set(this.#active.size);
     if (chain > 0 && this.#log.isLevelEnabled('debug')) this.#recordLog(claimed).debug({ chain }, 'claimed: handed on by the completion of the message before');
+    if (execution.leaseDeadline < this.#leaseTimerAt) this.#armLeaseTimer();
     void this.#execute(execution);
+  }
+
+  /**
+   * Arms the one lease timer for the earliest local lease deadline of the handlers running. A timer
+   * due at that instant fires before any of the handlers' own later timers, also when the process
+   * resumes from a pause (timers fire in the order they are due).
+   */
+  #armLeaseTimer(): void {
+    let at = Infinity;
+    for (const execution of this.#active.values()) if (!execution.settling && !execution.lost && execution.leaseDeadline < at) at = execution.leaseDeadline;
+    if (at === this.#leaseTimerAt) return;
+    if (this.#leaseTimer !== undefined) this.#clock.clear(this.#leaseTimer);
+    this.#leaseTimer = undefined;
+    this.#leaseTimerAt = at;
+    if (at === Infinity) return;
+    this.#leaseTimer = this.#clock.setTimeout(() => {
+      this.#leaseTimer = undefined;
+      this.#leaseTimerAt = Infinity;
+      this.#leaseDeadlines();
+    }, Math.max(0, at - this.#clock.monotonic()));
+  }
+
+  /** Aborts the handlers whose lease has ended by the local clock; their outcome will be discarded. */
+  #leaseDeadlines(): void {
+    const now = this.#clock.monotonic();
+    for (const execution of this.#active.values()) {
+      if (execution.settling || execution.lost || execution.leaseDeadline > now) continue;
+      this.#recordLog(execution.claimed).warn({ leaseMs: execution.policy.leaseMs }, 'lease lost: its lease ended before a heartbeat could extend it (a pause, or the database out of reach); aborting its handler');
+      execution.loseLease();
+    }
+    this.#armLeaseTimer();
   }
 
   async #execute(execution: Execution): Promise<void> {
@@ -335,8 +410,10 @@ export class Worker {
         pool: o.pool,
         log: () => this.#recordLog(execution.claimed),
         now: () => this.#clock.statementTime(),
+        monotonic: () => this.#clock.monotonic(),
       });
       execution.settling = true;
+      execution.returnedAt = this.#clock.monotonic();
       const ms = this.#clock.monotonic() - execution.startedAt;
       this.#measure(ms);
       this.#o.metrics?.handlerSeconds.observe({ kind: execution.claimed.kind, outcome: outcome.ok ? 'ok' : 'error' }, ms / 1000);
@@ -410,13 +487,20 @@ export class Worker {
       workerId: this.id,
       log: this.#log,
       now: () => this.#clock.statementTime(),
+      monotonic: () => this.#clock.monotonic(),
       warn: (err, m) => this.#warn(err, m),
-    });
+    }).then(() => this.#armLeaseTimer());
   }
 
   async #rescue(): Promise<void> {
+    const o = this.#o;
     try {
-      const rescued = await rescue(this.#o.pool, { maxExpirations: this.#o.maxExpirations, now: this.#clock.statementTime() });
+      const rescued = await rescue(o.pool, { maxExpirations: o.maxExpirations, now: this.#clock.statementTime() });
+      if (!this.#suspects && (await suspectsWaiting(o.pool, { kinds: this.#kinds, maxExpirations: o.maxExpirations, now: this.#clock.statementTime() }))) {
+        this.#suspects = true;
+        this.#log.info({ inFlight: this.#active.size }, 'a record whose lease expired too often waits: claiming nothing more until it has run alone');
+        this.#wakeup.poke();
+      }
       if (rescued.length === 0) return;
       this.stats.rescued += rescued.length;
       for (const r of rescued) this.#o.metrics?.rescued.inc({ kind: r.kind });

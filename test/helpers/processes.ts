@@ -17,6 +17,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const RECORDING_HANDLER = fileURLToPath(new URL('../fixtures/recording-handler.js', import.meta.url));
+/** The recording handler, except that records with `data.crash` kill their process (test/fixtures/poison-handler.js). */
+export const POISON_HANDLER = fileURLToPath(new URL('../fixtures/poison-handler.js', import.meta.url));
 
 /** The table test/fixtures/recording-handler.js writes each committed execution to. */
 export const EXECUTIONS_TABLE = `

@@ -15,7 +15,7 @@ export interface RecordState {
   /** Due this many ms from now (negative: overdue). */
   dueInMs?: number;
   /** PROCESSING only: the holder and when its lease runs out, from now (negative: expired). */
-  lease?: { owner: string; expiresInMs: number };
+  lease?: { owner: string; expiresInMs: number; /** Held alone in its process (claimAlone's lease). */ alone?: boolean };
   leaseExpirations?: number;
   lastError?: string;
   /** The sweep sent it a job (engine boss). */
@@ -27,14 +27,15 @@ export async function putRecord(pool: pg.Pool, id: string, state: RecordState = 
   const status = state.status ?? (state.lease === undefined ? 'COMPLETED' : 'PROCESSING');
   if ((status === 'PROCESSING') !== (state.lease !== undefined)) throw new Error(`putRecord ${id}: a lease exactly when PROCESSING`);
   await pool.query(
-    `INSERT INTO rowfleet.records AS r (kind, id, version, data, status, attempts, run_after, lease_owner, lease_token, lease_expires_at,
-                                        lease_expirations, last_error, enqueued_at)
-     VALUES ($12, $1, $2, $3, $4, $5, now() + $6 * interval '1 millisecond', $7, CASE WHEN $7::text IS NULL THEN NULL ELSE gen_random_uuid() END,
-             now() + $8 * interval '1 millisecond', $9, $10, CASE WHEN $11 THEN now() END)
+    `WITH lease AS (SELECT CASE WHEN $7::text IS NULL THEN NULL ELSE gen_random_uuid() END AS token)
+     INSERT INTO rowfleet.records AS r (kind, id, version, data, status, attempts, run_after, lease_owner, lease_token, lease_expires_at,
+                                        lease_expirations, last_error, enqueued_at, alone_token)
+     SELECT $12, $1, $2, $3, $4, $5, now() + $6 * interval '1 millisecond', $7, lease.token,
+            now() + $8 * interval '1 millisecond', $9, $10, CASE WHEN $11 THEN now() END, CASE WHEN $13 THEN lease.token END FROM lease
      ON CONFLICT (kind, id) DO UPDATE SET version = excluded.version, data = excluded.data, status = excluded.status, attempts = excluded.attempts,
             run_after = excluded.run_after, lease_owner = excluded.lease_owner, lease_token = excluded.lease_token,
             lease_expires_at = excluded.lease_expires_at, lease_expirations = excluded.lease_expirations, last_error = excluded.last_error,
-            enqueued_at = excluded.enqueued_at`,
+            enqueued_at = excluded.enqueued_at, alone_token = CASE WHEN $13 THEN excluded.lease_token END`,
     [
       id,
       state.version ?? 1,
@@ -48,6 +49,7 @@ export async function putRecord(pool: pg.Pool, id: string, state: RecordState = 
       state.lastError ?? null,
       state.enqueued ?? false,
       state.kind ?? 'default',
+      state.lease?.alone === true,
     ],
   );
 }
