@@ -141,6 +141,12 @@ describe('bad input: a clear 4xx naming the problem, nothing written', () => {
     ['messageId not a string', { id: 'x', data: {}, messageId: 5 }, 400, /^messageId must be a string/],
     ['empty messageId', { id: 'x', data: {}, messageId: '' }, 400, /^messageId must not be empty/],
     ['__proto__ key', '{"id":"x","data":{"__proto__":{"a":1}}}', 400, /./],
+    ['constructor.prototype key', '{"id":"x","data":{"constructor":{"prototype":{"polluted":true}}}}', 400, /./],
+    ['__proto__ at the top', '{"id":"x","data":{},"__proto__":{"admin":true}}', 400, /./],
+    ['5,000-deep JSON', `{"id":"x","data":${'{"d":'.repeat(5_000)}{}${'}'.repeat(5_000)}}`, 400, /^data is nested deeper than 64/],
+    ['5,000-deep arrays', `{"id":"x","data":{"a":${'['.repeat(5_000)}${']'.repeat(5_000)}}}`, 400, /^data\.a is nested deeper than 64|^data is nested deeper than 64/],
+    ['SQL in kind', { kind: "k'; DROP TABLE rowfleet.records; --", id: 'x', data: {} }, 400, /^kind must/],
+    ['SQL in version', { id: 'x', data: {}, version: '1; DROP TABLE rowfleet.records' }, 400, /^version must be a positive integer/],
     ['items not an array', { items: {} }, 400, /^items must be an array/],
     ['empty items', { items: [] }, 400, /^items must hold at least one/],
     ['too many items', { items: Array.from({ length: 6 }, (_, i) => ({ id: `t${i}`, data: {} })) }, 400, /^items holds 6 messages; at most 5/],
@@ -156,6 +162,38 @@ describe('bad input: a clear 4xx naming the problem, nothing written', () => {
     expect(r.statusCode).toBe(status);
     expect(r.json().message).toMatch(message);
     expect(await counts()).toEqual(before);
+  });
+
+  it('stores SQL metacharacters in ids, messageIds and data verbatim, touching nothing else', async () => {
+    const nasty = `x'); DELETE FROM rowfleet.records; -- "\\ $1 %s \u2028`;
+    const before = await counts();
+    const r = await post({ id: nasty, data: { [nasty]: nasty, n: `'${nasty}'` }, messageId: nasty });
+    expect(r.statusCode).toBe(200);
+    expect(r.json()).toMatchObject({ id: nasty, applied: true });
+    const { rows } = await db.pool.query(`SELECT data FROM rowfleet.records WHERE id = $1`, [nasty]);
+    expect(rows[0].data).toEqual({ [nasty]: nasty, n: `'${nasty}'` });
+    expect((await db.pool.query(`SELECT count(*)::int AS n FROM rowfleet.event_log WHERE message_id = $1`, [nasty])).rows[0].n).toBe(1);
+    expect(await counts()).toEqual({ records: before.records + 1, events: before.events + 1 });
+    const read = await app.inject({ method: 'GET', url: `/records/${encodeURIComponent(nasty)}` });
+    expect(read.statusCode).toBe(200);
+    expect(read.json()).toMatchObject({ id: nasty });
+  });
+
+  it('413 for a 2 MiB body over a real socket, with the default limit (1 MiB), and the server answers the next request', async () => {
+    const server = serverWith();
+    await server.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const url = `http://127.0.0.1:${(server.server.address() as { port: number }).port}`;
+      const before = await counts();
+      const big = await fetch(`${url}/upsert`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'big2', data: { s: 'x'.repeat(2 * 1024 * 1024) } }) });
+      expect(big.status).toBe(413);
+      expect(await big.json()).toMatchObject({ error: 'payload_too_large' });
+      expect(await counts()).toEqual(before);
+      const next = await fetch(`${url}/upsert`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'after-big', data: {} }) });
+      expect(next.status).toBe(200);
+    } finally {
+      await server.close();
+    }
   });
 
   it('413 for a body over the limit', async () => {
