@@ -200,7 +200,11 @@ async function inTransaction(execution: Execution, deps: ExecutionDeps): Promise
   // the pool, inside another record's transaction.
   let open = true;
   try {
-    await client.query('BEGIN');
+    // A worker cut off from Postgres mid-transaction (a partition: no reset, no close) would leave
+    // its session idle in the transaction, holding its records' locks, until TCP gives up (hours):
+    // no rescue could take them. The handler cannot run past its timeout, so neither may the
+    // transaction's idle time (SET LOCAL: nothing outlives the transaction, through a pooler too).
+    await client.query(`BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${idleInTransactionMs(execution.policy.timeoutMs)}`);
     const ctx = new ExecutionContext(execution, deps);
     ctx.query = (text, params) => (open ? client.query(text, params) : Promise.reject(new Error('this execution has ended; its transaction is closed')));
     const result = await execution.race(() => execution.handler.run(recordOf(execution.claimed), ctx));
@@ -217,6 +221,11 @@ async function inTransaction(execution: Execution, deps: ExecutionDeps): Promise
     client.off('error', onError);
     client.release(broken);
   }
+}
+
+/** How long a transactional handler's transaction may sit idle: its timeout and a second (at most Postgres's maximum). */
+function idleInTransactionMs(timeoutMs: number): number {
+  return Math.min(2_147_483_647, Math.ceil(timeoutMs) + 1_000);
 }
 
 function recordOf(claimed: Claimed): HandlerRecord {

@@ -71,6 +71,11 @@ export class Processes {
     return [...this.#fleetWorkers];
   }
 
+  /** Every output line of every process started here (a fleet's include its workers'), for greps over all logs. */
+  allLines(): string[] {
+    return this.#started.flatMap((p) => p.lines);
+  }
+
   start(args: readonly string[], env: Record<string, string>): RowfleetProcess {
     const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
       cwd: ROOT,
