@@ -168,8 +168,12 @@ export class Cluster {
     await withAdmin(adminUrl, async (admin) => {
       await admin.query(`ALTER ROLE ${RUNTIME_ROLE} PASSWORD '${password}'`);
       await admin.query(EFFECT_TABLES);
-      // The application's own table, which its transactional handler writes with the completion.
+      // The application's own table, which its transactional handler writes with the completion,
+      // and the "other system"'s, which its handler writes through a pool of its own. That pool
+      // connects as the runtime role too, not as a superuser: with every connection slot taken
+      // (connection-exhaustion), only the slots reserved for superusers let the harness in.
       await admin.query(`GRANT INSERT ON harness_local TO ${RUNTIME_ROLE}`);
+      await admin.query(`GRANT SELECT, INSERT, UPDATE ON harness_fences, harness_effects, harness_attempts TO ${RUNTIME_ROLE}`);
     });
     const url = new URL(adminUrl);
     url.username = RUNTIME_ROLE;
@@ -187,7 +191,7 @@ export class Cluster {
       DATABASE_URL: this.roleUrl,
       ROWFLEET_API_TOKENS: CANARY_TOKEN,
       ROWFLEET_LOG_LEVEL: 'info',
-      EFFECTS_DATABASE_URL: this.adminUrl,
+      EFFECTS_DATABASE_URL: this.roleUrl,
       ...this.#options.env,
       ...extra,
     };
@@ -206,7 +210,9 @@ export class Cluster {
   }
 
   #workerArgs(): string[] {
-    return ['--handler', EFFECTS_HANDLER, '--concurrency', '8', '--lease', '2s', '--poll', '250ms',
+    // Attempts enough that no record is FAILED while the "other system" is out of reach (its errors
+    // are the handler's, and spend attempts); a scenario's own flags come last and win.
+    return ['--handler', EFFECTS_HANDLER, '--concurrency', '8', '--lease', '2s', '--poll', '250ms', '--max-attempts', '100',
       '--backoff-base', '100ms', '--backoff-cap', '1s', '--timeout', '5s', '--grace', '5s', ...(this.#options.fleetArgs ?? [])];
   }
 
