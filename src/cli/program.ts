@@ -12,6 +12,7 @@ import { registerUpsert } from './commands/upsert.ts';
 import { registerDemo } from './commands/demo.ts';
 import { registerWorker } from './commands/worker.ts';
 import { registerFleet } from './commands/fleet.ts';
+import { registerUp } from './commands/up.ts';
 import { registerScheduler } from './commands/scheduler.ts';
 import { registerEnqueue } from './commands/enqueue.ts';
 import { registerRequeue } from './commands/requeue.ts';
@@ -36,7 +37,7 @@ export function createProgram(io: CliIO): Command {
     })
     .exitOverride();
 
-  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerScheduler, registerEnqueue, registerRequeue, registerDelete, registerStatus, registerInspect, registerReplay, registerKinds, registerRecords, registerRoles]) {
+  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerUp, registerScheduler, registerEnqueue, registerRequeue, registerDelete, registerStatus, registerInspect, registerReplay, registerKinds, registerRecords, registerRoles]) {
     const command = register(ctx);
     // Subcommands too (`kinds set`): commander's defaults would exit the process on a bad flag.
     for (const c of [command, ...command.commands]) c.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });

@@ -47,7 +47,7 @@ export function registerApi(ctx: CommandContext): Command {
 }
 
 /** The address cannot be listened on: a line saying which and what to do; other errors as they are. */
-function listenFailure(ctx: CommandContext, log: Logger, err: unknown, host: string, port: number): unknown {
+export function listenFailure(ctx: CommandContext, log: Logger, err: unknown, host: string, port: number): unknown {
   const code = (err as NodeJS.ErrnoException).code;
   const where = `${host.includes(':') ? `[${host}]` : host}:${port}`;
   const say = (message: string) => ctx.failure(log, new UserError(message, 1, { cause: err }), { code, host, port });
@@ -66,7 +66,7 @@ function listenFailure(ctx: CommandContext, log: Logger, err: unknown, host: str
   }
 }
 
-function waitForShutdown(signal: AbortSignal | undefined): Promise<void> {
+export function waitForShutdown(signal: AbortSignal | undefined): Promise<void> {
   if (signal === undefined) return new Promise(() => {});
   if (signal.aborted) return Promise.resolve();
   return new Promise((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
