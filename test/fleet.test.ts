@@ -254,8 +254,12 @@ describe('a fleet of worker processes', () => {
     expect(grow).toMatchObject({ due: expect.any(Number), inFlight: expect.any(Number), needed: expect.any(Number) });
     expect((grow.due as number) + (grow.inFlight as number)).toBe(24);
     expect(grow.needed).toBeGreaterThan(3);
+    // Idle: nothing due, and at most what one worker holds (on a busy machine the last records may
+    // still run across two samples; it shrinks to what they need, never below --min).
     const shrink = fleet.logs.find((l) => l.msg === 'fleet shrinks')!;
-    expect(shrink).toMatchObject({ due: 0, inFlight: 0, needed: 0 });
+    expect(shrink).toMatchObject({ due: 0, to: 1 });
+    expect(shrink.needed).toBeLessThanOrEqual(1);
+    expect(shrink.inFlight).toBeLessThanOrEqual(2);
     // Measured by the workers and reported with their heartbeats (null until the first one).
     expect(shrink.handlerMs === null || (shrink.handlerMs as number) >= 400).toBe(true);
     // Shrinking is a drain, not a kill: those workers stopped cleanly.
