@@ -149,11 +149,24 @@ describe('rowfleet scheduler', () => {
 });
 
 describe('rowfleet demo', () => {
-  it('shows applied, stale, duplicate, conflict and a 400', async () => {
+  it('tells the story: out-of-order and repeated messages, flaky and poison records, a worker killed; the report and a passing integrity check', { timeout: 120_000 }, async () => {
     const run = await rowfleet(env, 'demo');
-    expect(run.error).toBeUndefined();
-    for (const word of ['"reason":"applied"', '"reason":"stale"', '"duplicate":true', '→ 409', '→ 400', 'version 3', 'version 3  PROCESSED  result {"bytes"', '"outcome":{"settled":true,"status":"PROCESSED"']) {
-      expect(run.stdout).toContain(word);
+    expect(run.error, run.stderr).toBeUndefined();
+    const number = (label: string) => Number(new RegExp(`^  ${label}\\s+(\\d+)`, 'm').exec(run.stdout)?.[1]);
+    // 40 orders × 3 versions and 30 of a hot key, a fifth sent twice: 175 messages.
+    expect(number('messages')).toBe(175);
+    expect(number('applied') + number('stale refused') + number('duplicates absorbed')).toBe(175);
+    expect(number('stale refused')).toBeGreaterThan(0);
+    expect(number('duplicates absorbed')).toBe(25);
+    expect(number('conflated')).toBeGreaterThan(0);
+    expect(number('processed')).toBe(40);
+    expect(number('retried')).toBeGreaterThan(0);
+    expect(number('rescued')).toBeGreaterThan(0);
+    expect(number('failed')).toBe(1);
+    expect(run.stdout).toMatch(/killed worker \d+/);
+    expect(run.stdout).toMatch(/Requeue it once it is fixed: {2}npx rowfleet requeue --kind order --id demo-\S+-13/);
+    for (const invariant of ['I1 newest wins', 'I2 every message audited once', 'I3 one holder', 'I4 nothing lost', 'I5 effectively once']) {
+      expect(run.stdout).toMatch(new RegExp(`^  ok {4}${invariant}`, 'm'));
     }
   });
 });

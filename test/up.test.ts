@@ -58,8 +58,22 @@ describe('rowfleet up', () => {
     expect(up.logs.filter((l) => l.level >= 50)).toEqual([]);
   });
 
+  it('demo --keep leaves the API, dashboard, scheduler and workers running after its report, until SIGTERM', { timeout: 120_000 }, async () => {
+    db ??= await createTestDatabase();
+    const demo = procs.start(['demo', '--keep'], { DATABASE_URL: db.url });
+    const kept = await waitFor(() => demo.lines.find((l) => l.startsWith('Everything keeps running')), 90_000, 'the demo to finish its report and keep running');
+    expect(demo.lines.some((l) => /^ {2}ok {4}I5 effectively once/.test(l))).toBe(true);
+    const dashboard = /the dashboard is at (http:\/\/\S+\/)/.exec(kept)![1]!;
+    expect((await fetch(dashboard)).status).toBe(200);
+    // Still processing: a new record through its API is PROCESSED by its workers.
+    const api = dashboard.replace(/\/$/, '');
+    expect((await fetch(`${api}/upsert?wait=20s`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'order', id: 'kept-1', data: { sleepMs: 10 } }) })).status).toBe(200);
+    expect(((await (await fetch(`${api}/records/kept-1?kind=order`)).json()) as { status: string }).status).toBe('PROCESSED');
+    expect(await demo.stop('SIGTERM', 60_000)).toEqual({ code: 0, signal: null });
+  });
+
   it('refuses to start without a handler: one line, exit 2, nothing started', async () => {
-    db = await createTestDatabase();
+    db ??= await createTestDatabase();
     const up = procs.start(['up', '--port', '0'], { DATABASE_URL: db.url, ROWFLEET_HANDLER: '' });
     const exit = await up.exited;
     expect(exit.code).toBe(2);
