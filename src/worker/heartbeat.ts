@@ -6,7 +6,7 @@
 import type pg from 'pg';
 import type { Logger } from '../log.ts';
 import { extendLeases } from '../records/lease.ts';
-import type { Execution } from './execution.ts';
+import { localLeaseMs, type Execution } from './execution.ts';
 import { touchWorker } from './registry.ts';
 
 export interface HeartbeatDeps {
@@ -24,14 +24,14 @@ export async function heartbeat(active: ReadonlyMap<string, Execution>, handlerM
   const held = Map.groupBy([...active.values()].filter((e) => !e.settling && !e.lost), (e) => e.policy.leaseMs);
   try {
     for (const [leaseMs, executions] of held) {
-      const sentAt = deps.monotonic();
       const lost = new Set(await extendLeases(deps.pool, { leases: executions.map((e) => e.claimed), leaseMs, now: deps.now?.() }));
+      const answeredAt = deps.monotonic();
       // The executions whose lease this statement found gone, not whatever holds their record now:
       // a record completed meanwhile may already be held again by a new execution of this worker
       // (mode every's next message, a newer version), under a lease of its own.
       for (const execution of executions) {
         if (!lost.has(execution.claimed)) {
-          execution.leaseDeadline = Math.max(execution.leaseDeadline, sentAt + leaseMs);
+          execution.leaseDeadline = Math.max(execution.leaseDeadline, answeredAt + localLeaseMs(leaseMs));
           continue;
         }
         if (execution.settling) continue;

@@ -81,6 +81,15 @@ export class Settlement {
       return;
     }
     if (execution.lost) {
+      // Given up by the local clock, which keeps a tenth of the lease back: if Postgres still has
+      // it, give the record back now rather than let the lease expire (an expiration counts toward
+      // poison, and a record held alone would be FAILED for this worker's slowness).
+      if (execution.lostLocally) {
+        const released = await release(pool, [claimed], this.#d.now?.()).catch(() => 0);
+        stats.released += released;
+        this.#d.metrics?.released.inc({ kind: claimed.kind }, released);
+        if (released > 0) this.#d.dueAgain(execution, 0);
+      }
       this.#lost(execution);
       this.#d.log(execution).warn({ durationMs: this.#ms(execution) }, 'lease lost: the lease expired while the handler ran; its result is discarded');
       return;

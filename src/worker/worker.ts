@@ -139,8 +139,7 @@ export class Worker {
       retrying: (what, fn) => this.#retrying(what, fn),
       dueAgain: (execution, delayMs) => this.#dueAgain(execution.claimed, delayMs),
       chainLeaseMs: (execution) => (this.#stopping || execution.chain + 1 >= CHAIN_LIMIT ? null : this.#policy(execution.claimed.kind).leaseMs),
-      // The next message's lease started with the completion, sent after the handler returned.
-      chained: (execution, next) => this.#start(next, execution.chain + 1, execution.returnedAt),
+      chained: (execution, next) => this.#start(next, execution.chain + 1),
       log: (execution) => this.#recordLog(execution.claimed),
     });
   }
@@ -202,7 +201,6 @@ export class Worker {
         if (this.#suspects) {
           if (this.#active.size === 0) {
             let suspect: Claimed | undefined;
-            const sentAt = this.#clock.monotonic();
             try {
               suspect = await claimAlone(o.pool, { owner: this.id, kinds: this.#aloneKinds(), leaseMs: o.leaseMs, maxExpirations: o.maxExpirations, now: this.#clock.statementTime() });
             } catch (err) {
@@ -214,7 +212,7 @@ export class Worker {
             else {
               this.#claimed([suspect]);
               this.#recordLog(suspect).info({ leaseExpirations: o.maxExpirations }, 'claimed alone: its lease expired too often; nothing else runs in this process until it is settled');
-              this.#start(suspect, 0, sentAt);
+              this.#start(suspect, 0);
             }
             continue;
           }
@@ -228,7 +226,6 @@ export class Worker {
         const want = shares === null ? 0 : size;
         let claimed: Claimed[] = [];
         if (want > 0) {
-          const sentAt = this.#clock.monotonic();
           try {
             claimed = await o.engine.claim(want, {
               owner: this.id, leaseMs: o.leaseMs, kinds: shares ?? undefined, turn: this.#turn++, maxExpirations: o.maxExpirations, now: this.#clock.statementTime(),
@@ -242,7 +239,7 @@ export class Worker {
           }
           this.#claimed(claimed);
           // 2. and 3. Run each handler under its lease, then settle its outcome.
-          for (const record of claimed) this.#start(record, 0, sentAt);
+          for (const record of claimed) this.#start(record, 0);
           // A full claim suggests more is due: claim again at once.
           if (claimed.length === want) continue;
         }
@@ -350,15 +347,15 @@ export class Worker {
     return this.#kinds?.map((kind) => ({ kind, leaseMs: this.#policy(kind).leaseMs }));
   }
 
-  /** `leaseFrom`: when the statement that took the lease was sent (monotonic). */
-  #start(claimed: Claimed, chain: number, leaseFrom: number): void {
+  /** Just after the statement that took its lease (a claim, or the completion that chained it) answered. */
+  #start(claimed: Claimed, chain: number): void {
     const handler = handlerFor(this.#o.handler, claimed.kind);
     if (handler === undefined) {
       // The claim is given the kinds served, so this is a bug; the lease expires and rescue returns it.
       this.#log.error({ kind: claimed.kind, recordId: claimed.id }, 'claimed a record of a kind this worker has no handler for; leaving it to expire');
       return;
     }
-    const execution = new Execution(claimed, this.#clock.monotonic(), handler, this.#policy(claimed.kind), leaseFrom);
+    const execution = new Execution(claimed, this.#clock.monotonic(), handler, this.#policy(claimed.kind));
     execution.chain = chain;
     // Deleted first, so that a record chained to its next message moves to the end: #expire relies
     // on the map's order being the executions' start order.
@@ -398,6 +395,7 @@ export class Worker {
     for (const execution of this.#active.values()) {
       if (execution.settling || execution.lost || execution.leaseDeadline > now) continue;
       this.#recordLog(execution.claimed).warn({ leaseMs: execution.policy.leaseMs }, 'lease lost: its lease ended before a heartbeat could extend it (a pause, or the database out of reach); aborting its handler');
+      execution.lostLocally = true;
       execution.loseLease();
     }
     this.#armLeaseTimer();
@@ -413,7 +411,6 @@ export class Worker {
         monotonic: () => this.#clock.monotonic(),
       });
       execution.settling = true;
-      execution.returnedAt = this.#clock.monotonic();
       const ms = this.#clock.monotonic() - execution.startedAt;
       this.#measure(ms);
       this.#o.metrics?.handlerSeconds.observe({ kind: execution.claimed.kind, outcome: outcome.ok ? 'ok' : 'error' }, ms / 1000);

@@ -114,7 +114,7 @@ export function registerDemo(ctx: CommandContext): Command {
         const fleetConfig = {
           ...config,
           databaseUrl: url,
-          worker: { ...config.worker, handler: HANDLER, concurrency: 8, leaseMs: 2_000, maxExpirations: 1, backoffBaseMs: 200, backoffCapMs: 1_000, pollMs: 250, graceMs: 5_000 },
+          worker: { ...config.worker, handler: HANDLER, concurrency: 8, leaseMs: 3_000, maxExpirations: 1, backoffBaseMs: 200, backoffCapMs: 1_000, pollMs: 250, graceMs: 5_000 },
         };
         const parts = [
           runScheduler({ config: { ...config, databaseUrl: url }, pool, log: quiet, signal: stop.signal }),
@@ -131,7 +131,7 @@ export function registerDemo(ctx: CommandContext): Command {
         ];
         const failed = Promise.race(parts.map((p) => p.then(() => new Promise<never>(() => {}))));
         out(`api        ${address} (the dashboard is at ${address}/)`);
-        out(`workers    3 processes, 8 handlers each, 2 s leases`);
+        out(`workers    3 processes, 8 handlers each, 3 s leases`);
         out();
         out(`${ORDERS} orders of 3 versions each and a hot key of ${HOT_VERSIONS}, sent over HTTP by 4 producers out of order, a fifth of them twice;`);
         out(`orders ${[...FLAKY].join(', ')} fail twice before they succeed, order ${POISON} kills its worker, and one worker is killed with kill -9 halfway.`);
