@@ -211,7 +211,7 @@ export class Worker {
             if (suspect === undefined) this.#suspects = false;
             else {
               this.#claimed([suspect]);
-              this.#recordLog(suspect).info({ leaseExpirations: o.maxExpirations }, 'claimed alone: its lease expired too often; nothing else runs in this process until it is settled');
+              this.#recordLog(suspect).info({ maxExpirations: o.maxExpirations }, 'claimed alone: its lease expired too often; nothing else runs in this process until it is settled');
               this.#start(suspect, 0);
             }
             continue;
