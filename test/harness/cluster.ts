@@ -11,7 +11,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import { ensureEmbedded, stopEmbedded } from '../../src/db/embedded.ts';
 import { silentLogger } from '../../src/log.ts';
-import { Processes, ROOT, type RowfleetProcess } from '../helpers/processes.ts';
+import { isAlive, Processes, ROOT, type RowfleetProcess } from '../helpers/processes.ts';
 import { databaseUrl, withAdmin } from '../helpers/database.ts';
 import { FaultProxy } from './proxy.ts';
 
@@ -96,15 +96,6 @@ export class Server {
   async stop(): Promise<void> {
     await stopEmbedded(this.home, silentLogger).catch(() => {});
     await fs.rm(this.home, { recursive: true, force: true });
-  }
-}
-
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
