@@ -129,7 +129,9 @@ export function registerDemo(ctx: CommandContext): Command {
             signal: stop.signal,
           }),
         ];
+        // Rejects when a part fails while the story runs; a failure during the stop is awaited below.
         const failed = Promise.race(parts.map((p) => p.then(() => new Promise<never>(() => {}))));
+        failed.catch(() => {});
         out(`api        ${address} (the dashboard is at ${address}/)`);
         out(`workers    3 processes, 8 handlers each, 3 s leases`);
         out();
