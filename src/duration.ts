@@ -16,9 +16,12 @@ export function parseDuration(raw: string): number | undefined {
   return Number.isFinite(value) ? Math.round(value) : undefined;
 }
 
-/** What a person is told about a duration that does not parse: a bare number is named as such. */
-export function durationProblem(raw: string, name: string): string {
+/**
+ * What a person is told about a duration that does not parse, after its name (`--lease needs a
+ * unit: ...`): a bare number is named as such.
+ */
+export function durationProblem(raw: string): string {
   const n = raw.trim();
-  if (/^\d+(\.\d+)?$/.test(n)) return `${name} needs a unit: "${n}" could be ${n}ms or ${n}s; write it as ${n}s, ${n}ms, ${n}m or ${n}h`;
-  return `${name} must be a duration with a unit (ms, s, m, h or d) like 500ms, 30s, 5m or 1h, got "${raw}"`;
+  if (/^\d+(\.\d+)?$/.test(n)) return `needs a unit: "${n}" could be ${n}ms or ${n}s; write it as ${n}s, ${n}ms, ${n}m or ${n}h`;
+  return `must be a duration with a unit (ms, s, m, h or d) like 500ms, 30s, 5m or 1h, got "${raw}"`;
 }

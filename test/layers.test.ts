@@ -28,6 +28,7 @@ const LAYERS: Record<string, number> = {
   db: 4,
   'config.ts': 5,
   'duration.ts': 5,
+  'settings.ts': 5,
   'errors.ts': 5,
   'kind.ts': 5,
   'log.ts': 5,

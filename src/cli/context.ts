@@ -1,9 +1,11 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 /**
  * What every command receives: injected output and environment (so tests run commands
  * in-process), and the one way to turn flags into a Config, a logger and a database.
  */
-import { loadConfig, parseInteger, type Config, type ConfigOverrides, type Env } from '../config.ts';
+import { GENERAL } from '../settings.ts';
+import { settingOption } from './setting-option.ts';
+import { loadConfig, type Config, type ConfigOverrides, type Env } from '../config.ts';
 import { createLogger, resolveLogFormat, type Logger } from '../log.ts';
 import { resolveDatabaseUrl } from '../db/connect.ts';
 import { createPool, explainConnectionFailure, isMissingObject, sqlStateOf, type Pool } from '../db/pool.ts';
@@ -132,16 +134,12 @@ export function overridesFrom(flags: DatabaseFlags): ConfigOverrides {
 
 /** `--metrics-port`, for the processes that serve their metrics (worker, fleet). */
 export function withMetricsOption(command: Command, what: string): Command {
-  return command.addOption(
-    new Option('--metrics-port <port>', `serve ${what} on GET /metrics at this port on $ROWFLEET_HOST (default: $ROWFLEET_METRICS_PORT, else off)`).argParser((raw) =>
-      parseInteger(raw, '--metrics-port', 0, 65535),
-    ),
-  );
+  return command.addOption(settingOption(GENERAL.metricsPort, `serve ${what} on GET /metrics at this port on $ROWFLEET_HOST`));
 }
 
 /** `--database-url` and `--log-level`, shared by every command that talks to Postgres. */
 export function withDatabaseOptions(command: Command): Command {
   return command
-    .addOption(new Option('--database-url <url>', 'Postgres to use (default: $DATABASE_URL, else the embedded Postgres in .rowfleet/)'))
-    .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']));
+    .addOption(settingOption(GENERAL.databaseUrl, 'Postgres to use'))
+    .addOption(settingOption(GENERAL.logLevel, 'log level'));
 }

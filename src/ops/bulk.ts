@@ -108,6 +108,6 @@ export function parseMoment(raw: string, name: string, now = Date.now()): Date {
   if (ms !== undefined) return new Date(now - ms);
   const t = Date.parse(raw);
   if (/^\d{4}-\d{2}-\d{2}/.test(raw.trim()) && Number.isFinite(t)) return new Date(t);
-  if (/^\s*\d+(\.\d+)?\s*$/.test(raw)) throw new UsageError(`${durationProblem(raw, name)}, or a timestamp like 2026-11-01T12:00:00Z`);
+  if (/^\s*\d+(\.\d+)?\s*$/.test(raw)) throw new UsageError(`${name} ${durationProblem(raw)}, or a timestamp like 2026-11-01T12:00:00Z`);
   throw new UsageError(`${name} must be a duration like 2h or 30m, or a timestamp like 2026-11-01T12:00:00Z, got "${raw}"`);
 }

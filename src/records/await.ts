@@ -80,7 +80,7 @@ const LISTEN_READY_MS = 5_000;
 export function parseWait(raw: unknown, field = 'wait'): number {
   const ms = typeof raw === 'number' ? raw : typeof raw === 'string' ? parseDuration(raw) : undefined;
   if (ms === undefined) {
-    throw new MessageError(field, typeof raw === 'string' ? durationProblem(raw, '').trimStart() : 'must be a duration such as "10s", or milliseconds');
+    throw new MessageError(field, typeof raw === 'string' ? durationProblem(raw) : 'must be a duration such as "10s", or milliseconds');
   }
   if (!Number.isInteger(ms) || ms < 0 || ms > MAX_WAIT_MS) throw new MessageError(field, `must be between 0ms and 5m, got ${typeof raw === 'string' ? raw : `${raw} ms`}`);
   return ms;

@@ -1,5 +1,6 @@
-import { Command, Option } from 'commander';
-import { parseInteger } from '../../config.ts';
+import { Command } from 'commander';
+import { API, GENERAL } from '../../settings.ts';
+import { settingOption } from '../setting-option.ts';
 import { ensureSchema } from '../../boss/migrate.ts';
 import { buildServer } from '../../http/server.ts';
 import { openEnqueue } from '../../boss/enqueue.ts';
@@ -11,8 +12,8 @@ import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseF
 export function registerApi(ctx: CommandContext): Command {
   return withDatabaseOptions(new Command('api'))
     .description('serve the HTTP API (POST /upsert, GET /records/:id, /healthz, /readyz)')
-    .addOption(new Option('--port <port>', 'port to listen on (default: $PORT or 3000; 0 picks a free one)').argParser((v) => parseInteger(v, '--port', 0, 65535)))
-    .option('--host <host>', 'address to listen on (default: $ROWFLEET_HOST or 127.0.0.1)')
+    .addOption(settingOption(API.port, 'port to listen on (0 picks a free one)'))
+    .addOption(settingOption(GENERAL.host, 'address to listen on'))
     .addHelpText('after', '\nExamples:\n  rowfleet api --port 8080\n  ROWFLEET_API_TOKENS=secret1,secret2 rowfleet api --host 0.0.0.0\n')
     .action(async (flags: DatabaseFlags & { port?: number; host?: string }) => {
       const config = ctx.config({

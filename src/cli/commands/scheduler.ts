@@ -1,5 +1,7 @@
-import { Command, Option } from 'commander';
-import { parseCron, parseCronCheck, parseRetention, type ConfigOverrides } from '../../config.ts';
+import { Command } from 'commander';
+import type { ConfigOverrides } from '../../config.ts';
+import { BOSS } from '../../settings.ts';
+import { settingOption } from '../setting-option.ts';
 import { ensureSchema } from '../../boss/migrate.ts';
 import { runScheduler } from '../../scheduler/scheduler.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
@@ -15,15 +17,11 @@ interface SchedulerFlags extends DatabaseFlags {
 export function registerScheduler(ctx: CommandContext): Command {
   return withDatabaseOptions(new Command('scheduler'))
     .description('the clock process: run the enqueue sweep, the lease rescue and event_log retention on pg-boss cron schedules, once per tick across all schedulers')
-    .addOption(new Option('--sweep-cron <cron>', 'when to send jobs for due records (default: $ROWFLEET_SWEEP_CRON or "* * * * *")').argParser((v) => parseCron(v, '--sweep-cron')))
-    .addOption(new Option('--rescue-cron <cron>', 'when to rescue expired leases (default: $ROWFLEET_RESCUE_CRON or "* * * * *")').argParser((v) => parseCron(v, '--rescue-cron')))
-    .addOption(
-      new Option('--event-retention <duration>', 'delete event_log rows older than this, e.g. 30d, or "forever" (default: $ROWFLEET_EVENT_RETENTION or forever)').argParser(
-        (v) => parseRetention(v, '--event-retention'),
-      ),
-    )
-    .addOption(new Option('--retention-cron <cron>', 'when to apply the retention (default: $ROWFLEET_RETENTION_CRON or "17 * * * *")').argParser((v) => parseCron(v, '--retention-cron')))
-    .addOption(new Option('--cron-check <duration>', 'how often to check for a due tick, 1s to 45s (default: $ROWFLEET_CRON_CHECK or 30s)').argParser((v) => parseCronCheck(v, '--cron-check')))
+    .addOption(settingOption(BOSS.sweepCron))
+    .addOption(settingOption(BOSS.rescueCron))
+    .addOption(settingOption(BOSS.eventRetentionMs))
+    .addOption(settingOption(BOSS.retentionCron))
+    .addOption(settingOption(BOSS.cronCheckSeconds))
     .addHelpText(
       'after',
       `

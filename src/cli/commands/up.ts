@@ -7,6 +7,8 @@
  */
 import { Command, Option } from 'commander';
 import { parseInteger } from '../../config.ts';
+import { API, GENERAL } from '../../settings.ts';
+import { settingOption } from '../setting-option.ts';
 import { ensureSchema } from '../../boss/migrate.ts';
 import { buildServer } from '../../http/server.ts';
 import { openEnqueue } from '../../boss/enqueue.ts';
@@ -27,8 +29,8 @@ interface UpFlags extends DatabaseFlags, WorkerFlags {
 export function registerUp(ctx: CommandContext): Command {
   return withWorkerOptions(withDatabaseOptions(new Command('up')))
     .description('for development: the API and dashboard, the scheduler and a fleet of workers in one foreground process, on the embedded Postgres unless DATABASE_URL is set')
-    .addOption(new Option('--port <port>', 'the API\'s port (default: $PORT or 3000; 0 picks a free one)').argParser((v) => parseInteger(v, '--port', 0, 65535)))
-    .option('--host <host>', 'the API\'s address (default: $ROWFLEET_HOST or 127.0.0.1)')
+    .addOption(settingOption(API.port, 'the API\'s port (0 picks a free one)'))
+    .addOption(settingOption(GENERAL.host, 'the API\'s address'))
     .addOption(new Option('--workers <n>', 'worker processes (default: 2)').argParser((v) => parseInteger(v, '--workers', 1, 64)))
     .addHelpText(
       'after',
