@@ -8,6 +8,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { configReference, parseValue, REFERENCE_END, REFERENCE_START, SECTIONS, type Setting } from '../src/settings.ts';
 import { ROOT } from './helpers/processes.ts';
+import { rowfleet } from './helpers/cli.ts';
+import { UsageError } from '../src/errors.ts';
 
 const SETTINGS = SECTIONS.flatMap(({ settings }) => Object.values(settings) as Setting<unknown>[]);
 /** Read by src/ but set by rowfleet itself for its own children, so not a setting. */
@@ -56,5 +58,32 @@ describe('the configuration reference', () => {
       const setting = SETTINGS.find((s) => s.env === env)!;
       expect(() => parseValue(setting.value, raw, env)).toThrow(new RegExp(`^${env} (must|needs)[^\\n]*$`));
     }
+  });
+});
+
+describe('rowfleet config', () => {
+  it('shows every setting with its value and source, secrets masked', async () => {
+    const env = { DATABASE_URL: 'postgres://app:s3cret@db.internal:5432/app', ROWFLEET_LEASE: '2m', ROWFLEET_API_TOKENS: 'tok-one,tok-two' };
+    const { stdout, error } = await rowfleet(env, 'config', '--json');
+    expect(error).toBeUndefined();
+    const rows = JSON.parse(stdout) as { variable: string; source: string; value: string; flag: string | null }[];
+    expect(rows.map((row) => row.variable)).toEqual(SETTINGS.map((s) => s.env));
+    const by = new Map(rows.map((row) => [row.variable, row]));
+    expect(by.get('ROWFLEET_LEASE')).toMatchObject({ source: 'environment', value: '2m', flag: '--lease' });
+    expect(by.get('ROWFLEET_BATCH')).toMatchObject({ source: 'default', value: '100' });
+    expect(by.get('DATABASE_URL')!.value).toBe('postgres://app:***@db.internal:5432/app');
+    expect(by.get('ROWFLEET_API_TOKENS')!.value).toBe('2 tokens (not shown)');
+    expect(stdout).not.toMatch(/s3cret|tok-one|tok-two/);
+
+    const human = await rowfleet(env, 'config');
+    expect(human.stdout).toMatch(/^  ROWFLEET_LEASE +2m +\(environment\)$/m);
+    expect(human.stdout).not.toMatch(/s3cret|tok-one/);
+  });
+
+  it('refuses a bad value with the one line every command gives, and prints nothing', async () => {
+    const { stdout, error } = await rowfleet({ ROWFLEET_LEASE: '2' }, 'config');
+    expect(error).toBeInstanceOf(UsageError);
+    expect((error as Error).message).toBe('ROWFLEET_LEASE needs a unit: "2" could be 2ms or 2s; write it as 2s, 2ms, 2m or 2h');
+    expect(stdout).toBe('');
   });
 });

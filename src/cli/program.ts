@@ -22,6 +22,7 @@ import { registerInspect } from './commands/inspect.ts';
 import { registerReplay } from './commands/replay.ts';
 import { registerKinds } from './commands/kinds.ts';
 import { registerRecords } from './commands/records.ts';
+import { registerConfig } from './commands/config.ts';
 
 export function createProgram(io: CliIO): Command {
   const ctx = createContext(io);
@@ -37,7 +38,7 @@ export function createProgram(io: CliIO): Command {
     })
     .exitOverride();
 
-  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerUp, registerScheduler, registerEnqueue, registerRequeue, registerDelete, registerStatus, registerInspect, registerReplay, registerKinds, registerRecords, registerRoles]) {
+  for (const register of [registerMigrate, registerDb, registerApi, registerUpsert, registerDemo, registerWorker, registerFleet, registerUp, registerScheduler, registerEnqueue, registerRequeue, registerDelete, registerStatus, registerInspect, registerReplay, registerKinds, registerRecords, registerRoles, registerConfig]) {
     const command = register(ctx);
     // Subcommands too (`kinds set`): commander's defaults would exit the process on a bad flag.
     for (const c of [command, ...command.commands]) c.exitOverride().configureOutput({ writeOut: (t) => io.stdout.write(t), writeErr: (t) => io.stderr.write(t) });

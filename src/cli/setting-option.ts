@@ -7,7 +7,7 @@ import { Option } from 'commander';
 import { parseValue, type Setting } from '../settings.ts';
 
 /** Markdown's backticks and links, as a terminal shows them. */
-const plain = (text: string): string => text.replaceAll('`', '').replace(/\[([^\]]+)\]\([^)]*\)/g, '$1');
+export const plain = (text: string): string => text.replaceAll('`', '').replace(/\[([^\]]+)\]\([^)]*\)/g, '$1');
 
 export function settingOption<T>(setting: Setting<T>, description = setting.doc): Option {
   if (setting.flag === undefined) throw new Error(`${setting.env} has no flag`);
