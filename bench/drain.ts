@@ -21,8 +21,10 @@
  *   `{id, version}` jobs with their singletonKey in a queue with rowfleet's process-queue options
  *   (policy short). The boss engine's rate against that one is the cost of the row claim and the
  *   row completion.
- * - peers (issue 10): rowfleet direct against graphile-worker (concurrentJobs 10, localQueue.size
- *   500, completeJobBatchDelay 0, prepared statements on: bench/lib/graphile.ts) and against
+ * - peers (issue 10): rowfleet direct against graphile-worker (issue 10's settings, concurrentJobs 10,
+ *   localQueue.size 500, completeJobBatchDelay 0, prepared statements on: GRAPHILE_DRAIN_SETTINGS in
+ *   bench/lib/graphile.ts; not those of graphile-worker's performance documentation, which the
+ *   scaling bench, bench/scaling.ts, runs at 1, 2 and 4 processes) and against
  *   pg-boss (batchSize 1000, localConcurrency 2, burstWhenBatchFull), at 1 and 2 processes, for
  *   50,000 and 100,000 records. rowfleet direct is the faster of batch 100 and batch 1000 (2 x batch
  *   handlers) at that size and process count; rows the other parts measured already are reused.
@@ -44,29 +46,11 @@
  *
  *   npm run bench -- drain [--quick] [--scale 0.02]
  */
-import pg from 'pg';
-import type { PgBoss, WorkOptions } from 'pg-boss';
-import { loadConfig, type BossConfig } from '../src/config.ts';
-import { startBoss, stopBoss } from '../src/boss/boss.ts';
-import { sweep } from '../src/boss/sweep.ts';
-import { silentLogger } from '../src/log.ts';
-import { insertBacklog } from './lib/backlog.ts';
-import { drainBoss, type BossVariant } from './lib/boss-peer.ts';
-import { drainGraphile, GRAPHILE_DRAIN_SETTINGS } from './lib/graphile.ts';
+import { describeSweep, withBossEngine } from './lib/boss-engine.ts';
+import { BOSS_BEST, BOSS_BEST_LABEL, drainBoss, type BossVariant } from './lib/boss-peer.ts';
+import { describeGraphileSettings, drainGraphile, GRAPHILE_DRAIN_SETTINGS } from './lib/graphile.ts';
 import { isMain, main, renderTable, type Bench, type BenchContext } from './lib/harness.ts';
-import { awaitQuiet } from './lib/quiet.ts';
-import { withPool } from './lib/pool.ts';
-import {
-  checkpoint,
-  CONCURRENCY_PER_BATCH,
-  drainDirect,
-  drainRecords,
-  microsPerRecord,
-  plural,
-  resetRecords,
-  type DrainRow,
-  type SweepTiming,
-} from './lib/record-drain.ts';
+import { CONCURRENCY_PER_BATCH, drainDirect, microsPerRecord, type DrainRow, type SweepTiming } from './lib/record-drain.ts';
 
 const BACKLOG = 100_000;
 const WORKER_COUNTS = [1, 2, 4] as const;
@@ -101,14 +85,6 @@ const BOSS_ENGINE_SCENARIOS: readonly BossEngineScenario[] = [
   { processes: 1, batch: 100, full: true },
   { processes: 2, batch: 100, full: true },
 ];
-
-/**
- * batchSize 1000 / localConcurrency 2 are the fastest seen here. Without burstWhenBatchFull a
- * worker waits its polling interval after every fetch, full or not (pg-boss's worker.ts), which
- * caps it at batchSize per 2 s; the best settings fetch again at once while batches come back full.
- */
-const BOSS_BEST: WorkOptions = { batchSize: 1000, localConcurrency: 2, burstWhenBatchFull: true, pollingIntervalSeconds: 0.5 };
-const BOSS_BEST_LABEL = 'pg-boss, batchSize 1000, localConcurrency 2, burstWhenBatchFull';
 
 function bossVariants(backlog: number): BossVariant[] {
   return [
@@ -236,83 +212,13 @@ function push(rows: DrainRow[], row: DrainRow): DrainRow {
   return row;
 }
 
-/**
- * The boss-engine scenarios, and the sweep timed alone. One pg-boss instance (role client, as the
- * scheduler's sweep) sends the jobs throughout.
- */
+/** The boss-engine scenarios, and the sweep timed alone (bench/lib/boss-engine.ts). */
 async function drainBossEngine(ctx: BenchContext, url: string, backlog: number, scenarios: readonly BossEngineScenario[]): Promise<{ rows: DrainRow[]; sweepAlone: SweepTiming }> {
-  const config = loadConfig({}).boss;
-  // Three connections: the sweep's transaction holds one while pg-boss reads its queue through the pool.
-  return withPool(url, 3, async (pool) => {
-    const boss = await startBoss({ config, pool, role: 'client', log: silentLogger });
-    try {
-      const sweepAlone = await sweepAloneTiming(ctx, pool, boss, config, backlog);
-      // Statistics of a sent backlog, kept through the TRUNCATEs that reset each scenario (only the
-      // row and page counts go). On tables never analyzed, pg-boss's fetch of 500 sorted all 100,000
-      // queued jobs (bitmap scan, external sort: 50-58 ms) instead of reading its index (8-9 ms),
-      // and whether autovacuum had analyzed them yet decided the rate. With these statistics the claim
-      // by IDs reads the primary key; with those of a table that is mostly PROCESSED history it walks
-      // records_due_idx instead (26-28 ms per 500 IDs against 7 ms at 100,000 due): not measured here.
-      await pool.query(`ANALYZE rowfleet.records, ${pg.escapeIdentifier(config.schema)}.job`);
-      const rows: DrainRow[] = [];
-      for (const { processes, batch } of scenarios) {
-        const scenario = `boss engine, ${plural(processes)}, batch ${batch}`;
-        await resetRecords(pool, boss);
-        const row = await drainRecords(
-          ctx,
-          url,
-          pool,
-          {
-            engine: 'boss',
-            scenario,
-            backlog,
-            processes,
-            batch,
-            concurrency: batch * CONCURRENCY_PER_BATCH,
-            match: engineMatch(processes, batch),
-          },
-          {
-            // Records without jobs: nothing the workers can see until the sweep commits.
-            prepare: (db) => insertBacklog(db, { count: backlog, prefix: 'drain-', status: 'COMPLETED' }),
-            // One transaction, so that the drain starts at one commit as direct's does.
-            release: async (db) => {
-              const timing = await timedSweep(db, boss, config, backlog);
-              return { commits: timing.transactions, sweep: timing, note: describeSweep(timing) };
-            },
-          },
-        );
-        if (row.sweep !== undefined && row.sweep.jobs !== backlog) row.notes.push(`the sweep sent ${row.sweep.jobs} jobs for ${backlog} records`);
-        rows.push(row);
-      }
-      await resetRecords(pool, boss);
-      return { rows, sweepAlone };
-    } finally {
-      await stopBoss(boss);
-    }
+  return withBossEngine(ctx, url, backlog, async (engine) => {
+    const rows: DrainRow[] = [];
+    for (const { processes, batch } of scenarios) rows.push(await engine.drain({ processes, batch, match: engineMatch(processes, batch) }));
+    return { rows, sweepAlone: engine.sweepAlone };
   });
-}
-
-/** The sweep at the configured batch, no worker running: what the scheduler's sweep costs per job. */
-async function sweepAloneTiming(ctx: BenchContext, pool: pg.Pool, boss: PgBoss, config: BossConfig, backlog: number): Promise<SweepTiming> {
-  await resetRecords(pool, boss);
-  await insertBacklog(pool, { count: backlog, prefix: 'drain-', status: 'COMPLETED' });
-  await checkpoint(pool);
-  await awaitQuiet(ctx.postgres.pids, ctx.progress);
-  const timing = await timedSweep(pool, boss, config, config.sweepBatch);
-  ctx.progress(`sweep alone, ROWFLEET_SWEEP_BATCH ${config.sweepBatch}: ${describeSweep(timing)}`);
-  return timing;
-}
-
-async function timedSweep(pool: pg.Pool, boss: PgBoss, config: BossConfig, batch: number): Promise<SweepTiming> {
-  const startedAt = performance.now();
-  const { enqueued } = await sweep(pool, boss, { queue: config.queue, schema: config.schema, batch });
-  const ms = performance.now() - startedAt;
-  return { jobs: enqueued, batch, ms, transactions: 1 + Math.floor(enqueued / batch) + 1 };
-}
-
-function describeSweep({ jobs, batch, ms }: SweepTiming): string {
-  const perSecond = ms > 0 ? Math.round((jobs * 1000) / ms) : 0;
-  return `sweep: ${jobs.toLocaleString('en-US')} jobs in ${Math.round(ms).toLocaleString('en-US')} ms = ${perSecond.toLocaleString('en-US')} jobs/s (${batch.toLocaleString('en-US')} per transaction)`;
 }
 
 /** Pairs a boss-engine row with its pg-boss-alone baseline. */
@@ -437,7 +343,7 @@ function report(
   if (peers.length > 0) {
     sections.push(
       [
-        `peers: rowfleet direct (the faster of batch ${PEER_DIRECT_BATCHES.join(' / ')}) against graphile-worker 0.18 (concurrentJobs ${GRAPHILE_DRAIN_SETTINGS.concurrentJobs}, localQueue.size ${GRAPHILE_DRAIN_SETTINGS.localQueueSize}, completeJobBatchDelay ${GRAPHILE_DRAIN_SETTINGS.completeJobBatchDelay}) and pg-boss (batchSize 1000, localConcurrency 2, burstWhenBatchFull), same process count and backlog`,
+        `peers: rowfleet direct (the faster of batch ${PEER_DIRECT_BATCHES.join(' / ')}) against graphile-worker 0.18 (${describeGraphileSettings(GRAPHILE_DRAIN_SETTINGS)}) and pg-boss (batchSize 1000, localConcurrency 2, burstWhenBatchFull), same process count and backlog`,
         '',
         renderTable(
           'rrlrrrlrl',

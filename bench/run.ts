@@ -6,6 +6,7 @@ import { main, type Bench } from './lib/harness.ts';
 import { upsertBench } from './upsert.ts';
 import { drainBench } from './drain.ts';
 import { drainFreshBench } from './drain-fresh.ts';
+import { scalingBench } from './scaling.ts';
 import { claimBench } from './claim.ts';
 import { wakeupBench } from './wakeup.ts';
 import { sweepBench } from './sweep.ts';
@@ -14,6 +15,6 @@ import { soakBench } from './soak.ts';
 import { everyBench } from './every.ts';
 import { dashboardBench } from './dashboard.ts';
 
-const BENCHES: readonly Bench[] = [upsertBench, drainBench, drainFreshBench, claimBench, wakeupBench, sweepBench, autoscaleBench, everyBench, dashboardBench, soakBench];
+const BENCHES: readonly Bench[] = [upsertBench, drainBench, drainFreshBench, scalingBench, claimBench, wakeupBench, sweepBench, autoscaleBench, everyBench, dashboardBench, soakBench];
 
 main(BENCHES);

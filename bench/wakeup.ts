@@ -106,7 +106,12 @@ export const wakeupBench: Bench = {
         const graphile = scenarios.find((s) => s.rate === rate && s.engine === 'graphile-worker')!;
         return { rate, rowfleetP99Ms: rowfleet.commitToStart.p99Ms, graphileP99Ms: graphile.commitToStart.p99Ms, pass: rowfleet.missing === 0 && rowfleet.commitToStart.p99Ms <= graphile.commitToStart.p99Ms };
       });
-      return { text: report(ctx, scenarios, comparisons), data: { concurrency: CONCURRENCY, sendPool: SEND_POOL, comparisons, scenarios } };
+      // For the run's report (bench/lib/report.ts): how each engine was run.
+      const setup = {
+        rowfleet: `single-message upsertMessages calls; one \`rowfleet worker\` process, default flags (concurrency ${CONCURRENCY}, batch 100), woken through rowfleet_due`,
+        'graphile-worker': `addJob calls; one graphile-worker process, concurrentJobs ${CONCURRENCY}, every other setting at its default (no local queue), woken by its LISTEN`,
+      };
+      return { text: report(ctx, scenarios, comparisons), data: { concurrency: CONCURRENCY, sendPool: SEND_POOL, setup, comparisons, scenarios } };
     } finally {
       await rm(dir, { recursive: true, force: true });
       await db.drop();

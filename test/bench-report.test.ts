@@ -9,13 +9,14 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { renderDrainChart, renderReport, writeReport, type BenchResult, type ScalingData } from '../bench/lib/report.ts';
 
+/** Per line, per worker count (1, 2, 4), three rounds: the medians are the middle values. */
 const RATES = {
-  direct: [40_000, 60_000, 70_000],
-  'boss engine': [20_000, 30_000, 35_000],
-  'pg-boss': [25_000, 26_000, 27_000],
-  'graphile-worker': [32_000, 50_000, 64_000],
+  direct: [[40_000, 38_000, 45_000], [60_000, 61_000, 59_000], [70_000, 69_000, 80_000]],
+  'boss engine': [[20_000, 21_000, 19_000], [30_000, 30_000, 30_000], [35_000, 36_000, 34_000]],
+  'pg-boss': [[25_000, 24_000, 26_000], [26_000, 26_000, 26_000], [27_000, 20_000, 28_000]],
+  'graphile-worker': [[32_000, 33_000, 31_000], [50_000, 50_000, 50_000], [64_000, 64_000, 64_000]],
 } as const;
-
+const COUNTS = [1, 2, 4] as const;
 function result(bench: string, data: Record<string, unknown>, scale = 1): BenchResult {
   return {
     bench,
@@ -33,23 +34,27 @@ function result(bench: string, data: Record<string, unknown>, scale = 1): BenchR
 function scaling(scale = 1): BenchResult {
   const data: ScalingData = {
     backlog: 100_000,
-    workerCounts: [1, 2, 4],
-    engines: [
-      { engine: 'direct', label: 'rowfleet direct', settings: '`rowfleet worker --engine direct`', timing: 'from the commit' },
-      { engine: 'boss engine', label: 'rowfleet boss engine', settings: '`rowfleet worker --engine boss`', timing: "from the sweep's commit" },
-      { engine: 'pg-boss', label: 'pg-boss 12.38.0', settings: 'work()', timing: 'from the first start' },
-      { engine: 'graphile-worker', label: 'graphile-worker 0.18.0', settings: 'run()', timing: 'from the first start' },
+    workerCounts: [...COUNTS],
+    rounds: 3,
+    lines: [
+      { line: 'direct', label: 'rowfleet direct', rowfleet: true, settings: '`rowfleet worker --engine direct`', timing: 'from the commit' },
+      { line: 'boss engine', label: 'rowfleet boss engine', rowfleet: true, settings: '`rowfleet worker --engine boss`', timing: "from the sweep's commit" },
+      { line: 'pg-boss', label: 'pg-boss 12.38.0', rowfleet: false, settings: 'work()', timing: 'from the first start' },
+      { line: 'graphile-worker', label: 'graphile-worker 0.18.0', rowfleet: false, settings: 'run()', timing: 'from the first start' },
     ],
-    scenarios: Object.entries(RATES).flatMap(([engine, rates]) =>
-      rates.map((perSecond, i) => ({
-        engine: engine as keyof typeof RATES,
-        scenario: `${engine}, ${[1, 2, 4][i]}`,
-        processes: [1, 2, 4][i]!,
-        records: 100_000,
-        seconds: 100_000 / perSecond,
-        perSecond,
-        notes: engine === 'pg-boss' && i === 2 ? ['autovacuum finished 1 time(s) meanwhile'] : [],
-      })),
+    scenarios: Object.entries(RATES).flatMap(([line, byCount]) =>
+      byCount.flatMap((rounds, i) =>
+        rounds.map((perSecond, r) => ({
+          line,
+          round: r + 1,
+          scenario: `${line}, ${COUNTS[i]}`,
+          processes: COUNTS[i]!,
+          records: 100_000,
+          seconds: 100_000 / perSecond,
+          perSecond,
+          notes: line === 'pg-boss' && i === 2 && r === 1 ? ['autovacuum finished 1 time(s) meanwhile'] : [],
+        })),
+      ),
     ),
     order: 'rotated',
   };
@@ -75,10 +80,17 @@ describe('bench report', () => {
     expect(markdown).toContain('![Drain rate against worker count](drain-scaling.svg)');
     const rows = markdown.split('\n').filter((line) => /^\| +[124] \|/.test(line));
     expect(rows).toHaveLength(3);
-    // 1 process: direct 40,000, boss engine 20,000, pg-boss 25,000, graphile 32,000.
-    expect(rows[0]!.split('|').map((cell) => cell.trim())).toEqual(['', '1', '40,000', '20,000', '25,000', '32,000', '1.60x', '1.25x', '0.80x', '0.63x', '']);
-    expect(rows[2]).toContain('70,000');
-    expect(markdown).toContain('pg-boss 12.38.0, 4 processes: autovacuum finished 1 time(s) meanwhile');
+    // 1 process: medians direct 40,000, boss engine 20,000, pg-boss 25,000, graphile 32,000, with their ranges.
+    expect(rows[0]!.split('|').map((cell) => cell.trim())).toEqual(['', '1', '40,000 (38,000–45,000)', '20,000 (19,000–21,000)', '25,000 (24,000–26,000)', '32,000 (31,000–33,000)', '']);
+    // A cell with a noted drain is marked.
+    expect(rows[2]).toContain('27,000 (20,000–28,000) *');
+    // The ratios, median against median, per rowfleet line and peer.
+    const ratio = (name: string) => markdown.split('\n').find((line) => line.startsWith(`| ${name} `))!.split('|').map((cell) => cell.trim()).slice(2, 5);
+    expect(ratio('rowfleet direct / pg-boss 12.38.0')).toEqual(['1.60x', '2.31x', '2.59x']);
+    expect(ratio('rowfleet direct / graphile-worker 0.18.0')).toEqual(['1.25x', '1.20x', '1.09x']);
+    expect(ratio('rowfleet boss engine / pg-boss 12.38.0')).toEqual(['0.80x', '1.15x', '1.30x']);
+    expect(markdown).toContain('pg-boss 12.38.0, 4 processes, round 2: autovacuum finished 1 time(s) meanwhile');
+    expect(markdown).toContain('each line drained 3 times at each worker count');
     expect(markdown).toContain('| rowfleet upsertMessages, batch 1000 |');
     expect(markdown).toContain('not run in this report (`npm run bench -- wakeup`)');
     expect(markdown).toContain('not run in this report (`npm run bench -- claim`)');

@@ -12,8 +12,8 @@
  *   called, like rowfleet's bench/lib/wakeup-handler.ts; no gate (the bench waits for its LISTEN).
  *
  * The option names are those of the installed 0.18.0's GraphileConfig.WorkerOptions (`preset.worker`):
- * `concurrentJobs`, `localQueue: { size }`, `completeJobBatchDelay`, and `preparedStatements`, left at
- * its default (true). Its per-job "Completed task" info line is switched off as its docs advise for
+ * `concurrentJobs`, `localQueue: { size }`, `completeJobBatchDelay`, `failJobBatchDelay`, `maxPoolSize`,
+ * and `preparedStatements`, left at its default (true). Its per-job "Completed task" info line is switched off as its docs advise for
  * throughput (NO_LOG_SUCCESS, set by the bench), and its logger prints warnings and errors only, as
  * rowfleet's workers run at log level warn.
  */
@@ -29,6 +29,10 @@ export interface GraphileWorkerSpec {
   localQueueSize?: number;
   /** graphile-worker's default (-1, no batching) when absent. */
   completeJobBatchDelay?: number;
+  /** graphile-worker's default (-1, no batching) when absent. */
+  failJobBatchDelay?: number;
+  /** graphile-worker's default (10) when absent. */
+  maxPoolSize?: number;
   /** mode `wakeup`: where the start times go. */
   startsFile?: string;
 }
@@ -80,6 +84,8 @@ async function main(): Promise<void> {
         concurrentJobs: spec.concurrentJobs,
         ...(spec.localQueueSize !== undefined && { localQueue: { size: spec.localQueueSize } }),
         ...(spec.completeJobBatchDelay !== undefined && { completeJobBatchDelay: spec.completeJobBatchDelay }),
+        ...(spec.failJobBatchDelay !== undefined && { failJobBatchDelay: spec.failJobBatchDelay }),
+        ...(spec.maxPoolSize !== undefined && { maxPoolSize: spec.maxPoolSize }),
         logger,
       },
     },

@@ -11,8 +11,17 @@
  * rowfleet's to its last processed_at. The job's DELETE follows the return by a tick and a round
  * trip (completeJobBatchDelay 0), so the span is at most a few ms short in graphile's favour.
  *
- * Settings (the issue's): concurrentJobs 10, localQueue.size 500, completeJobBatchDelay 0,
- * preparedStatements left at its default (true), maxPoolSize its default (10).
+ * Settings, two sets:
+ * - GRAPHILE_DRAIN_SETTINGS, issue 10's (the drain bench's peers part): concurrentJobs 10,
+ *   localQueue.size 500, completeJobBatchDelay 0, preparedStatements left at its default (true),
+ *   maxPoolSize its default (10). These are NOT the settings of graphile-worker's performance
+ *   documentation: that uses concurrentJobs 24 and maxPoolSize 25, and also sets failJobBatchDelay.
+ * - GRAPHILE_PERFORMANCE_SETTINGS, the configuration graphile-worker's own performance
+ *   documentation (its "Performance" page, "Quick stats" and "perfTest results: With batching",
+ *   checked against the docs of 0.18's repository) gives for its quick stats: concurrentJobs 24,
+ *   maxPoolSize 25, localQueue { size: 500 }, completeJobBatchDelay 0, failJobBatchDelay 0
+ *   (its `connectionString` and `fileExtensions` do not apply: the task list is passed to run()).
+ *   preparedStatements is left at its default (true) there too. The scaling bench uses these.
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type pg from 'pg';
@@ -28,7 +37,32 @@ import { awaitQuiet, BUSY_OTHER_PERCENT } from './quiet.ts';
 import { withPool } from './pool.ts';
 import { checkpoint, commitsSoFar, DRAIN_TIMEOUT_MS, maintenanceSoFar, meter, plural, type DrainRow } from './record-drain.ts';
 
-export const GRAPHILE_DRAIN_SETTINGS = { concurrentJobs: 10, localQueueSize: 500, completeJobBatchDelay: 0 } as const;
+/** What a graphile-worker drain process is run with (GraphileWorkerSpec's tuning fields). */
+export interface GraphileDrainSettings {
+  concurrentJobs: number;
+  localQueueSize: number;
+  completeJobBatchDelay: number;
+  /** graphile-worker's default (-1, no batching) when absent; a no-op task never fails anyway. */
+  failJobBatchDelay?: number;
+  /** graphile-worker's default (10) when absent. */
+  maxPoolSize?: number;
+}
+
+/** Issue 10's settings, the drain bench's peers part (not the performance documentation's: see above). */
+export const GRAPHILE_DRAIN_SETTINGS: GraphileDrainSettings = { concurrentJobs: 10, localQueueSize: 500, completeJobBatchDelay: 0 };
+/** graphile-worker's performance documentation's configuration (see above), for the scaling bench. */
+export const GRAPHILE_PERFORMANCE_SETTINGS: GraphileDrainSettings = { concurrentJobs: 24, maxPoolSize: 25, localQueueSize: 500, completeJobBatchDelay: 0, failJobBatchDelay: 0 };
+
+/** The settings as graphile-worker's options read: `concurrentJobs 24, maxPoolSize 25, localQueue.size 500, ...`. */
+export function describeGraphileSettings(settings: GraphileDrainSettings): string {
+  return [
+    `concurrentJobs ${settings.concurrentJobs}`,
+    ...(settings.maxPoolSize !== undefined ? [`maxPoolSize ${settings.maxPoolSize}`] : []),
+    `localQueue.size ${settings.localQueueSize}`,
+    `completeJobBatchDelay ${settings.completeJobBatchDelay}`,
+    ...(settings.failJobBatchDelay !== undefined ? [`failJobBatchDelay ${settings.failJobBatchDelay}`] : []),
+  ].join(', ');
+}
 const ADD_CHUNK = 10_000;
 const LISTEN_TIMEOUT_MS = 30_000;
 
@@ -74,10 +108,14 @@ export async function waitForGraphileListen(pool: pg.Pool, count: number, childr
   throw new Error(`graphile-worker did not LISTEN within ${LISTEN_TIMEOUT_MS / 1000}s`);
 }
 
-export async function drainGraphile(ctx: BenchContext, url: string, { processes, backlog }: { processes: number; backlog: number }): Promise<DrainRow> {
+/** `settings`: GRAPHILE_DRAIN_SETTINGS unless given. */
+export async function drainGraphile(
+  ctx: BenchContext,
+  url: string,
+  { processes, backlog, settings = GRAPHILE_DRAIN_SETTINGS }: { processes: number; backlog: number; settings?: GraphileDrainSettings },
+): Promise<DrainRow> {
   const schema = graphileSchema();
-  const settings = GRAPHILE_DRAIN_SETTINGS;
-  const scenario = `graphile-worker, concurrentJobs ${settings.concurrentJobs}, localQueue ${settings.localQueueSize}, completeJobBatchDelay ${settings.completeJobBatchDelay}, ${plural(processes)}, ${backlog.toLocaleString('en-US')}`;
+  const scenario = `graphile-worker, ${describeGraphileSettings(settings)}, ${plural(processes)}, ${backlog.toLocaleString('en-US')}`;
   return withPool(url, 1, async (pool) => {
     await installGraphile(url, schema);
     try {
@@ -95,7 +133,7 @@ export async function drainGraphile(ctx: BenchContext, url: string, { processes,
       await pool.query(`ANALYZE ${schema}._private_jobs`);
       await checkpoint(pool);
       await awaitQuiet(ctx.postgres.pids, ctx.progress);
-      return await measureDrain(ctx, url, pool, { schema, scenario, processes, backlog });
+      return await measureDrain(ctx, url, pool, { schema, scenario, processes, backlog, settings });
     } finally {
       await pool.query(`DROP SCHEMA ${schema} CASCADE`);
     }
@@ -106,9 +144,8 @@ async function measureDrain(
   ctx: BenchContext,
   url: string,
   pool: pg.Pool,
-  { schema, scenario, processes, backlog }: { schema: string; scenario: string; processes: number; backlog: number },
+  { schema, scenario, processes, backlog, settings }: { schema: string; scenario: string; processes: number; backlog: number; settings: GraphileDrainSettings },
 ): Promise<DrainRow> {
-  const settings = GRAPHILE_DRAIN_SETTINGS;
   const committedBefore = await commitsSoFar(pool);
   const maintenanceBefore = await maintenanceSoFar(pool);
   const children = Array.from({ length: processes }, () => spawnGraphileWorker(url, { mode: 'drain', schema, ...settings }));
@@ -163,7 +200,7 @@ async function measureDrain(
     perSecond,
     commitsPer1k: records > 0 ? Math.round((workerCommits * 1000) / records) : 0,
     cpu: usage,
-    options: { ...settings, preparedStatements: 'default (true)' },
+    options: { ...settings, ...(settings.maxPoolSize === undefined && { maxPoolSize: 'default (10)' }), preparedStatements: 'default (true)' },
     notes,
   };
 }

@@ -1,16 +1,20 @@
 /**
  * What every bench shares: options, one Postgres for the run, progress on stderr, the final table on
- * stdout, and a JSON result file in bench/results/ (git-ignored). Benchmarks report, they do not
- * fail a build: a missed target still exits 0; only a crash exits 1.
+ * stdout, and a JSON result file in bench/results/ (git-ignored). After the run, the report of the
+ * benches that ran (bench/lib/report.ts): bench/results/report-<stamp>.md and, when the scaling
+ * bench ran, its chart drain-scaling-<stamp>.svg, copied to report.md and drain-scaling.svg.
+ * Benchmarks report, they do not fail a build: a missed target still exits 0; only a crash exits 1.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { cpus } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { UsageError } from '../../src/errors.ts';
 import { startBenchPostgres, type BenchPostgres } from './postgres.ts';
+import { machineInfo, writeReport, type BenchResult } from './report.ts';
+
+export { renderTable } from './table.ts';
 
 export interface Bench {
   name: string;
@@ -57,9 +61,11 @@ const USAGE = `usage: bench [names...] [--seconds N] [--warmup N] [--quick] [--s
   --seconds N   measured window of each scenario (default 12)
   --warmup N    warm-up before each window (default 2)
   --quick       a smaller matrix, for benches that have one (headline rows only)
-  --scale F     multiply the record / job counts of drain, drain-fresh, claim and autoscale by F
-                (e.g. 0.02), to check them quickly; a scaled run's numbers are not results
-                (upsert and wakeup are sized by --seconds; sweep is not scaled)`;
+  --scale F     multiply the record / job counts of drain, drain-fresh, scaling, claim and autoscale
+                by F (e.g. 0.02), to check them quickly; a scaled run's numbers are not results
+                (upsert and wakeup are sized by --seconds; sweep is not scaled)
+  writes bench/results/<bench>-<stamp>.json per bench, then the run's report: report-<stamp>.md,
+  and drain-scaling-<stamp>.svg when scaling ran, copied to report.md and drain-scaling.svg`;
 
 export async function runBenches(benches: readonly Bench[], argv: string[] = process.argv.slice(2)): Promise<void> {
   const { values, positionals } = parseOptions(argv);
@@ -87,6 +93,8 @@ export async function runBenches(benches: readonly Bench[], argv: string[] = pro
   // Ctrl-C: stop the embedded Postgres rather than leave it running detached.
   const onInterrupt = () => void postgres.stop().finally(() => process.exit(130));
   process.once('SIGINT', onInterrupt);
+  const results: BenchResult[] = [];
+  const command = commandLine(argv);
   try {
     const { settings } = postgres;
     progress(`postgres ${settings.server_version}, fsync=${settings.fsync}, synchronous_commit=${settings.synchronous_commit}, shared_buffers=${settings.shared_buffers}`);
@@ -101,18 +109,23 @@ export async function runBenches(benches: readonly Bench[], argv: string[] = pro
       progress(`${bench.name}: ${bench.summary}`);
       const report = await bench.run({ postgres, seconds, warmupSeconds, quick, scale, scaled, progress: (line) => progress(`${bench.name}: ${line}`) });
       process.stdout.write(`\n${report.text}\n`);
-      const file = await writeResult(bench.name, startedAt, {
+      const result: BenchResult = {
         bench: bench.name,
         startedAt: startedAt.toISOString(),
         finishedAt: new Date().toISOString(),
+        command,
         code: codeVersion(),
-        machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version, platform: `${process.platform}-${process.arch}` },
+        machine: machineInfo(),
         postgres: { origin: postgres.origin, ...settings },
         options: { seconds, warmupSeconds, quick, scale },
         ...report.data,
-      });
+      };
+      results.push(result);
+      const file = await writeResult(bench.name, startedAt, result);
       progress(`${bench.name}: results in ${path.relative(process.cwd(), file)}`);
     }
+    const written = await writeReport(results, RESULTS_DIR);
+    progress(`report: ${written.map((file) => path.relative(process.cwd(), file)).join(', ')}`);
   } finally {
     clearTimeout(watchdog);
     process.off('SIGINT', onInterrupt);
@@ -120,11 +133,22 @@ export async function runBenches(benches: readonly Bench[], argv: string[] = pro
   }
 }
 
-async function writeResult(name: string, startedAt: Date, data: Record<string, unknown>): Promise<string> {
+async function writeResult(name: string, startedAt: Date, data: BenchResult): Promise<string> {
   await mkdir(RESULTS_DIR, { recursive: true });
   const file = path.join(RESULTS_DIR, `${name}-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
   await writeFile(file, `${JSON.stringify(data, null, 2)}\n`);
   return file;
+}
+
+/**
+ * The command that ran, for the report: `npm run bench -- <args>` when npm ran the bench script
+ * (it passes the arguments through as given), otherwise node's own command line.
+ */
+function commandLine(argv: readonly string[]): string {
+  const args = argv.map((arg) => (/^[\w./:=,@+-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`)).join(' ');
+  if (process.env.npm_lifecycle_event === 'bench') return `npm run bench${args === '' ? '' : ` -- ${args}`}`;
+  const script = process.argv[1] === undefined ? 'bench/run.ts' : path.relative(REPO, process.argv[1]);
+  return ['node', ...process.execArgv, script, args].filter((part) => part !== '').join(' ');
 }
 
 /** Which code was measured: the commit, and whether the work tree differed from it. */
@@ -183,16 +207,4 @@ export function main(benches: readonly Bench[]): void {
     process.stderr.write(`[bench] failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exitCode = 1;
   });
-}
-
-/**
- * A plain-text table whose columns line up, in Markdown pipe syntax so it pastes into an issue.
- * `align` has one letter per column: `l` or `r` (numbers read best right-aligned).
- */
-export function renderTable(align: string, headers: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = headers.map((header, i) => Math.max(header.length, ...rows.map((row) => (row[i] ?? '').length)));
-  const pad = (cell: string, i: number) => (align[i] === 'r' ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!));
-  const line = (cells: readonly string[]) => `| ${cells.map(pad).join(' | ')} |`;
-  const rule = `|${widths.map((w, i) => (align[i] === 'r' ? `${'-'.repeat(w + 1)}:` : '-'.repeat(w + 2))).join('|')}|`;
-  return [line(headers), rule, ...rows.map(line)].join('\n');
 }

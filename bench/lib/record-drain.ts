@@ -9,6 +9,7 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import type pg from 'pg';
+import { WORKER } from '../../src/settings.ts';
 import type { WorkOptions } from 'pg-boss';
 import type { EngineName } from '../../src/config.ts';
 import { anyUnprocessed, insertBacklog } from './backlog.ts';
@@ -77,7 +78,8 @@ export interface RecordDrain {
   scenario: string;
   backlog: number;
   processes: number;
-  batch: number;
+  /** --batch; the worker's default when absent. */
+  batch?: number;
   /** --concurrency; the worker's default when absent. */
   concurrency?: number;
   /** Pairs the row with a baseline (DrainRow.match). */
@@ -99,14 +101,17 @@ export function plural(processes: number): string {
 }
 
 /** Direct engine, `batch` x CONCURRENCY_PER_BATCH handlers, a backlog bulk-inserted in one transaction with a NOTIFY. */
-export async function drainDirect(ctx: BenchContext, url: string, { processes, batch, backlog }: { processes: number; batch: number; backlog: number }): Promise<DrainRow> {
+/**
+ * A drain by `rowfleet worker --engine direct` processes: with `batch`, `--batch batch --concurrency
+ * CONCURRENCY_PER_BATCH x batch`; without, the worker's default flags (as a user first meets it).
+ */
+export async function drainDirect(ctx: BenchContext, url: string, { processes, batch, backlog }: { processes: number; batch?: number; backlog: number }): Promise<DrainRow> {
   const drain: RecordDrain = {
     engine: 'direct',
-    scenario: `direct, ${plural(processes)}, batch ${batch}, ${backlog.toLocaleString('en-US')}`,
+    scenario: `direct, ${plural(processes)}, ${batch === undefined ? 'default flags' : `batch ${batch}`}, ${backlog.toLocaleString('en-US')}`,
     backlog,
     processes,
-    batch,
-    concurrency: batch * CONCURRENCY_PER_BATCH,
+    ...(batch !== undefined && { batch, concurrency: batch * CONCURRENCY_PER_BATCH }),
   };
   return withPool(url, 1, async (pool) => {
     await resetRecords(pool);
@@ -138,7 +143,7 @@ export async function drainRecords(ctx: BenchContext, url: string, pool: pg.Pool
     {
       databaseUrl: url,
       engine,
-      batch,
+      ...(batch !== undefined && { batch }),
       handler: 'noop',
       ...(drain.concurrency !== undefined && { concurrency: drain.concurrency }),
     },
@@ -185,7 +190,7 @@ export async function drainRecords(ctx: BenchContext, url: string, pool: pg.Pool
       scenario,
       backlog,
       processes,
-      batch,
+      batch: batch ?? WORKER.batch.default,
       ...(drain.concurrency !== undefined && { concurrency: drain.concurrency }),
       ...(drain.match !== undefined && { match: drain.match }),
       ...(released.sweep !== undefined && { sweep: released.sweep }),
