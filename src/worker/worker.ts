@@ -90,8 +90,14 @@ export class Worker {
   readonly #log: Logger;
   /** By keyOf(record). */
   readonly #active = new Map<string, Execution>();
-  /** Executions per kind, for the kinds' own concurrency. */
+  /** Handlers running per kind, for the kinds' own concurrency. */
   readonly #activeByKind = new Map<string, number>();
+  /**
+   * Handlers running (the slots of --concurrency). A record whose handler has finished stays in
+   * #active until its outcome is written, but holds no slot: the next claim then overlaps that
+   * completion's commit instead of waiting for it.
+   */
+  #running = 0;
   /** The kinds this worker claims; undefined: every kind (one handler for all). */
   readonly #kinds: readonly string[] | undefined;
   readonly #policies = new Map<string, KindPolicy>();
@@ -268,9 +274,12 @@ export class Worker {
    * and 5x the Postgres CPU per record of batch 100), so wait until half a batch is free.
    */
   #claimSize(): number {
-    const free = this.#o.concurrency - this.#active.size;
-    const enough = Math.ceil(Math.min(this.#o.concurrency, this.#o.batch) / 2);
-    return free >= enough || this.#active.size === 0 ? Math.min(free, this.#o.batch) : 0;
+    const { concurrency, batch } = this.#o;
+    // Records waiting for their completion's commit hold no slot, but at most `concurrency` of them
+    // are held: a slow database then slows the claims instead of letting a worker hoard records.
+    const free = Math.max(0, Math.min(concurrency - this.#running, 2 * concurrency - this.#active.size));
+    const enough = Math.ceil(Math.min(concurrency, batch) / 2);
+    return free >= enough || this.#running === 0 ? Math.min(free, batch) : 0;
   }
 
   /**
@@ -363,6 +372,7 @@ export class Worker {
     this.#active.delete(key);
     this.#active.set(key, execution);
     this.#activeByKind.set(claimed.kind, (this.#activeByKind.get(claimed.kind) ?? 0) + 1);
+    this.#running += 1;
     this.#o.metrics?.inFlight.set(this.#active.size);
     if (chain > 0 && this.#log.isLevelEnabled('debug')) this.#recordLog(claimed).debug({ chain }, 'claimed: handed on by the completion of the message before');
     if (execution.leaseDeadline < this.#leaseTimerAt) this.#armLeaseTimer();
@@ -403,6 +413,16 @@ export class Worker {
 
   async #execute(execution: Execution): Promise<void> {
     const o = this.#o;
+    let slotFreed = false;
+    /** The handler is done: its slot (and its kind's) is free for the next claim, while its outcome is written. */
+    const freeSlot = () => {
+      if (slotFreed) return;
+      slotFreed = true;
+      this.#running -= 1;
+      const kind = execution.claimed.kind;
+      this.#activeByKind.set(kind, this.#activeByKind.get(kind)! - 1);
+      this.#wakeup.poke();
+    };
     try {
       const outcome = await runHandler(execution, {
         pool: o.pool,
@@ -411,6 +431,7 @@ export class Worker {
         monotonic: () => this.#clock.monotonic(),
       });
       execution.settling = true;
+      freeSlot();
       const ms = this.#clock.monotonic() - execution.startedAt;
       this.#measure(ms);
       this.#o.metrics?.handlerSeconds.observe({ kind: execution.claimed.kind, outcome: outcome.ok ? 'ok' : 'error' }, ms / 1000);
@@ -421,8 +442,7 @@ export class Worker {
       // Only this execution's entry: a record given back may already be held again by a new one.
       const key = keyOf(execution.claimed);
       if (this.#active.get(key) === execution) this.#active.delete(key);
-      const kind = execution.claimed.kind;
-      this.#activeByKind.set(kind, this.#activeByKind.get(kind)! - 1);
+      freeSlot();
       this.#o.metrics?.inFlight.set(this.#active.size);
       this.#wakeup.poke();
     }
