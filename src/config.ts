@@ -101,7 +101,7 @@ export type Env = Readonly<Record<string, string | undefined>>;
  * one, else its environment variable parsed, else its default. A value given in code (a library
  * option like `createWorker({ leaseMs: 50 })`, or a flag commander parsed) meets the same schema
  * as its variable: it is written back as the text the schema reads and parsed once more, so an
- * error names it (`leaseMs must be at least 100 ms`).
+ * error names it (`leaseMs must be at least 100 ms`) and `logLevel: 'INFO'` becomes `info`.
  */
 function resolve<C>(settings: { readonly [K in keyof C]: Setting<C[K]> }, env: Env, given: { readonly [K in keyof C]?: C[K] | undefined }): C {
   const out = {} as C;
@@ -110,8 +110,7 @@ function resolve<C>(settings: { readonly [K in keyof C]: Setting<C[K]> }, env: E
     const fromCode = given[key];
     if (fromCode !== undefined) {
       const text = asText(key, fromCode);
-      if (text !== undefined) parseValue(setting.value, text, key);
-      out[key] = fromCode as C[typeof key];
+      out[key] = text === undefined ? (fromCode as C[typeof key]) : parseValue(setting.value, text, key);
       continue;
     }
     const raw = env[setting.env];

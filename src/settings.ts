@@ -261,7 +261,7 @@ export const WORKER = {
     shown: '(all the handler handles)',
     doc: 'claim only records of these kinds, like `order,invoice`',
   }),
-  concurrency: setting({ env: 'ROWFLEET_CONCURRENCY', flag: '--concurrency <n>', value: integer(1, 10_000), default: 10, shown: '`10`', doc: 'handlers running at once per process, all kinds together' }),
+  concurrency: setting({ env: 'ROWFLEET_CONCURRENCY', flag: '--concurrency <n>', value: integer(1, 10_000), default: 10, shown: '`10`', doc: 'handlers running at once per process, all kinds together (a record whose outcome is being written holds no slot)' }),
   batch: setting({ env: 'ROWFLEET_BATCH', flag: '--batch <n>', value: integer(1, 10_000), default: 100, shown: '`100`', doc: 'most records claimed per statement' }),
   leaseMs: setting({ env: 'ROWFLEET_LEASE', flag: '--lease <duration>', value: duration(100), default: 30_000, shown: '`30s`', doc: 'lease per claim, extended by heartbeats every lease/3' }),
   timeoutMs: setting({ env: 'ROWFLEET_TIMEOUT', flag: '--timeout <duration>', value: duration(1), default: 5 * 60_000, shown: '`5m`', doc: 'a handler running longer is aborted and fails' }),
