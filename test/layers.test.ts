@@ -29,6 +29,7 @@ const LAYERS: Record<string, number> = {
   'config.ts': 5,
   'duration.ts': 5,
   'settings.ts': 5,
+  'random.ts': 5,
   'errors.ts': 5,
   'kind.ts': 5,
   'log.ts': 5,

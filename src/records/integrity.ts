@@ -67,7 +67,10 @@ export async function checkInvariants(db: Queryable, kind: string, prefix: strin
           FROM rowfleet.records r WHERE r.kind = ${kind} AND r.id LIKE ${like(prefix)}`,
   );
   const byId = new Map(records.map((r) => [r.id, r]));
-  const behind = [...acknowledged].filter(([id, v]) => (byId.get(id) === undefined ? true : BigInt(byId.get(id)!.version) < v || byId.get(id)!.applied_max !== byId.get(id)!.version));
+  const behind = [...acknowledged].filter(([id, v]) => {
+    const record = byId.get(id);
+    return record === undefined || BigInt(record.version) < v || record.applied_max !== record.version;
+  });
   const [logged] = await query<{ missing: number; twice: number }>(
     db,
     sql`SELECT (SELECT count(*) FROM unnest(${sql.param([...messageIds])}::text[]) AS m(id) WHERE NOT EXISTS (SELECT 1 FROM rowfleet.event_log e WHERE e.message_id = m.id))::int AS missing,

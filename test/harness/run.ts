@@ -16,7 +16,8 @@ import { parseArgs } from 'node:util';
 import { Cluster, CANARY_TOKEN, Server } from './cluster.ts';
 import { check, type History, type Verdict } from './checker.ts';
 import { SCENARIOS, type Scenario } from './scenarios.ts';
-import { random, runWorkload, type Answer, type Operation, type WorkloadOptions } from './workload.ts';
+import { seededRandom } from '../../src/random.ts';
+import { runWorkload, type Answer, type Operation, type WorkloadOptions } from './workload.ts';
 import { ROOT } from '../helpers/processes.ts';
 
 interface Row extends Verdict {
@@ -61,7 +62,7 @@ async function runScenario(server: Server, scenario: Scenario, index: number): P
       }
     }, 20);
     const ctx = {
-      rand: random(seed * 7 + index),
+      rand: seededRandom(seed * 7 + index),
       progress: (share: number) => new Promise<void>((resolve) => waiters.push({ at: share, resolve })),
       note: (text: string) => notes.push(text),
     };

@@ -5,19 +5,8 @@
  * client retries with the same messageId (on the other API), as a real client would, and the
  * operation is acknowledged if any try is answered.
  */
+import { seededRandom } from '../../src/random.ts';
 import { CANARY_TOKEN } from './cluster.ts';
-
-/** A seeded PRNG (mulberry32): the same seed, the same workload. */
-export function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface Answer {
   status: number;
@@ -85,7 +74,7 @@ export async function runWorkload(
   const pending: Promise<void>[] = [];
   const lastVersion = new Map<string, number>();
   for (let c = 0; c < options.clients; c++) {
-    const clientRand = random(options.seed * 1_000 + c);
+    const clientRand = seededRandom(options.seed * 1_000 + c);
     pending.push(
       (async () => {
         for (let k = 0; k < options.operations && signal?.aborted !== true; k++) {

@@ -25,6 +25,7 @@ import { runFleet } from '../../fleet/run.ts';
 import { workersWithHoldings } from '../../records/counts.ts';
 import { checkInvariants, DEMO_EXECUTIONS_TABLE, runCounts, type RunCounts } from '../../records/integrity.ts';
 import { UserError } from '../../errors.ts';
+import { seededRandom } from '../../random.ts';
 import { overridesFrom, withDatabaseOptions, type CommandContext, type DatabaseFlags } from '../context.ts';
 import { waitForShutdown } from './api.ts';
 
@@ -55,20 +56,9 @@ interface Tally {
   messageIds: string[];
 }
 
-/** A small seeded PRNG (mulberry32), so that every run tells the same story. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Each order's three versions, shuffled among four producers; some sent twice; the hot key's burst. */
 function workload(prefix: string): Message[][] {
-  const rand = prng(42);
+  const rand = seededRandom(42);
   const messages: Message[] = [];
   for (let n = 1; n <= ORDERS; n++) {
     const id = `${prefix}${String(n).padStart(2, '0')}`;
@@ -124,7 +114,12 @@ export function registerDemo(ctx: CommandContext): Command {
             log: quiet,
             env: ctx.io.env,
             // The workers' own lines (retries, the poison record, the killed worker) stay out of the story; kept for a failure.
-            output: { write: (text: string) => workerLines.push(...text.split('\n').filter(Boolean).slice(-200)) },
+            output: {
+              write: (text: string) => {
+                workerLines.push(...text.split('\n').filter(Boolean));
+                if (workerLines.length > 200) workerLines.splice(0, workerLines.length - 200);
+              },
+            },
             logFormat: 'json',
             signal: stop.signal,
           }),
