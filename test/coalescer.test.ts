@@ -82,3 +82,54 @@ describe('Coalescer', () => {
     expect(calls.map((c) => c.length)).toEqual([1, 499]);
   });
 });
+
+describe('Coalescer with a key', () => {
+  it('keeps one key in arrival order across calls in flight, and lets other keys pass', async () => {
+    // Calls finish when the test says so, in the order it chooses.
+    const calls: { items: string[]; finish(): void }[] = [];
+    const coalescer = new Coalescer<string, string>({
+      maxInFlight: 2,
+      maxBatch: 1000,
+      key: (item) => item.split(':')[0]!,
+      send: (items) => new Promise((resolve) => calls.push({ items, finish: () => resolve(items) })),
+    });
+    const outs = ['a:1', 'b:1', 'a:2', 'c:1', 'b:2', 'a:3'].map((item) => coalescer.submit(item));
+    const tick = () => new Promise((resolve) => setImmediate(resolve));
+    // Two calls in flight at once, each alone: the rest queue.
+    expect(calls.map((c) => c.items)).toEqual([['a:1'], ['b:1']]);
+    calls[1]!.finish();
+    await tick();
+    // The next call takes the queue but a's items: a:1 is still in flight.
+    expect(calls.map((c) => c.items)).toEqual([['a:1'], ['b:1'], ['c:1', 'b:2']]);
+    calls[2]!.finish();
+    await tick();
+    expect(calls).toHaveLength(3);
+    calls[0]!.finish();
+    await tick();
+    expect(calls.map((c) => c.items)).toEqual([['a:1'], ['b:1'], ['c:1', 'b:2'], ['a:2', 'a:3']]);
+    calls[3]!.finish();
+    expect(await Promise.all(outs)).toEqual(['a:1', 'b:1', 'a:2', 'c:1', 'b:2', 'a:3']);
+  });
+
+  it('retries a refused call item by item with each key in order', async () => {
+    const sent: string[][] = [];
+    const coalescer = new Coalescer<string, string>({
+      maxInFlight: 1,
+      maxBatch: 1000,
+      gather: true,
+      key: (item) => item.split(':')[0]!,
+      isolate: () => true,
+      send: async (items) => {
+        sent.push(items);
+        if (items.length > 1 || items[0] === 'b:1') throw new Error('refused');
+        return items;
+      },
+    });
+    const outcomes = await Promise.allSettled(['a:1', 'b:1', 'a:2', 'a:3'].map((item) => coalescer.submit(item)));
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    // One call for all four, refused; then one call each, a's in arrival order.
+    expect(sent[0]).toEqual(['a:1', 'b:1', 'a:2', 'a:3']);
+    expect(sent.slice(1).filter((s) => s[0]!.startsWith('a:'))).toEqual([['a:1'], ['a:2'], ['a:3']]);
+    expect(sent).toHaveLength(5);
+  });
+});

@@ -30,6 +30,8 @@ export class UpsertCoalescer {
       ...limits,
       send: (messages) => upsertMessages(db, messages, { enqueue }),
       isolate: (err) => !isDatabaseUnavailable(err),
+      // One record's messages keep their order of arrival, in and across calls.
+      key: (m) => `${m.kind ?? ''}\u0000${m.id}`,
     });
   }
 
